@@ -1,0 +1,44 @@
+"""Engines and connections, with driver errors turned into tcmerge errors without secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from tcmerge.dburl import DatabaseRef, scrub
+from tcmerge.errors import DatabaseError
+
+
+def create_engine(ref: DatabaseRef, **kwargs: Any) -> sa.Engine:
+    """An engine for one database; the password stays inside the process."""
+    kwargs.setdefault("pool_pre_ping", False)
+    return sa.create_engine(ref.url, **kwargs)
+
+
+def server_reason(exc: BaseException, ref: DatabaseRef) -> str:
+    """The server's or driver's own words for a failure, with every secret removed."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    reason = " ".join(line.strip() for line in text if line.strip()) or type(orig).__name__
+    return scrub(reason, ref.secrets)
+
+
+@contextmanager
+def connect(ref: DatabaseRef, **engine_kwargs: Any) -> Iterator[sa.Connection]:
+    """A connection to ``ref``; a failure to connect raises DatabaseError(CONNECTION_FAILED)."""
+    engine = create_engine(ref, **engine_kwargs)
+    try:
+        try:
+            conn = engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseError(
+                f"cannot connect to {ref.label}: {server_reason(exc, ref)}",
+                code="CONNECTION_FAILED",
+            ) from None
+        with conn:
+            yield conn
+    finally:
+        engine.dispose()

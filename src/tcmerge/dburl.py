@@ -1,0 +1,116 @@
+"""Naming databases: URLs, their dialect, and keeping passwords out of every text.
+
+A database argument is a SQLAlchemy URL; the dialect comes from its scheme. The
+password, when there is one, lives only inside the ``sqlalchemy.URL`` object and
+is masked whenever the URL is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from tcmerge.errors import ConfigError, MixedDatabaseTypesError, UnsupportedDatabaseError
+
+#: Default driver per dialect: the driver tcmerge is built and tested with.
+DEFAULT_DRIVERS = {"postgresql": "psycopg", "oracle": "oracledb"}
+#: Dialects tcmerge can merge.
+MERGEABLE = ("postgresql", "oracle")
+#: Dialects refused for merging, with the reason shown to the user.
+REFUSED_FOR_MERGE = {
+    "mssql": (
+        "Microsoft SQL Server is not supported for merging Text Conference databases "
+        "(Cisco's merge tool supports only Oracle and PostgreSQL). MS SQL remains usable "
+        "as the external database of an HA group; merge on PostgreSQL or Oracle."
+    ),
+}
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class DatabaseRef:
+    """One database the user named: its URL (password inside) and a label for output."""
+
+    url: URL
+    name: str | None = None  # the topology name, when it came from a topology
+    extra_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def label(self) -> str:
+        """What output shows: the topology name or the URL with its password masked."""
+        return self.name or mask_url(self.url)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        pw = self.url.password
+        return (*(() if pw in (None, "") else (str(pw),)), *self.extra_secrets)
+
+    def __str__(self) -> str:
+        return self.label
+
+    def with_password(self, password: str | None) -> DatabaseRef:
+        return DatabaseRef(self.url.set(password=password), self.name, self.extra_secrets)
+
+
+def mask_url(url: URL | str) -> str:
+    """The URL as text with its password replaced by ``***``."""
+    if isinstance(url, str):
+        url = make_url(url)
+    return url.render_as_string(hide_password=True)
+
+
+def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
+    """Parse a database URL given by the user; normalise the driver.
+
+    ``postgresql://`` becomes ``postgresql+psycopg://`` and ``oracle://`` becomes
+    ``oracle+oracledb://``. Raises ConfigError (never echoing the password).
+    """
+    if "://" not in text:
+        raise ConfigError(
+            f"{text!r} is not a database URL; give a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host:5432/dbname, or a database name together "
+            "with --topology FILE"
+        )
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ConfigError("could not parse the database URL (check its syntax)") from None
+    backend = url.get_backend_name()
+    driver = DEFAULT_DRIVERS.get(backend)
+    if driver is not None and "+" not in url.drivername:
+        url = url.set(drivername=f"{backend}+{driver}")
+    return DatabaseRef(url=url, name=name)
+
+
+def require_mergeable(refs: Sequence[DatabaseRef]) -> str:
+    """Refuse unsupported or mixed dialects before any connection; return the dialect."""
+    for ref in refs:
+        if ref.dialect in REFUSED_FOR_MERGE:
+            raise UnsupportedDatabaseError(f"{ref.label}: {REFUSED_FOR_MERGE[ref.dialect]}")
+        if ref.dialect not in MERGEABLE:
+            raise UnsupportedDatabaseError(
+                f"{ref.label}: database type {ref.dialect!r} is not supported; "
+                f"tcmerge merges {' and '.join(MERGEABLE)} databases"
+            )
+    dialects = sorted({ref.dialect for ref in refs})
+    if len(dialects) > 1:
+        raise MixedDatabaseTypesError(
+            "all inputs must be of one database type to be merged, got "
+            + ", ".join(f"{ref.label} ({ref.dialect})" for ref in refs)
+        )
+    return dialects[0]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Remove every known secret from a text (error messages from drivers and servers)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,73 @@
+"""Administrator statements shared by every PostgreSQL server kind (identifiers quoted)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.providers.base import DatabaseServer
+
+_ENCODING = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def psycopg_params(url: URL) -> dict[str, Any]:
+    """libpq keyword parameters for a URL (password passed in memory, never in argv)."""
+    params: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class PostgresAdminMixin(DatabaseServer):
+    """create/drop database and role through psycopg in autocommit mode."""
+
+    def admin_connection(self, database: str | None = None) -> psycopg.Connection[Any]:
+        url = self.url(database or self.maintenance_database)
+        return psycopg.connect(**psycopg_params(url), autocommit=True)
+
+    @property
+    def version(self) -> str:
+        with self.admin_connection() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        assert row is not None
+        return str(row[0]).split()[0]
+
+    def create_database(self, name: str, *, owner: str | None = None,
+                        encoding: str = "UTF8") -> DatabaseRef:
+        if not _ENCODING.match(encoding):
+            raise ValueError(f"bad encoding name {encoding!r}")
+        statement = sql.SQL(
+            "CREATE DATABASE {} ENCODING {} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+        ).format(sql.Identifier(name), sql.Literal(encoding))
+        if owner:
+            statement = statement + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+        with self.admin_connection() as conn:
+            conn.execute(statement)
+        return self.admin_ref(name)
+
+    def drop_database(self, name: str) -> None:
+        with self.admin_connection() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+    def create_role(self, name: str, password: str | None, *, superuser: bool = False,
+                    createdb: bool = False) -> None:
+        options = [sql.SQL("LOGIN")]
+        if superuser:
+            options.append(sql.SQL("SUPERUSER"))
+        if createdb:
+            options.append(sql.SQL("CREATEDB"))
+        if password is not None:
+            options.append(sql.SQL("PASSWORD {}").format(sql.Literal(password)))
+        with self.admin_connection() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} ").format(sql.Identifier(name))
+                         + sql.SQL(" ").join(options))

@@ -1,0 +1,34 @@
+"""tcmerge's own tables, kept apart from the TC tables (their own MetaData).
+
+They live in the target database: the job history of every merge.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tcmerge.schema.types import long_text, short_string
+
+metadata = sa.MetaData()
+
+JOB_STATUSES = ("running", "succeeded", "failed", "restored")
+
+tcmerge_jobs = sa.Table(
+    "tcmerge_jobs",
+    metadata,
+    sa.Column("job_id", short_string(36), nullable=False),
+    sa.Column("status", short_string(16), nullable=False),
+    sa.Column("started_at", sa.TIMESTAMP(), nullable=False),
+    sa.Column("finished_at", sa.TIMESTAMP(), nullable=True),
+    sa.Column("tcmerge_version", short_string(32), nullable=False),
+    # JSON documents as text: portable between PostgreSQL and Oracle. No passwords.
+    sa.Column("inputs", long_text(), nullable=False),
+    sa.Column("options", long_text(), nullable=False),
+    sa.Column("counts", long_text(), nullable=True),
+    sa.Column("error", long_text(), nullable=True),
+    sa.PrimaryKeyConstraint("job_id", name="tcmerge_jobs_pkey"),
+    sa.CheckConstraint(
+        "status IN (" + ", ".join(repr(s) for s in JOB_STATUSES) + ")",
+        name="tcmerge_jobs_status_check",
+    ),
+)

@@ -1,0 +1,253 @@
+"""Compare a live database's TC schema with the model, and column types with each other.
+
+``reflect`` reads what a server has; ``compare_to_model`` turns the differences
+into findings; ``can_hold`` says whether a column can receive every value of
+another (used for source-versus-target checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import oracle as sa_oracle
+
+from tcmerge.results import Finding, error, info, warning
+
+
+@dataclass(frozen=True)
+class ColumnShape:
+    """A column type reduced to what matters for moving data: its kind and length.
+
+    kinds: varchar, char, text, smallint, integer, bigint, numeric, timestamp, date, other.
+    """
+
+    kind: str
+    length: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.length})" if self.length is not None else self.kind
+
+
+_TEXT_TYPES: tuple[type[sa.types.TypeEngine[object]], ...] = (
+    sa.Text,
+    sa_oracle.CLOB,
+    sa_oracle.NCLOB,
+    sa_oracle.LONG,
+)
+
+
+def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
+    """Classify a model or reflected type."""
+    if isinstance(type_, _TEXT_TYPES):
+        return ColumnShape("text")
+    if isinstance(type_, (sa.CHAR, sa.NCHAR)):
+        return ColumnShape("char", type_.length)
+    if isinstance(type_, sa.String):
+        return ColumnShape("varchar", type_.length) if type_.length else ColumnShape("text")
+    if isinstance(type_, sa.BigInteger):
+        return ColumnShape("bigint")
+    if isinstance(type_, sa.SmallInteger):
+        return ColumnShape("smallint")
+    if isinstance(type_, sa.Integer):
+        return ColumnShape("integer")
+    if isinstance(type_, sa.Numeric):
+        # Oracle NUMBER(p,0): sized by its precision.
+        precision, scale = type_.precision, type_.scale
+        if not scale:
+            if precision is not None and precision <= 4:
+                return ColumnShape("smallint")
+            if precision is not None and precision <= 9:
+                return ColumnShape("integer")
+            if precision is not None and precision <= 19:
+                return ColumnShape("bigint")
+            if precision is None or precision <= 38:
+                # NUMBER / NUMBER(38) / Oracle INTEGER hold every BIGINT value
+                return ColumnShape("bigint")
+        return ColumnShape("numeric", precision)
+    if isinstance(type_, sa_oracle.DATE):
+        return ColumnShape("date")
+    if isinstance(type_, (sa.DateTime, sa.TIMESTAMP)):
+        return ColumnShape("timestamp")
+    if isinstance(type_, sa.Date):
+        return ColumnShape("date")
+    return ColumnShape("other")
+
+
+_INTEGER_RANK = {"smallint": 1, "integer": 2, "bigint": 3}
+
+
+def can_hold(target: ColumnShape, source: ColumnShape) -> bool:
+    """True when every value of a ``source`` column fits a ``target`` column unchanged."""
+    if target.kind == "text":
+        return source.kind in {"text", "varchar", "char"}
+    if target.kind in {"varchar", "char"}:
+        if source.kind not in {"varchar", "char"}:
+            return False
+        if target.kind == "char" and source.kind == "varchar":
+            return False  # CHAR pads: not byte-identical
+        return target.length is None or (
+            source.length is not None and source.length <= target.length
+        )
+    if target.kind in _INTEGER_RANK:
+        return source.kind in _INTEGER_RANK and _INTEGER_RANK[source.kind] <= _INTEGER_RANK[
+            target.kind
+        ]
+    if target.kind == "timestamp":
+        return source.kind in {"timestamp", "date"}
+    return target == source
+
+
+@dataclass
+class LiveColumn:
+    name: str
+    shape: ColumnShape
+    nullable: bool
+    has_default: bool
+
+
+@dataclass
+class LiveTable:
+    name: str
+    columns: dict[str, LiveColumn] = field(default_factory=dict)
+    primary_key: tuple[str, ...] = ()
+    check_names: frozenset[str] = frozenset()
+
+
+def reflect(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, LiveTable]:
+    """What the server has for the given model tables (absent tables are left out)."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    live: dict[str, LiveTable] = {}
+    for table in tables:
+        if table.name not in present:
+            continue
+        columns = {
+            col["name"].lower(): LiveColumn(
+                name=col["name"].lower(),
+                shape=shape_of(col["type"]),
+                nullable=bool(col["nullable"]),
+                has_default=col.get("default") is not None,
+            )
+            for col in inspector.get_columns(table.name)
+        }
+        pk = inspector.get_pk_constraint(table.name).get("constrained_columns") or []
+        try:
+            checks = frozenset(
+                (c.get("name") or "").lower() for c in inspector.get_check_constraints(table.name)
+            )
+        except NotImplementedError:
+            checks = frozenset()
+        live[table.name] = LiveTable(
+            table.name, columns, tuple(c.lower() for c in pk), checks
+        )
+    return live
+
+
+def compare_to_model(
+    live: dict[str, LiveTable], tables: Iterable[sa.Table], database: str | None
+) -> list[Finding]:
+    """Findings for every difference between a live schema and the model tables."""
+    findings: list[Finding] = []
+    for table in tables:
+        found = live.get(table.name)
+        if found is None:
+            findings.append(
+                error(
+                    "SCHEMA_MISSING_TABLE",
+                    f"table {table.name} does not exist",
+                    database=database,
+                    table=table.name,
+                    hint="assign the database to an IM and Presence node so that it creates "
+                    "its schema, or run: tcmerge schema upgrade DB",
+                )
+            )
+            continue
+        findings.extend(_compare_table(found, table, database))
+    return findings
+
+
+def _compare_table(found: LiveTable, table: sa.Table, database: str | None) -> list[Finding]:
+    findings: list[Finding] = []
+    where = {"database": database, "table": table.name}
+    for column in table.columns:
+        model_shape = shape_of(column.type)
+        live_col = found.columns.get(column.name)
+        if live_col is None:
+            findings.append(
+                error(
+                    "SCHEMA_MISSING_COLUMN",
+                    f"column {table.name}.{column.name} ({model_shape}) is missing",
+                    hint=f"add the column {column.name} as in the model "
+                    "(tcmerge schema sql shows the DDL)",
+                    details={"column": column.name, "expected": str(model_shape)},
+                    **where,
+                )
+            )
+            continue
+        if live_col.shape != model_shape:
+            holds = can_hold(live_col.shape, model_shape)
+            make = warning if holds else error
+            findings.append(
+                make(
+                    "SCHEMA_TYPE_MISMATCH",
+                    f"column {table.name}.{column.name} is {live_col.shape}, the model has "
+                    f"{model_shape}"
+                    + ("" if holds else " (values of the model's type may not fit)"),
+                    details={
+                        "column": column.name,
+                        "expected": str(model_shape),
+                        "actual": str(live_col.shape),
+                    },
+                    **where,
+                )
+            )
+        if live_col.nullable != column.nullable:
+            findings.append(
+                warning(
+                    "SCHEMA_NULLABILITY_MISMATCH",
+                    f"column {table.name}.{column.name} is "
+                    f"{'NULL' if live_col.nullable else 'NOT NULL'}, the model has "
+                    f"{'NULL' if column.nullable else 'NOT NULL'}",
+                    details={"column": column.name},
+                    **where,
+                )
+            )
+    model_names = {c.name for c in table.columns}
+    for name, live_col in found.columns.items():
+        if name in model_names:
+            continue
+        blocking = not live_col.nullable and not live_col.has_default
+        findings.append(
+            (error if blocking else warning)(
+                "SCHEMA_EXTRA_COLUMN",
+                f"column {table.name}.{name} ({live_col.shape}) is not in the model"
+                + (" and is NOT NULL without a default: rows cannot be inserted" if blocking
+                   else "; it is left alone"),
+                details={"column": name},
+                **where,
+            )
+        )
+    model_pk = tuple(c.name for c in table.primary_key.columns)
+    if model_pk and found.primary_key != model_pk:
+        findings.append(
+            info(
+                "SCHEMA_KEY_MISMATCH",
+                f"{table.name} has primary key ({', '.join(found.primary_key) or 'none'}), "
+                f"the model has ({', '.join(model_pk)})",
+                **where,
+            )
+        )
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.CheckConstraint) and constraint.name:
+            if str(constraint.name).lower() not in found.check_names:
+                findings.append(
+                    info(
+                        "SCHEMA_MISSING_CONSTRAINT",
+                        f"{table.name} has no check constraint {constraint.name}; values are "
+                        "checked by validation instead",
+                        **where,
+                    )
+                )
+    return findings
