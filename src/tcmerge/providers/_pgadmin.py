@@ -61,7 +61,7 @@ class PostgresAdminMixin(DatabaseServer):
 
     def create_role(self, name: str, password: str | None, *, superuser: bool = False,
                     createdb: bool = False) -> None:
-        options = [sql.SQL("LOGIN")]
+        options: list[sql.Composable] = [sql.SQL("LOGIN")]
         if superuser:
             options.append(sql.SQL("SUPERUSER"))
         if createdb:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle as sa_oracle
@@ -30,7 +31,7 @@ class ColumnShape:
         return f"{self.kind}({self.length})" if self.length is not None else self.kind
 
 
-_TEXT_TYPES: tuple[type[sa.types.TypeEngine[object]], ...] = (
+_TEXT_TYPES: tuple[type[sa.types.TypeEngine[Any]], ...] = (
     sa.Text,
     sa_oracle.CLOB,
     sa_oracle.NCLOB,
@@ -240,8 +241,11 @@ def _compare_table(found: LiveTable, table: sa.Table, database: str | None) -> l
             )
         )
     for constraint in table.constraints:
-        if isinstance(constraint, sa.CheckConstraint) and constraint.name:
-            if str(constraint.name).lower() not in found.check_names:
+        if (
+            isinstance(constraint, sa.CheckConstraint)
+            and constraint.name
+            and str(constraint.name).lower() not in found.check_names
+        ):
                 findings.append(
                     info(
                         "SCHEMA_MISSING_CONSTRAINT",

@@ -1,0 +1,49 @@
+"""The ``tcmerge`` command: sub-commands are registered from their own modules."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated
+
+import typer
+
+from tcmerge import __version__
+from tcmerge.cli.output import setup_logging
+
+# Tracebacks with local variables would print passwords: rich tracebacks stay off.
+app = typer.Typer(
+    name="tcmerge",
+    help="Merge Text Conference (persistent chat) databases for IM and Presence HA.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+#: Modules with a ``register(app)`` function, each owning its commands.
+COMMAND_MODULES = (
+    "tcmerge.cli.schema",
+)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    setup_logging(verbose)
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

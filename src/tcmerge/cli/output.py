@@ -1,0 +1,142 @@
+"""Rendering and the one error boundary of the CLI.
+
+Human output goes to stdout through rich; with ``--json`` stdout carries exactly
+one JSON object and everything else (progress, logs) goes to stderr. Every text
+that leaves the process passes through ``Secrets.scrub``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, NoReturn, Protocol
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tcmerge.dburl import DatabaseRef, parse_database, scrub
+from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, TcmergeError
+from tcmerge.results import Finding, sort_findings
+
+
+class Secrets:
+    """Every password the command has seen; scrubbed from all output."""
+
+    values: ClassVar[set[str]] = set()
+
+    @classmethod
+    def add(cls, *secrets: str | None) -> None:
+        cls.values.update(s for s in secrets if s)
+
+    @classmethod
+    def scrub(cls, text: str) -> str:
+        return scrub(text, cls.values)
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = Secrets.scrub(record.getMessage())
+        record.args = ()
+        return True
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ScrubFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tcmerge")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def database(text: str) -> DatabaseRef:
+    """A database argument given as a URL; its password is remembered for scrubbing."""
+    ref = parse_database(text)
+    Secrets.add(*ref.secrets)
+    return ref
+
+
+class HasDict(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(Secrets.scrub(json.dumps(payload, indent=2, default=str)) + "\n")
+    sys.stdout.flush()
+
+
+def print_text(text: str = "", *, err: bool = False) -> None:
+    (stderr if err else stdout).print(Secrets.scrub(text), markup=False)
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def findings_table(findings: Iterable[Finding], title: str = "Findings") -> Table | None:
+    """Findings grouped by database and table, most severe first."""
+    ordered = sort_findings(findings)
+    if not ordered:
+        return None
+    ordered.sort(key=lambda f: (f.database or "", f.table or ""))
+    table = Table(title=title, show_lines=False)
+    for column in ("database", "table", "severity", "code", "message / hint"):
+        table.add_column(column, overflow="fold")
+    for f in ordered:
+        text = f.message + (f"\n→ {f.hint}" if f.hint else "")
+        table.add_row(Secrets.scrub(f.database or "-"), f.table or "-",
+                      f"[{SEVERITY_STYLE[str(f.severity)]}]{f.severity}[/]", f.code,
+                      Secrets.scrub(text))
+    return table
+
+
+def print_findings(findings: Iterable[Finding], title: str = "Findings") -> None:
+    table = findings_table(findings, title)
+    if table is None:
+        stdout.print("No findings.")
+    else:
+        stdout.print(table)
+
+
+def finish(result: HasDict, *, as_json: bool, human: Callable[[], None]) -> NoReturn:
+    """Print a result (JSON or human) and exit 0 when ``ok`` else 1."""
+    payload = result.as_dict()
+    if as_json:
+        print_json(payload)
+    else:
+        human()
+    raise typer.Exit(EXIT_OK if payload.get("ok", True) else EXIT_FINDINGS)
+
+
+@contextmanager
+def error_boundary(as_json: bool) -> Iterator[None]:
+    """Turn tcmerge errors into the contract's output and exit codes, secrets removed."""
+    try:
+        yield
+    except TcmergeError as exc:
+        _fail(exc.code, exc.message, exc.exit_code, as_json)
+    except KeyboardInterrupt:
+        _fail("INTERRUPTED", "interrupted", EXIT_FAILURE, as_json)
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # the last line of defence: no traceback with locals
+        if logging.getLogger("tcmerge").isEnabledFor(logging.DEBUG):
+            logging.getLogger("tcmerge").exception("unexpected error")
+        _fail("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}", EXIT_FAILURE, as_json)
+
+
+def _fail(code: str, message: str, exit_code: int, as_json: bool) -> NoReturn:
+    message = Secrets.scrub(message)
+    if as_json:
+        print_json({"ok": False, "error": {"code": code, "message": message}})
+    else:
+        stderr.print(f"[bold red]error[/] [{code}]: ", end="")
+        stderr.print(message, markup=False)
+    raise typer.Exit(exit_code)

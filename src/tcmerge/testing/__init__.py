@@ -1,0 +1,1 @@
+"""Test support (pytest plugin and fixtures). No runtime module imports this package."""

@@ -1,0 +1,1 @@
+"""Fixtures come from the tcmerge.testing.plugin pytest plugin (see pyproject addopts)."""
