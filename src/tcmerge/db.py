@@ -11,10 +11,23 @@ import sqlalchemy as sa
 from tcmerge.dburl import DatabaseRef, scrub
 from tcmerge.errors import DatabaseError
 
+#: Name tcmerge's sessions carry, so that session checks can tell them from others.
+APPLICATION_NAME = "tcmerge"
+
 
 def create_engine(ref: DatabaseRef, **kwargs: Any) -> sa.Engine:
-    """An engine for one database; the password stays inside the process."""
+    """An engine for one database; the password stays inside the process.
+
+    PostgreSQL sessions ask for UTF8 so that a SQL_ASCII database (which psycopg
+    would otherwise hand over as bytes) reads as text; invalid bytes are found by
+    validation, not here.
+    """
     kwargs.setdefault("pool_pre_ping", False)
+    if ref.dialect == "postgresql":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("client_encoding", "UTF8")
+        connect_args.setdefault("application_name", APPLICATION_NAME)
+        kwargs["connect_args"] = connect_args
     return sa.create_engine(ref.url, **kwargs)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy.engine import URL
 
 from tcmerge.errors import ProviderError, ProviderUnavailable
@@ -125,13 +126,15 @@ def remove_stale_clusters(tmp: Path | None = None) -> list[Path]:
     return removed
 
 
-def _kill_postmaster(data: Path) -> None:
+def _kill_postmaster(data: Path, timeout: float = 30) -> None:
+    """Immediate shutdown of a postmaster (and its children); returns once it has exited."""
     try:
         pid = int((data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        process = psutil.Process(pid)
+        process.send_signal(signal.SIGQUIT)
+        process.wait(timeout)
+    except (OSError, ValueError, IndexError, psutil.Error):
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGQUIT)  # immediate shutdown of postmaster and children
 
 
 class LocalPostgresServer(PostgresAdminMixin):

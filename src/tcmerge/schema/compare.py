@@ -51,9 +51,7 @@ def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
         return ColumnShape("bigint")
     if isinstance(type_, sa.SmallInteger):
         return ColumnShape("smallint")
-    if isinstance(type_, sa.Integer):
-        return ColumnShape("integer")
-    if isinstance(type_, sa.Numeric):
+    if isinstance(type_, sa.Numeric):  # before Integer: Oracle NUMBER derives from both
         # Oracle NUMBER(p,0): sized by its precision.
         precision, scale = type_.precision, type_.scale
         if not scale:
@@ -67,6 +65,8 @@ def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
                 # NUMBER / NUMBER(38) / Oracle INTEGER hold every BIGINT value
                 return ColumnShape("bigint")
         return ColumnShape("numeric", precision)
+    if isinstance(type_, sa.Integer):
+        return ColumnShape("integer")
     if isinstance(type_, sa_oracle.DATE):
         return ColumnShape("date")
     if isinstance(type_, (sa.DateTime, sa.TIMESTAMP)):

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import oracle
+
+from tcmerge.schema.compare import ColumnShape, can_hold, shape_of
+from tcmerge.schema.types import jid
+
+
+def test_shapes() -> None:
+    assert shape_of(jid()) == ColumnShape("varchar", 3071)
+    assert shape_of(oracle.VARCHAR2(3071)) == ColumnShape("varchar", 3071)
+    assert shape_of(sa.Text()) == ColumnShape("text")
+    assert shape_of(oracle.CLOB()) == ColumnShape("text")
+    assert shape_of(oracle.NUMBER(19, 0)) == ColumnShape("bigint")
+    assert shape_of(sa.BigInteger()) == ColumnShape("bigint")
+    assert shape_of(sa.TIMESTAMP()) == ColumnShape("timestamp")
+
+
+def test_can_hold() -> None:
+    v100, v3071 = ColumnShape("varchar", 100), ColumnShape("varchar", 3071)
+    assert can_hold(v3071, v100)
+    assert not can_hold(v100, v3071)
+    assert can_hold(ColumnShape("text"), v3071)
+    assert not can_hold(v3071, ColumnShape("text"))
+    assert can_hold(ColumnShape("bigint"), ColumnShape("integer"))
+    assert not can_hold(ColumnShape("integer"), ColumnShape("bigint"))
