@@ -34,18 +34,33 @@ def unique_name(prefix: str = "tcdb") -> str:
     return f"{prefix}_{os.getpid()}_{next(_counter)}"
 
 
-def _server_kinds() -> list[str]:
-    chosen = Settings.from_env().provider
-    return [chosen] if chosen else ["embedded", "system"]
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db-provider", default=None,
+        help="database provider for the tests (embedded, system, testcontainers, url); "
+             "default: embedded and, when installed, system (or TCMERGE_DB_PROVIDER)")
 
 
-def _open_provider(name: str) -> Provider:
+def _chosen_provider(config: pytest.Config) -> str | None:
+    return config.getoption("--db-provider") or Settings.from_env().provider
+
+
+def _default_kind(config: pytest.Config) -> str:
+    return _chosen_provider(config) or DEFAULT_PROVIDER
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pg_server" in metafunc.fixturenames:
+        chosen = _chosen_provider(metafunc.config)
+        kinds = [chosen] if chosen else ["embedded", "system"]
+        metafunc.parametrize("pg_server", kinds, indirect=True, scope="session")
+
+
+def _open_provider(name: str, default_kind: str) -> Provider:
     try:
         return PROVIDERS[name]()
     except ProviderUnavailable as exc:
-        must = Settings.from_env().require_db and name == (
-            Settings.from_env().provider or DEFAULT_PROVIDER)
-        if must:
+        if Settings.from_env().require_db and name == default_kind:
             pytest.fail(f"TCMERGE_REQUIRE_DB is set but PostgreSQL is unavailable: {exc}")
         pytest.skip(f"database provider unavailable: {exc}")
 
@@ -53,13 +68,14 @@ def _open_provider(name: str) -> Provider:
 class _Servers:
     """One provider and one shared server per provider kind, for the whole session."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_kind: str) -> None:
+        self.default_kind = default_kind
         self.providers: dict[str, Provider] = {}
         self.servers: dict[str, DatabaseServer] = {}
 
     def provider(self, kind: str) -> Provider:
         if kind not in self.providers:
-            self.providers[kind] = _open_provider(kind)
+            self.providers[kind] = _open_provider(kind, self.default_kind)
         return self.providers[kind]
 
     def server(self, kind: str) -> DatabaseServer:
@@ -73,13 +89,13 @@ class _Servers:
 
 
 @pytest.fixture(scope="session")
-def _servers() -> Iterator[_Servers]:
-    servers = _Servers()
+def _servers(pytestconfig: pytest.Config) -> Iterator[_Servers]:
+    servers = _Servers(_default_kind(pytestconfig))
     yield servers
     servers.close()
 
 
-@pytest.fixture(scope="session", params=_server_kinds())
+@pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest, _servers: _Servers) -> DatabaseServer:
     """A shared PostgreSQL server; the test runs once per available local provider."""
     return _servers.server(request.param)
@@ -87,14 +103,14 @@ def pg_server(request: pytest.FixtureRequest, _servers: _Servers) -> DatabaseSer
 
 @pytest.fixture(scope="session")
 def embedded_server(_servers: _Servers) -> DatabaseServer:
-    return _servers.server(Settings.from_env().provider or DEFAULT_PROVIDER)
+    return _servers.server(_servers.default_kind)
 
 
 @pytest.fixture
 def cluster_factory(_servers: _Servers) -> Iterator[Callable[..., DatabaseServer]]:
     """Start extra clusters for this test; each is stopped and deleted afterwards."""
     started: list[DatabaseServer] = []
-    kind = Settings.from_env().provider or DEFAULT_PROVIDER
+    kind = _servers.default_kind
 
     def start(name: str = "extra", **options: Any) -> DatabaseServer:
         server = _servers.provider(kind)._start_server(name, **options)
