@@ -108,17 +108,19 @@ class SimClock:
 
 
 class EventQueue:
-    """Events keyed by simulated time; ties keep insertion order (deterministic)."""
+    """Events keyed by simulated time; ties go by priority (lower first), then insertion
+    order, so a run is deterministic. Checks use a higher priority: they see everything
+    that happened at their time."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, object]] = []
+        self._heap: list[tuple[float, int, int, object]] = []
         self._seq = itertools.count()
 
-    def push(self, when: float, event: object) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), event))
+    def push(self, when: float, event: object, *, priority: int = 0) -> None:
+        heapq.heappush(self._heap, (when, priority, next(self._seq), event))
 
     def pop(self) -> tuple[float, object]:
-        when, _, event = heapq.heappop(self._heap)
+        when, _, _, event = heapq.heappop(self._heap)
         return when, event
 
     def peek_time(self) -> float | None:
