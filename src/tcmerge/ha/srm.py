@@ -811,7 +811,7 @@ class HaModel:
             owners = set(home.serves_users)
             home.serves_users.clear()
             backup.serves_users |= owners
-        self._sign_out(self._users_on(home.name), f"failover of {home.name}")
+            self._sign_out(self._users_on(home.name), f"failover of {home.name}")
         token = next(self._tokens)
         self._pending[token] = (home.group, move)
         self.queue.push(now + self.timers.transition_time,
