@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tcmerge.schema.types import long_text, short_string
+from tcmerge.schema.types import counter, jid, long_text, short_string
 
 metadata = sa.MetaData()
 
@@ -31,4 +31,19 @@ tcmerge_jobs = sa.Table(
         "status IN (" + ", ".join(repr(s) for s in JOB_STATUSES) + ")",
         name="tcmerge_jobs_status_check",
     ),
+)
+
+# Room leases of the HA room service (tcmerge.ha.rooms): at most one node hosts a room
+# (room_jid is the key); every takeover raises ``fencing``, so a node that lost its
+# lease cannot write. A released lease keeps its row (holder NULL) and its fencing
+# number, which therefore never goes back.
+tcmerge_room_leases = sa.Table(
+    "tcmerge_room_leases",
+    metadata,
+    sa.Column("room_jid", jid(), nullable=False),
+    sa.Column("holder", short_string(255), nullable=True),
+    sa.Column("fencing", counter(), nullable=False),
+    sa.Column("acquired_at", sa.TIMESTAMP(), nullable=True),
+    sa.PrimaryKeyConstraint("room_jid", name="tcmerge_room_leases_pkey"),
+    sa.Index("tcmerge_room_leases_holder", "holder"),
 )

@@ -1,0 +1,78 @@
+"""Scenario files: the shipped ones load; broken ones are configuration errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
+from tcmerge.errors import ConfigError
+from tcmerge.ha.scenario import load_scenario, scenarios_dir, shipped_scenarios
+
+SHIPPED = {"failover-use-case", "peer-loss-heartbeat", "manual-failover", "double-failure",
+           "recovery", "automatic-fallback", "non-ha", "network-loss",
+           "database-unreachable-takeover"}
+
+
+def test_every_required_scenario_is_shipped_and_loads() -> None:
+    assert set(shipped_scenarios()) == SHIPPED
+    for name in SHIPPED:
+        scenario = load_scenario(name)
+        assert scenario.events and scenario.rooms
+        assert any(e.do == "expect" for e in scenario.events)
+
+
+def test_events_are_ordered_by_time_then_file_order() -> None:
+    scenario = load_scenario("failover-use-case")
+    keys = [(e.at, e.index) for e in scenario.events]
+    assert keys == sorted(keys)
+    assert scenario.room("ops").jid == "ops@conference-1-cup.example.com"
+
+
+BASE = f"""
+[scenario]
+name = "t"
+topology = "{(scenarios_dir() / 'seed-topology.toml').as_posix()}"
+[[rooms]]
+name = "ops"
+node = "1A"
+"""
+
+
+@pytest.mark.parametrize("events", [
+    '[[events]]\nat = 1\ndo = "explode"\n',
+    '[[events]]\nat = 1\ndo = "crash"\nnode = "9Z"\n',
+    '[[events]]\nat = -1\ndo = "crash"\nnode = "1A"\n',
+    '[[events]]\nat = 1\ndo = "post"\nuser = "zed"\nroom = "ops"\n',
+    '[[events]]\nat = 1\ndo = "post"\nuser = "andy"\nroom = "nope"\n',
+    '[[events]]\nat = 1\ndo = "expect"\nstates = { "1A" = "Sleeping" }\n',
+    '[[events]]\nat = 1\ndo = "service_stop"\nnode = "1A"\nservice = "dns"\n',
+    '[[events]]\nat = 1\ndo = "crash"\nnode = "1A"\ncolour = "red"\n',
+])
+def test_broken_scenarios_are_refused(tmp_path: Path, events: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(BASE + events, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.exit_code == 2
+    result = CliRunner().invoke(app, ["ha", "simulate", str(path), "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["code"] == "SCENARIO_INVALID"
+
+
+def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
+    result = CliRunner().invoke(app, ["ha", "simulate", "no-such-scenario", "--json"])
+    assert result.exit_code == 2
+    assert "failover-use-case" in json.loads(result.stdout)["error"]["message"]
+
+
+def test_simulation_refuses_mssql_before_connecting() -> None:
+    result = CliRunner().invoke(app, ["ha", "simulate", "failover-use-case", "--database",
+                                      "mssql+pyodbc://u:pw@host/db", "--json"])
+    assert result.exit_code == 2
+    out = json.loads(result.stdout)
+    assert out["error"]["code"] == "UNSUPPORTED_DATABASE"
+    assert "pw@" not in result.stdout

@@ -1,0 +1,228 @@
+"""The topology file: parsing, HA rules (findings and exit codes), writing, database refs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
+from tcmerge.dburl import require_mergeable
+from tcmerge.errors import ConfigError, UnsupportedDatabaseError
+from tcmerge.ha.scenario import scenarios_dir
+from tcmerge.topology import assign_database, check_topology, load_topology
+
+runner = CliRunner()
+
+GOOD = """
+[cluster]
+name = "cup"
+domain = "example.com"
+id = "cup"
+
+[databases.tcdb1]
+url = "postgresql+psycopg://tcuser@db1:5432/tcdb1"
+password_env = "TCM_TEST_PW1"
+
+[databases.tcdb2]
+type = "postgresql"
+host = "db2"
+name = "tcdb2"
+user = "tcuser"
+
+[databases.merged]
+type = "postgresql"
+host = "db3"
+name = "merged"
+user = "tcuser"
+
+[databases.sqlsrv]
+type = "mssql"
+host = "sql"
+name = "tc"
+user = "tcuser"
+
+[groups.sub1]
+high_availability = true
+mode = "balanced"
+nodes = ["1A", "1B"]
+
+[nodes.1A]
+id = 1
+group = "sub1"
+database = "tcdb1"
+services = { text_conference = "stopped" }
+users = ["andy"]
+aliases = ["chat.example.com"]
+
+[nodes.1B]
+id = 2
+group = "sub1"
+database = "tcdb1"
+users = ["bob"]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "topology.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def codes(text: str) -> set[str]:
+    import tomllib
+
+    from tcmerge.topology import parse_topology
+
+    return {f.code for f in check_topology(parse_topology(tomllib.loads(text))).findings
+            if f.severity == "error"}
+
+
+def cli(*args: str) -> tuple[int, dict[str, object]]:
+    result = runner.invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_good_topology_passes_with_exit_0(tmp_path: Path) -> None:
+    code, out = cli("topology", "check", str(write(tmp_path, GOOD)))
+    assert code == 0, out
+    assert out["ok"] is True
+    infos = {f["code"] for f in out["findings"]}  # type: ignore[union-attr,index]
+    assert "MSSQL_NOT_MERGEABLE" in infos and "TEXT_CONFERENCE_STOPPED" in infos
+    nodes = out["nodes"]
+    assert nodes["1A"]["aliases"] == ["conference-1-cup.example.com",  # type: ignore[index]
+                                      "chat.example.com"]
+
+
+RULES = {
+    "HA_DATABASE_MISMATCH": GOOD.replace('id = 2\ngroup = "sub1"\ndatabase = "tcdb1"',
+                                         'id = 2\ngroup = "sub1"\ndatabase = "tcdb2"'),
+    "DUPLICATE_ALIAS": GOOD.replace('users = ["bob"]',
+                                    'users = ["bob"]\naliases = ["chat.example.com"]'),
+    "ALIAS_EQUALS_DOMAIN": GOOD.replace('aliases = ["chat.example.com"]',
+                                        'aliases = ["example.com"]'),
+    "DUPLICATE_NODE_ID": GOOD.replace("id = 2\n", "id = 1\n"),
+    "NODE_NOT_IN_ONE_GROUP": GOOD + '\n[nodes.1C]\nid = 3\ndatabase = "tcdb2"\n',
+    "UNKNOWN_NODE": GOOD.replace('nodes = ["1A", "1B"]', 'nodes = ["1A", "1B", "9Z"]'),
+    "GROUP_SIZE": GOOD.replace('nodes = ["1A", "1B"]', 'nodes = ["1A", "1B", "9Z"]'),
+    "HA_NEEDS_TWO_NODES": GOOD.replace('nodes = ["1A", "1B"]', 'nodes = ["1A"]'),
+    "UNKNOWN_DATABASE": GOOD.replace('database = "tcdb1"\nusers = ["bob"]',
+                                     'database = "nope"\nusers = ["bob"]'),
+    "TOO_MANY_NODES": GOOD + "".join(
+        f'\n[groups.g{i}]\nnodes = ["n{i}"]\n[nodes.n{i}]\nid = {10 + i}\n'
+        f'database = "db{i}"\n' for i in range(5)) + "".join(
+        f'\n[databases.db{i}]\ntype = "postgresql"\nhost = "h"\nname = "d{i}"\n'
+        for i in range(5)),
+    "DATABASE_PER_SUBCLUSTER": GOOD + '\n[groups.sub2]\nnodes = ["2A"]\n'
+                                      '[nodes.2A]\nid = 3\ndatabase = "tcdb1"\n',
+    "DATABASE_PER_NODE": GOOD.replace("high_availability = true", "high_availability = false"),
+    "NO_DATABASE": GOOD.replace('database = "tcdb1"\n', ""),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_each_rule_gives_its_finding_and_exit_1(tmp_path: Path, rule: str) -> None:
+    assert rule in codes(RULES[rule])
+    code, out = cli("topology", "check", str(write(tmp_path, RULES[rule])))
+    assert code == 1
+    assert out["ok"] is False
+    assert rule in {f["code"] for f in out["findings"]}  # type: ignore[union-attr,index]
+
+
+def test_the_good_topology_breaks_no_rule() -> None:
+    assert codes(GOOD) == set()
+
+
+@pytest.mark.parametrize("text", [
+    "not toml = = =",
+    "[databases.x]\nurl = 'postgresql://u@h/d'\n",  # no [cluster]
+    GOOD.replace('mode = "balanced"', 'mode = "sideways"'),
+    GOOD.replace("id = 1\n", 'id = "one"\n'),
+    GOOD.replace('text_conference = "stopped"', 'text_conference = "paused"'),
+    GOOD.replace('type = "mssql"', 'type = "db2"'),
+    GOOD.replace("tcuser@db1", "tcuser:secret123@db1"),
+])
+def test_unusable_files_exit_2(tmp_path: Path, text: str) -> None:
+    code, out = cli("topology", "check", str(write(tmp_path, text)))
+    assert code == 2
+    assert out["ok"] is False and "error" in out
+    assert "secret123" not in json.dumps(out)
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    code, out = cli("topology", "check", str(tmp_path / "absent.toml"))
+    assert code == 2 and out["error"]["code"] == "CONFIG_ERROR"  # type: ignore[index]
+
+
+def test_integrator_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TCM_TEST_PW1", "pw-from-env")
+    topo = load_topology(write(tmp_path, GOOD))
+    assert topo.group_sources("sub1") == ["tcdb1"]
+    assert topo.text_conference_states("sub1") == {"1A": "stopped", "1B": "running"}
+    ref = topo.database_ref("tcdb1")
+    assert ref.url.password == "pw-from-env" and ref.label == "tcdb1"
+    assert "pw-from-env" not in str(ref)
+    assert topo.database_ref("tcdb2").url.render_as_string() == \
+        "postgresql+psycopg://tcuser@db2:5432/tcdb2"
+    sql = topo.database_ref("sqlsrv")
+    assert sql.url.drivername == "mssql+pyodbc"
+    with pytest.raises(UnsupportedDatabaseError) as info:
+        require_mergeable([sql])
+    assert info.value.code == "UNSUPPORTED_DATABASE"
+    with pytest.raises(ConfigError):
+        topo.database_ref("nope")
+    with pytest.raises(ConfigError):
+        topo.group_sources("nogroup")
+
+
+def test_assign_database_writes_atomically_and_keeps_a_backup(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    assign_database(path, "sub1", "merged")
+    assert load_topology(path).group_sources("sub1") == ["merged"]
+    backup = path.with_name(path.name + ".bak")
+    assert backup.read_text(encoding="utf-8") == textwrap.dedent(GOOD)
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    with pytest.raises(ConfigError):
+        assign_database(path, "sub1", "undeclared")
+    assert load_topology(path).group_sources("sub1") == ["merged"]
+
+
+def test_array_of_tables_form_is_accepted(tmp_path: Path) -> None:
+    text = """
+    [cluster]
+    domain = "example.com"
+    id = "c1"
+    [[databases]]
+    name = "tc"
+    type = "oracle"
+    host = "ora"
+    database = "FREEPDB1"
+    [[groups]]
+    name = "g"
+    high_availability = true
+    nodes = ["a", "b"]
+    [[nodes]]
+    name = "a"
+    id = 1
+    database = "tc"
+    [[nodes]]
+    name = "b"
+    id = 2
+    database = "tc"
+    """
+    path = write(tmp_path, text)
+    topo = load_topology(path)
+    assert topo.generated_alias("b") == "conference-2-c1.example.com"
+    assert topo.database_ref("tc").url.query["service_name"] == "FREEPDB1"
+    assert check_topology(topo).ok
+    assign_database(path, "g", "tc")
+    assert load_topology(path).group_sources("g") == ["tc"]
+
+
+def test_shipped_topologies_pass_the_check() -> None:
+    for name in ("seed-topology.toml", "nonha-topology.toml"):
+        code, out = cli("topology", "check", str(scenarios_dir() / name))
+        assert code == 0, out
