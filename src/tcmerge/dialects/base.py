@@ -118,3 +118,18 @@ class DialectAdapter(abc.ABC):
     @abc.abstractmethod
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
         """One row (row count, digest) over a table's rows, independent of row order."""
+
+    # -- encodings ----------------------------------------------------------------------------
+    def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
+        """The Python codec a source's bytes must decode with to be valid in the target,
+        when the server does not guarantee it (e.g. a SQL_ASCII source); else None."""
+        return None
+
+    def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A text value as the bytes stored (for the few rows reported)."""
+        return expr
+
+    def has_high_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """True for values holding a byte >= 0x80 (evaluated in the server)."""
+        raise NotImplementedError
+

@@ -15,6 +15,13 @@ from tcmerge.results import Finding, error
 APPLICATION_NAME = "tcmerge"
 _PREPARER = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
+#: PostgreSQL server encodings -> Python codecs (for checking a SQL_ASCII source's bytes)
+PYTHON_CODECS = {
+    "UTF8": "utf-8", "LATIN1": "latin-1", "LATIN2": "iso8859-2", "LATIN9": "iso8859-15",
+    "WIN1250": "cp1250", "WIN1251": "cp1251", "WIN1252": "cp1252", "EUC_JP": "euc_jp",
+    "SJIS": "shift_jis", "EUC_KR": "euc_kr", "GBK": "gbk", "BIG5": "big5", "KOI8R": "koi8-r",
+}
+
 #: dblink functions the merge calls, as regprocedure signatures. Cisco's guide names the
 #: first two; the merge engine's cursor loop needs the others (granted to PUBLIC by default).
 DBLINK_FUNCTIONS = (
@@ -227,3 +234,21 @@ class PostgresAdapter(DialectAdapter):
             "SELECT count(*), md5(coalesce(string_agg(s.h, '' ORDER BY s.h), '')) "
             f"FROM (SELECT md5(t::text) AS h FROM {quote(table.name)} t) s"
         )
+
+    # -- encodings ----------------------------------------------------------------------------
+    def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
+        # A SQL_ASCII database stores any bytes unchecked; every other encoding is
+        # validated on input and converted by the server on the way to the target.
+        if source.encoding != "SQL_ASCII" or target.encoding == "SQL_ASCII":
+            return None
+        return PYTHON_CODECS.get(target.encoding, "?")
+
+    def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # conversion to SQL_ASCII is no conversion: the stored bytes as bytea
+        return sa.func.convert_to(expr, sa.literal("SQL_ASCII"), type_=pg.BYTEA)
+
+    def has_high_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        # byte pairs in hex: a pair starting with 8..f is a byte >= 0x80
+        hexed = sa.func.encode(self.raw_bytes(expr), sa.literal("hex"), type_=sa.Text)
+        return hexed.regexp_match("^(..)*[89a-f]")
+
