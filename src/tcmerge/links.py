@@ -166,7 +166,7 @@ def probe_dblink(conn: sa.Connection, ref: DatabaseRef, dblink: DblinkFacts, *,
         with dblink_connection(conn, ref, dblink, host=host, port=port) as name:
             row = conn.execute(sa.text(
                 f"SELECT * FROM {dblink.function('dblink')}(:name, "
-                "'SELECT pg_backend_pid(), inet_client_addr()::text, "
+                "'SELECT pg_backend_pid(), host(inet_client_addr()), "
                 "current_setting(''transaction_read_only'')') "
                 "AS t(pid integer, addr text, ro text)"), {"name": name}).one()
     except sa.exc.DBAPIError as exc:

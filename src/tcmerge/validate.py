@@ -88,6 +88,8 @@ def _database_facts(result: PreflightResult) -> list[dict[str, Any]]:
                                   "connected": db.connected}
         if db.facts is not None:
             record.update(db.facts.as_dict())
+            record["database"] = db.label
+            record["database_name"] = db.facts.database
         if db.same_as is not None:
             record["same_as"] = db.same_as.title
         record["tables"] = sorted(db.live)

@@ -24,6 +24,12 @@ def _key_columns(table: sa.Table) -> list[sa.Column[Any]]:
     return pk or list(table.columns)[:3]
 
 
+def _key_exprs(adapter: DialectAdapter,
+               keys: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+    """Key columns as selected: text as its stored bytes (it may not decode)."""
+    return [adapter.raw_bytes(k) if isinstance(k.type, sa.String) else k for k in keys]
+
+
 def _decode_key(value: Any) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="backslashreplace")
@@ -67,7 +73,7 @@ def invalid_values(adapter: DialectAdapter, db: Database,
                 with db.conn.begin_nested():
                     count = db.conn.execute(
                         sa.select(sa.func.count()).select_from(t).where(condition)).scalar()
-                    rows = db.conn.execute(sa.select(*[adapter.raw_bytes(k) for k in keys])
+                    rows = db.conn.execute(sa.select(*_key_exprs(adapter, keys))
                                            .where(condition).limit(SAMPLE)).all() if count else []
             except sa.exc.DBAPIError:
                 continue  # unreadable: privileges are reported separately
@@ -108,7 +114,7 @@ def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database
         if not texts:
             continue
         keys = [t.c[c.name] for c in _key_columns(table) if c.name in t.c]
-        query = sa.select(*[adapter.raw_bytes(k) for k in keys],
+        query = sa.select(*_key_exprs(adapter, keys),
                           *[adapter.raw_bytes(c) for c in texts]).where(
             sa.or_(*[adapter.has_high_bytes(c) for c in texts]))
         bad = 0

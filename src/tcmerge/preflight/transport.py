@@ -106,8 +106,8 @@ def _hba_verdict(adapter: PostgresAdapter, source: Database, target: Database,
     assert source.conn is not None and source.facts is not None
     rows = adapter.hba_rows(source.conn)
     if rows is None:
-        return None, ("pg_hba.conf rules are not readable by this user (superuser or "
-                      "pg_read_all_settings needed); relying on the live probe")
+        return None, ("pg_hba.conf rules are not readable by this user (a superuser may "
+                      "GRANT SELECT ON pg_hba_file_rules TO it); relying on the live probe")
     rules = [HbaRule.from_row(r) for r in rows]
     user = source.ref.url.username or source.facts.user
     database = source.ref.url.database or source.facts.database

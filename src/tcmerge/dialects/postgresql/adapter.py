@@ -91,7 +91,7 @@ class PostgresAdapter(DialectAdapter):
             "pg_encoding_to_char(d.encoding), current_database(), current_user, r.rolsuper, "
             "pg_backend_pid(), d.oid::bigint, pg_postmaster_start_time()::text, current_schema(), "
             "current_setting('port'), current_setting('listen_addresses'), "
-            "current_setting('ssl'), inet_server_addr()::text "
+            "current_setting('ssl'), host(inet_server_addr()) "
             "FROM pg_catalog.pg_database d, pg_catalog.pg_roles r "
             "WHERE d.datname = current_database() AND r.rolname = current_user"
         )).one()
@@ -209,7 +209,7 @@ class PostgresAdapter(DialectAdapter):
         # pg_stat_activity is a snapshot per transaction: read it in a fresh one.
         conn.rollback()
         query = sa.select(a.c.pid, a.c.usename, a.c.application_name,
-                          sa.cast(a.c.client_addr, sa.Text), a.c.state).where(
+                          sa.func.host(a.c.client_addr), a.c.state).where(
             a.c.datname == sa.func.current_database(),
             a.c.backend_type == "client backend",
             a.c.pid != sa.func.pg_backend_pid(),
