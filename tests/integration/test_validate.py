@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from sqlalchemy.engine import URL
 
 from tcmerge.dburl import DatabaseRef
 from tcmerge.providers._pgadmin import psycopg_params
@@ -50,8 +51,10 @@ def dbs(pg_server: DatabaseServer, role: str) -> Iterator[Callable[..., Database
 def via_socket(server: DatabaseServer, ref: DatabaseRef) -> DatabaseRef:
     """The same database reached through the server's Unix socket (another URL text)."""
     socket_dir = str(getattr(server, "socket_dir"))  # noqa: B009
-    return DatabaseRef(ref.url.set(host=None, port=None).update_query_dict(
-        {"host": socket_dir, "port": str(ref.url.port)}))
+    url = ref.url
+    return DatabaseRef(URL.create(url.drivername, username=url.username, password=url.password,
+                                  database=url.database,
+                                  query={"host": socket_dir, "port": str(url.port)}))
 
 
 def names(*refs: DatabaseRef) -> list[str]:

@@ -75,15 +75,18 @@ def _server_host(source: Database) -> tuple[str | None, str | None]:
     server reaches such a source over TCP at the address it listens on.
     """
     url = source.ref.url
-    port = str(url.port) if url.port else None
-    if not is_socket(url.host):
-        return url.host, port
+    port = str(url.port or url.query.get("port") or "") or None
+    host = url.query.get("host", url.host)
+    if isinstance(host, tuple):
+        host = host[0] if host else None  # several hosts: the first
+    if not is_socket(host):
+        return host, port
     assert source.facts is not None
     listen = [a.strip() for a in str(source.facts.details.get("listen_addresses", "")).split(",")]
     specific = [a for a in listen if a and a not in ("*", "0.0.0.0", "::")]
     if specific:
         return specific[0], str(source.facts.details.get("port") or port or "")
-    return url.host, port
+    return host, port
 
 
 def _expected_address(target: Database, host: str | None) -> str | None:
