@@ -161,8 +161,10 @@ def _match_address(rule: HbaRule, address: str) -> bool | None:
     if not _is_ip(rule.address):
         return None  # a host name: PostgreSQL resolves it; the probe decides
     try:
+        prefix = (bin(int(ipaddress.ip_address(rule.netmask))).count("1")
+                  if rule.netmask else None)
         network = ipaddress.ip_network(
-            f"{rule.address}/{rule.netmask}" if rule.netmask else rule.address, strict=False)
+            f"{rule.address}/{prefix}" if prefix is not None else rule.address, strict=False)
     except ValueError:
         return None
     return client.version == network.version and client in network
