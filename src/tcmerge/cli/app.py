@@ -23,6 +23,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "tcmerge.cli.schema",
     "tcmerge.cli.ha",
+    "tcmerge.cli.validate",
 )
 
 

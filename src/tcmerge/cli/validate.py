@@ -1,0 +1,90 @@
+"""``tcmerge validate``: preflight + validation; changes nothing anywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tcmerge.cli.output import (
+    database,
+    error_boundary,
+    finish,
+    print_findings,
+    print_text,
+)
+from tcmerge.errors import ConfigError
+from tcmerge.request import MergeRequest
+from tcmerge.schema import tables_for
+from tcmerge.validate import ValidationReport, validate
+
+SourceOpt = Annotated[list[str], typer.Option(
+    "--source", help="A source database URL (repeat for each source, in merge order).")]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="The target database URL.")]
+TablesOpt = Annotated[str, typer.Option("--tables", help="tc (default) or tc,ma,mft.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings block too.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TransportOpt = Annotated[str | None, typer.Option(
+    "--transport", help="PostgreSQL: dblink or copy (default: chosen automatically).")]
+TopologyOpt = Annotated[str | None, typer.Option("--topology", help="A topology file (TOML).")]
+GroupOpt = Annotated[str | None, typer.Option("--group", help="A presence redundancy group.")]
+
+
+def build_request(sources: list[str], target: str | None, tables: str, strict: bool,
+                  transport: str | None, topology: str | None,
+                  group: str | None) -> MergeRequest:
+    """A MergeRequest from the command-line options (no connection made)."""
+    if topology is not None or group is not None:
+        raise ConfigError("--topology and --group are not supported yet: topology support "
+                          "lands with the HA work; give --source and --target URLs")
+    if target is None:
+        raise ConfigError("give --target")
+    return MergeRequest(
+        sources=tuple(database(s) for s in sources),
+        target=database(target),
+        tables=tables_for(tables),
+        strict=strict,
+        transport=transport,
+    )
+
+
+def _human(report: ValidationReport) -> None:
+    for db in report.databases:
+        facts = (f"{db.get('dialect')} {db.get('server_version')}, encoding "
+                 f"{db.get('encoding')}, user {db.get('user')}" if db.get("connected")
+                 else "not reachable")
+        same = f" (same database as the {db['same_as']})" if db.get("same_as") else ""
+        print_text(f"{db['role']}: {db['database']} — {facts}{same}")
+    for name, transport in report.transports.items():
+        state = "possible" if transport.get("possible") else \
+            f"not possible ({transport.get('reason') or 'see findings'})"
+        print_text(f"transport {name}: {state}")
+    print_findings(report.findings, "Validation findings")
+    if report.ok:
+        print_text(f"validation OK; the merge would use the {report.transport} transport")
+    else:
+        print_text("validation FAILED: fix the errors above" +
+                   (" (warnings block with --strict)" if report.strict else ""))
+
+
+def register(root: typer.Typer) -> None:
+    @root.command("validate")
+    def validate_command(
+        source: SourceOpt,
+        target: TargetOpt = None,
+        tables: TablesOpt = "tc",
+        strict: StrictOpt = False,
+        as_json: JsonOpt = False,
+        transport: TransportOpt = None,
+        topology: TopologyOpt = None,
+        group: GroupOpt = None,
+    ) -> None:
+        """Check sources and target before a merge; changes nothing anywhere.
+
+        Exit 0 when nothing blocks, 1 on blocking findings, 2 for usage errors or an
+        unsupported database (MS SQL), 3 on a failure while working.
+        """
+        with error_boundary(as_json):
+            request = build_request(source, target, tables, strict, transport, topology, group)
+            report = validate(request)
+        finish(report, as_json=as_json, human=lambda: _human(report))

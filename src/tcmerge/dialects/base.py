@@ -1,0 +1,135 @@
+"""The adapter interface: capabilities as class-level data, behaviour as hook methods.
+
+An adapter gathers facts from one live connection (server, privileges, sessions,
+sizes) and builds the dialect's statements. It returns plain data and findings;
+it never prints and never changes anything on the server.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from tcmerge.results import Finding
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What a server says about itself and the session tcmerge opened on it."""
+
+    dialect: str
+    version: str
+    version_num: int
+    encoding: str
+    database: str
+    user: str
+    superuser: bool
+    #: identifies the server instance (not its address): two URLs reaching one server agree
+    server_identity: str
+    #: the server identity plus the database: equal when the same database is reached twice
+    database_identity: str
+    backend_pid: int | None
+    schema: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dialect": self.dialect,
+            "server_version": self.version,
+            "encoding": self.encoding,
+            "database": self.database,
+            "user": self.user,
+            "superuser": self.superuser,
+            "schema": self.schema,
+            **self.details,
+        }
+
+
+@dataclass(frozen=True)
+class Session:
+    """Another session connected to a database (not one of tcmerge's)."""
+
+    pid: int | None
+    user: str | None
+    application: str | None
+    address: str | None
+    state: str | None
+
+    def describe(self) -> str:
+        app = self.application if self.application is not None else "(not visible)"
+        addr = self.address if self.address is not None else "local socket or not visible"
+        return f"pid {self.pid} user {self.user or '?'} application {app!r} from {addr}"
+
+
+class DialectAdapter(abc.ABC):
+    """Generic behaviour; subclasses declare their capabilities and override hooks."""
+
+    #: the SQLAlchemy backend name this adapter serves
+    name: ClassVar[str] = ""
+    #: the server can open connections to other databases itself (dblink, database links)
+    supports_server_links: ClassVar[bool] = False
+    #: PostgreSQL's dblink extension in particular
+    supports_dblink: ClassVar[bool] = False
+    #: binary COPY relay through the client (COPY TO STDOUT -> COPY FROM STDIN)
+    supports_copy: ClassVar[bool] = False
+    #: DDL runs inside a transaction and rolls back with it
+    transactional_ddl: ClassVar[bool] = False
+    #: longest identifier the server accepts (staging tables, link names)
+    max_identifier_length: ClassVar[int] = 30
+    #: the server reports free space / quota for the target
+    reports_free_space: ClassVar[bool] = False
+    #: merge transports this dialect offers, in order of preference
+    transports: ClassVar[tuple[str, ...]] = ()
+
+    # -- sessions -------------------------------------------------------------------------
+    def connect_args(self, *, read_only: bool) -> dict[str, Any]:
+        """Driver keyword arguments for tcmerge's own sessions."""
+        return {}
+
+    def begin_session(self, conn: sa.Connection, *, read_only: bool) -> None:
+        """Called once on a fresh connection (e.g. make the transaction read-only)."""
+        return None
+
+    # -- facts ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def server_facts(self, conn: sa.Connection) -> ServerFacts:
+        """Version, encoding, identity and the session's user."""
+
+    @abc.abstractmethod
+    def privilege_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
+                           tables: list[str], target: bool) -> list[Finding]:
+        """PRIVILEGE_MISSING findings, each with the exact statement that grants it."""
+
+    @abc.abstractmethod
+    def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
+        """Other sessions on the same database; None when the server does not tell."""
+
+    @abc.abstractmethod
+    def table_bytes(self, conn: sa.Connection, tables: list[str]) -> dict[str, int]:
+        """Bytes each present table occupies (with its indexes and LOBs where known)."""
+
+    def free_bytes(self, conn: sa.Connection) -> int | None:
+        """Bytes the session's user can still add on the server, when the server tells."""
+        return None
+
+    @abc.abstractmethod
+    def checksum_statement(self, table: sa.Table) -> sa.TextClause:
+        """One row (row count, digest) over a table's rows, independent of row order."""
+
+    # -- encodings ----------------------------------------------------------------------------
+    def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
+        """The Python codec a source's bytes must decode with to be valid in the target,
+        when the server does not guarantee it (e.g. a SQL_ASCII source); else None."""
+        return None
+
+    def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A text value as the bytes stored (for the few rows reported)."""
+        return expr
+
+    def has_high_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        """True for values holding a byte >= 0x80 (evaluated in the server)."""
+        raise NotImplementedError
+

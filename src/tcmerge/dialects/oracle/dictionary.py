@@ -1,0 +1,60 @@
+"""Oracle data dictionary views tcmerge reads, as Core tables."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+session_privs = sa.table("session_privs", sa.column("privilege", sa.String))
+session_roles = sa.table("session_roles", sa.column("role", sa.String))
+
+user_ts_quotas = sa.table(
+    "user_ts_quotas",
+    sa.column("tablespace_name", sa.String),
+    sa.column("bytes", sa.Numeric),
+    sa.column("max_bytes", sa.Numeric),
+)
+
+user_users = sa.table(
+    "user_users",
+    sa.column("username", sa.String),
+    sa.column("default_tablespace", sa.String),
+)
+
+user_segments = sa.table(
+    "user_segments",
+    sa.column("segment_name", sa.String),
+    sa.column("segment_type", sa.String),
+    sa.column("bytes", sa.Numeric),
+)
+
+user_lobs = sa.table(
+    "user_lobs",
+    sa.column("table_name", sa.String),
+    sa.column("segment_name", sa.String),
+)
+
+user_db_links = sa.table("user_db_links", sa.column("db_link", sa.String))
+
+nls_database_parameters = sa.table(
+    "nls_database_parameters",
+    sa.column("parameter", sa.String),
+    sa.column("value", sa.String),
+)
+
+product_component_version = sa.table(
+    "product_component_version",
+    sa.column("product", sa.String),
+    sa.column("version", sa.String),
+)
+
+v_session = sa.table(
+    "v$session",
+    sa.column("sid", sa.Integer),
+    sa.column("username", sa.String),
+    sa.column("schemaname", sa.String),
+    sa.column("program", sa.String),
+    sa.column("machine", sa.String),
+    sa.column("status", sa.String),
+    sa.column("type", sa.String),
+    sa.column("audsid", sa.Integer),
+)

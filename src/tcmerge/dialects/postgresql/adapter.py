@@ -1,0 +1,254 @@
+"""The PostgreSQL adapter: facts from the catalogs, privileges with their GRANTs, dblink facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
+from tcmerge.dialects.postgresql import catalog as cat
+from tcmerge.results import Finding, error
+
+APPLICATION_NAME = "tcmerge"
+_PREPARER = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+
+#: PostgreSQL server encodings -> Python codecs (for checking a SQL_ASCII source's bytes)
+PYTHON_CODECS = {
+    "UTF8": "utf-8", "LATIN1": "latin-1", "LATIN2": "iso8859-2", "LATIN9": "iso8859-15",
+    "WIN1250": "cp1250", "WIN1251": "cp1251", "WIN1252": "cp1252", "EUC_JP": "euc_jp",
+    "SJIS": "shift_jis", "EUC_KR": "euc_kr", "GBK": "gbk", "BIG5": "big5", "KOI8R": "koi8-r",
+}
+
+#: dblink functions the merge calls, as regprocedure signatures. Cisco's guide names the
+#: first two; the merge engine's cursor loop needs the others (granted to PUBLIC by default).
+DBLINK_FUNCTIONS = (
+    "dblink_connect(text)",
+    "dblink_connect(text, text)",
+    "dblink_disconnect(text)",
+    "dblink(text, text)",
+    "dblink_open(text, text, text)",
+    "dblink_fetch(text, text, integer)",
+    "dblink_close(text, text)",
+)
+
+
+def quote(name: str) -> str:
+    """An identifier quoted by SQLAlchemy's PostgreSQL preparer (only where needed)."""
+    return str(_PREPARER.quote(name))
+
+
+def qualified(schema: str | None, name: str) -> str:
+    return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
+
+
+@dataclass(frozen=True)
+class DblinkFacts:
+    """Whether the session's user can use dblink in this database."""
+
+    installed: bool
+    schema: str | None
+    available: bool  # the extension's files are on the server
+    can_create: bool  # the user could CREATE EXTENSION dblink
+    missing_execute: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def usable(self) -> bool:
+        return self.installed and not self.missing_execute
+
+    def function(self, name: str) -> str:
+        """A dblink function name qualified with the extension's schema (quoted)."""
+        return qualified(self.schema, name)
+
+
+class PostgresAdapter(DialectAdapter):
+    name = "postgresql"
+    supports_server_links = True
+    supports_dblink = True
+    supports_copy = True
+    transactional_ddl = True
+    max_identifier_length = 63
+    reports_free_space = False
+    transports = ("copy", "dblink")
+
+    _read_only_option: ClassVar[str] = "-c default_transaction_read_only=on"
+
+    def connect_args(self, *, read_only: bool) -> dict[str, Any]:
+        # client_encoding: a SQL_ASCII database otherwise hands back bytes that
+        # SQLAlchemy cannot parse (even its version() string).
+        args: dict[str, Any] = {"application_name": APPLICATION_NAME, "client_encoding": "utf8"}
+        if read_only:
+            args["options"] = self._read_only_option
+        return args
+
+    def server_facts(self, conn: sa.Connection) -> ServerFacts:
+        row = conn.execute(sa.text(
+            "SELECT current_setting('server_version'), "
+            "current_setting('server_version_num')::int, "
+            "pg_encoding_to_char(d.encoding), current_database(), current_user, r.rolsuper, "
+            "pg_backend_pid(), d.oid::bigint, pg_postmaster_start_time()::text, current_schema(), "
+            "current_setting('port'), current_setting('listen_addresses'), "
+            "current_setting('ssl'), host(inet_server_addr()) "
+            "FROM pg_catalog.pg_database d, pg_catalog.pg_roles r "
+            "WHERE d.datname = current_database() AND r.rolname = current_user"
+        )).one()
+        system_id: str | None = None
+        try:
+            with conn.begin_nested():
+                system_id = str(conn.execute(sa.text(
+                    "SELECT system_identifier FROM pg_catalog.pg_control_system()")).scalar())
+        except sa.exc.DBAPIError:
+            system_id = None
+        # system_identifier is shared by physical replicas; the start time tells them apart.
+        server_identity = f"postgresql:{system_id or '-'}:{row[8]}"
+        return ServerFacts(
+            dialect=self.name,
+            version=str(row[0]).split()[0],
+            version_num=int(row[1]),
+            encoding=str(row[2]),
+            database=str(row[3]),
+            user=str(row[4]),
+            superuser=bool(row[5]),
+            server_identity=server_identity,
+            database_identity=f"{server_identity}:{row[7]}",
+            backend_pid=int(row[6]),
+            schema=str(row[9]) if row[9] is not None else None,
+            details={"port": str(row[10]), "listen_addresses": str(row[11]),
+                     "ssl": str(row[12]) == "on", "server_address": row[13]},
+        )
+
+    # -- privileges -------------------------------------------------------------------------
+    def privilege_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
+                           tables: list[str], target: bool) -> list[Finding]:
+        findings: list[Finding] = []
+        user = quote(facts.user)
+        schema = facts.schema
+        if schema is None:
+            findings.append(error(
+                "PRIVILEGE_MISSING", "the session has no current schema (search_path)",
+                database=database, hint=f"ALTER ROLE {user} SET search_path = public;"))
+            return findings
+        if target and not conn.execute(
+                sa.text("SELECT has_schema_privilege(:s, 'CREATE')"), {"s": schema}).scalar():
+            findings.append(error(
+                "PRIVILEGE_MISSING",
+                f"{facts.user} may not create tables in schema {schema} (staging tables)",
+                database=database,
+                hint=f"GRANT CREATE ON SCHEMA {quote(schema)} TO {user};",
+                details={"privilege": "CREATE", "object": schema}))
+        wanted = ("SELECT", "INSERT", "UPDATE") if target else ("SELECT",)
+        for table in tables:
+            name = qualified(schema, table)
+            missing = [p for p in wanted if not conn.execute(
+                sa.text("SELECT has_table_privilege(:t, :p)"), {"t": name, "p": p}).scalar()]
+            if missing:
+                findings.append(error(
+                    "PRIVILEGE_MISSING",
+                    f"{facts.user} lacks {', '.join(missing)} on {table}",
+                    database=database, table=table,
+                    hint=f"GRANT {', '.join(missing)} ON TABLE {name} TO {user};",
+                    details={"privilege": missing, "object": table}))
+        return findings
+
+    def dblink_facts(self, conn: sa.Connection, facts: ServerFacts) -> DblinkFacts:
+        ext = sa.select(cat.pg_namespace.c.nspname).select_from(
+            cat.pg_extension.join(cat.pg_namespace,
+                                  cat.pg_namespace.c.oid == cat.pg_extension.c.extnamespace)
+        ).where(cat.pg_extension.c.extname == "dblink")
+        schema = conn.execute(ext).scalar()
+        versions = conn.execute(
+            sa.select(cat.pg_available_extension_versions.c.trusted)
+            .where(cat.pg_available_extension_versions.c.name == "dblink")).scalars().all()
+        available = bool(versions)
+        if schema is None:
+            can_create = available and (facts.superuser or (
+                any(bool(t) for t in versions) and bool(conn.execute(sa.text(
+                    "SELECT has_database_privilege(current_database(), 'CREATE')")).scalar())))
+            return DblinkFacts(False, None, available, can_create)
+        missing = []
+        for signature in DBLINK_FUNCTIONS:
+            name, args = signature.split("(", 1)
+            regproc = f"{qualified(schema, name)}({args}"
+            ok = conn.execute(sa.text(
+                "SELECT to_regprocedure(:f) IS NOT NULL AND "
+                "has_function_privilege(to_regprocedure(:f), 'EXECUTE')"), {"f": regproc}).scalar()
+            if not ok:
+                missing.append(signature)
+        return DblinkFacts(True, str(schema), True, False, tuple(missing))
+
+    # -- pg_hba --------------------------------------------------------------------------------
+    def hba_rows(self, conn: sa.Connection) -> list[dict[str, Any]] | None:
+        """pg_hba_file_rules as dicts, or None when the user may not read the view."""
+        t = cat.pg_hba_file_rules
+        try:
+            with conn.begin_nested():
+                rows = conn.execute(sa.select(
+                    t.c.line_number, t.c.type, t.c.database, t.c.user_name, t.c.address,
+                    t.c.netmask, t.c.auth_method, t.c.error).order_by(t.c.line_number)).all()
+        except sa.exc.DBAPIError:
+            return None
+        return [dict(r._mapping) for r in rows]
+
+    def role_memberships(self, conn: sa.Connection, user: str, roles: set[str]) -> set[str]:
+        """The roles among ``roles`` that ``user`` is a member of (directly or not)."""
+        member = set()
+        for role in sorted(roles):
+            if conn.execute(sa.text(
+                    "SELECT to_regrole(:r) IS NOT NULL AND to_regrole(:u) IS NOT NULL "
+                    "AND pg_has_role(to_regrole(:u), to_regrole(:r), 'MEMBER')"),
+                    {"r": quote(role), "u": quote(user)}).scalar():
+                member.add(role)
+        return member
+
+    # -- sessions, sizes, digests ----------------------------------------------------------------
+    def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
+        a = cat.pg_stat_activity
+        # pg_stat_activity is a snapshot per transaction: read it in a fresh one.
+        conn.rollback()
+        query = sa.select(a.c.pid, a.c.usename, a.c.application_name,
+                          sa.func.host(a.c.client_addr), a.c.state).where(
+            a.c.datname == sa.func.current_database(),
+            a.c.backend_type == "client backend",
+            a.c.pid != sa.func.pg_backend_pid(),
+        )
+        if exclude:
+            query = query.where(a.c.pid.not_in(sorted(exclude)))
+        rows = conn.execute(query.order_by(a.c.pid)).all()
+        return [Session(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def table_bytes(self, conn: sa.Connection, tables: list[str]) -> dict[str, int]:
+        sizes = {}
+        for table in tables:
+            size = conn.execute(sa.text(
+                "SELECT pg_total_relation_size(to_regclass(:t))"), {"t": quote(table)}).scalar()
+            if size is not None:
+                sizes[table] = int(size)
+        return sizes
+
+    def checksum_statement(self, table: sa.Table) -> sa.TextClause:
+        # md5 of each whole row's text, aggregated in hash order: independent of row order.
+        return sa.text(
+            "SELECT count(*), md5(coalesce(string_agg(s.h, '' ORDER BY s.h), '')) "
+            f"FROM (SELECT md5(t::text) AS h FROM {quote(table.name)} t) s"
+        )
+
+    # -- encodings ----------------------------------------------------------------------------
+    def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
+        # A SQL_ASCII database stores any bytes unchecked; every other encoding is
+        # validated on input and converted by the server on the way to the target.
+        if source.encoding != "SQL_ASCII" or target.encoding == "SQL_ASCII":
+            return None
+        return PYTHON_CODECS.get(target.encoding, "?")
+
+    def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # conversion to SQL_ASCII is no conversion: the stored bytes as bytea
+        return sa.func.convert_to(expr, sa.literal("SQL_ASCII"), type_=pg.BYTEA)
+
+    def has_high_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        # byte pairs in hex: a pair starting with 8..f is a byte >= 0x80
+        hexed = sa.func.encode(self.raw_bytes(expr), sa.literal("hex"), type_=sa.Text)
+        return hexed.regexp_match("^(..)*[89a-f]")
+

@@ -1,0 +1,250 @@
+"""The one place that creates, tests and always removes server-to-server links.
+
+PostgreSQL: dblink connections opened from the target's session to a source.
+Each has a unique name; its connection string (password included) travels as a
+bind parameter, never inside SQL text; the source session is forced read-only
+(``default_transaction_read_only``) and announces itself as ``tcmerge``. The
+connection is closed in ``finally``, after errors too.
+
+Oracle: database links made by the target's user to a source schema. A private
+link when the user may create one, a public link only when it must; unique
+names; dropped in ``finally``. The statements are constructs compiled for the
+Oracle dialect (``tcmerge.dialects.oracle.ddl``); LOB columns move by
+INSERT ... SELECT over the link (ORA-22992 forbids selecting them directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg.conninfo import make_conninfo
+
+from tcmerge.db import server_reason
+from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects.oracle.adapter import link_kind
+from tcmerge.dialects.oracle.ddl import (
+    PASSWORD_PARAM,
+    CreateDatabaseLink,
+    DropDatabaseLink,
+    check_link_password,
+    probe_link,
+)
+from tcmerge.dialects.postgresql.adapter import APPLICATION_NAME, DblinkFacts
+from tcmerge.errors import ConfigError, DatabaseError
+
+log = logging.getLogger(__name__)
+
+READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+#: SQLSTATE dblink raises when a non-superuser's connection used no password
+PASSWORD_REQUIRED = "2F003"
+_HBA_HOST = re.compile(r'host "([^"]+)"')
+
+
+def new_link_name(prefix: str = "tcmerge") -> str:
+    """A unique link name (fits Oracle's 30-character limit before 12.2)."""
+    return f"{prefix}_{os.getpid() % 100000}_{secrets.token_hex(4)}"
+
+
+# -- PostgreSQL dblink -----------------------------------------------------------------------
+def is_socket(host: str | None) -> bool:
+    return host is None or host.startswith("/")
+
+
+def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
+                    port: int | str | None = None) -> str:
+    """libpq connection string for the target server to reach ``ref`` (read-only, named).
+
+    Contains the password: pass it only as a bind parameter.
+    """
+    url = ref.url
+    params: dict[str, Any] = {
+        key: value for key, value in url.query.items()
+        if isinstance(value, str) and key not in {"host", "port", "options", "application_name"}
+    }
+    params.update(
+        host=host or url.host,
+        port=port or url.port,
+        dbname=url.database,
+        user=url.username,
+        password=url.password,
+        application_name=APPLICATION_NAME,
+        options=READ_ONLY_OPTIONS,
+    )
+    params.setdefault("connect_timeout", "10")
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def _call(dblink: DblinkFacts, function: str, args: str) -> sa.TextClause:
+    return sa.text(f"SELECT {dblink.function(function)}({args})")
+
+
+def _open_names(conn: sa.Connection, dblink: DblinkFacts) -> list[str]:
+    names = conn.execute(_call(dblink, "dblink_get_connections", "")).scalar()
+    return list(names or [])
+
+
+def _disconnect(conn: sa.Connection, dblink: DblinkFacts, name: str) -> None:
+    if name in _open_names(conn, dblink):
+        conn.execute(_call(dblink, "dblink_disconnect", ":name"), {"name": name})
+
+
+@contextmanager
+def dblink_connection(conn: sa.Connection, ref: DatabaseRef, dblink: DblinkFacts, *,
+                      host: str | None = None, port: int | str | None = None) -> Iterator[str]:
+    """Open a named dblink connection from ``conn``'s server to ``ref``; yield its name.
+
+    The connection is always closed afterwards. A failure to connect raises
+    ``sa.exc.DBAPIError`` from the server (the caller classifies it with
+    ``classify_dblink_error``); ``conn``'s transaction stays usable.
+    """
+    name = new_link_name()
+    conninfo = dblink_conninfo(ref, host=host, port=port)
+    with conn.begin_nested():
+        conn.execute(_call(dblink, "dblink_connect", ":name, :conninfo"),
+                     {"name": name, "conninfo": conninfo})
+    try:
+        yield name
+    finally:
+        try:
+            _disconnect(conn, dblink, name)
+        except sa.exc.DBAPIError:
+            # the caller's statement failed and aborted the transaction: the dblink
+            # connection belongs to the session and survives the rollback
+            conn.rollback()
+            _disconnect(conn, dblink, name)
+
+
+@dataclass(frozen=True)
+class DblinkProbe:
+    """What one live dblink connection attempt from the target to a source found."""
+
+    ok: bool
+    remote_pid: int | None = None
+    client_address: str | None = None  # the address the source saw the target come from
+    read_only: bool | None = None
+    code: str | None = None  # HBA_REJECTS, DBLINK_UNAVAILABLE, CONNECTION_FAILED
+    reason: str | None = None
+    sqlstate: str | None = None
+
+
+def classify_dblink_error(exc: sa.exc.DBAPIError, ref: DatabaseRef) -> DblinkProbe:
+    """Turn dblink's error into a probe result; the message has no secret."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    detail = " ".join(filter(None, [
+        getattr(diag, "message_primary", None), getattr(diag, "message_detail", None)]))
+    reason = server_reason(exc, ref)
+    text = f"{reason} {detail}"
+    address = None
+    if sqlstate == PASSWORD_REQUIRED:
+        code = "DBLINK_UNAVAILABLE"
+    elif "pg_hba.conf" in text:
+        code = "HBA_REJECTS"
+        match = _HBA_HOST.search(text)
+        address = match.group(1) if match else None
+    elif "password authentication failed" in text or "does not exist" in text:
+        code = "CONNECTION_FAILED"
+    else:
+        code = "DBLINK_UNAVAILABLE"
+    return DblinkProbe(False, client_address=address, code=code, reason=reason,
+                       sqlstate=sqlstate)
+
+
+def probe_dblink(conn: sa.Connection, ref: DatabaseRef, dblink: DblinkFacts, *,
+                 host: str | None = None, port: int | str | None = None) -> DblinkProbe:
+    """Connect from the target server to ``ref`` with dblink, look, and disconnect."""
+    try:
+        with dblink_connection(conn, ref, dblink, host=host, port=port) as name:
+            row = conn.execute(sa.text(
+                f"SELECT * FROM {dblink.function('dblink')}(:name, "
+                "'SELECT pg_backend_pid(), host(inet_client_addr()), "
+                "current_setting(''transaction_read_only'')') "
+                "AS t(pid integer, addr text, ro text)"), {"name": name}).one()
+    except sa.exc.DBAPIError as exc:
+        return classify_dblink_error(exc, ref)
+    return DblinkProbe(True, remote_pid=int(row[0]), client_address=row[1],
+                       read_only=row[2] == "on")
+
+
+# -- Oracle database links --------------------------------------------------------------------
+def oracle_connect_descriptor(ref: DatabaseRef) -> str:
+    """EZConnect text for a source: //host:port/service_name."""
+    url = ref.url
+    service = url.query.get("service_name") or url.database
+    if not url.host or not service:
+        raise ConfigError(f"{ref.label}: an Oracle source needs a host and a service_name")
+    return f"//{url.host}:{url.port or 1521}/{service}"
+
+
+@dataclass(frozen=True)
+class OracleLinkPlan:
+    """The statements for one database link: create, probe, drop."""
+
+    name: str
+    public: bool
+    create: CreateDatabaseLink
+    probe: sa.Select[Any]
+    close: sa.TextClause
+    drop: DropDatabaseLink
+
+
+def plan_oracle_link(ref: DatabaseRef, privileges: set[str] | frozenset[str],
+                     name: str | None = None) -> OracleLinkPlan:
+    """Which link to make for ``ref``: private when allowed, public only when it must."""
+    kind = link_kind(privileges)
+    if kind is None:
+        raise DatabaseError(
+            "the target user may create no database link (needs CREATE DATABASE LINK, or "
+            "CREATE and DROP PUBLIC DATABASE LINK)", code="PRIVILEGE_MISSING")
+    if not ref.url.username:
+        raise ConfigError(f"{ref.label}: an Oracle source needs a user name")
+    check_link_password(ref.url.password or "")
+    name = (name or new_link_name("TCM")).upper()
+    public = kind == "public"
+    return OracleLinkPlan(
+        name=name,
+        public=public,
+        create=CreateDatabaseLink(name, ref.url.username, oracle_connect_descriptor(ref),
+                                  public=public),
+        probe=probe_link(name),
+        close=sa.text(f"ALTER SESSION CLOSE DATABASE LINK {name}"),
+        drop=DropDatabaseLink(name, public=public),
+    )
+
+
+@contextmanager
+def oracle_database_link(conn: sa.Connection, ref: DatabaseRef,
+                         privileges: set[str] | frozenset[str]) -> Iterator[str]:
+    """Create a database link to ``ref``, test it, yield its name; drop it afterwards.
+
+    Oracle DDL commits: call this outside the merge transaction.
+    """
+    plan = plan_oracle_link(ref, privileges)
+    try:
+        conn.execute(plan.create, {PASSWORD_PARAM: ref.url.password or ""})
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"cannot create a database link to {ref.label}: "
+                            f"{server_reason(exc, ref)}", code="CONNECTION_FAILED") from None
+    try:
+        conn.execute(plan.probe)
+        yield plan.name
+    finally:
+        try:
+            conn.rollback()  # a link in use by a transaction cannot be dropped (ORA-02080)
+            try:
+                conn.execute(plan.close)
+            except sa.exc.DBAPIError:
+                log.debug("database link %s was not open", plan.name)
+            conn.execute(plan.drop)
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not drop database link %s: %s", plan.name,
+                        server_reason(exc, ref))

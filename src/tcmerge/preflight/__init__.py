@@ -1,0 +1,271 @@
+"""Preflight: every check that needs no merge. Read-only everywhere; nothing is changed.
+
+``run_preflight`` connects to every database named (sources forced read-only,
+the target too: validation writes nothing), then checks identity, schema,
+privileges, the server-to-source path, services, other sessions, data values
+and encodings, and space. It returns findings and the facts the merge engine
+needs (server versions, encodings, which transports are possible).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcmerge.dialects import adapter_for
+from tcmerge.dialects.base import DialectAdapter
+from tcmerge.dialects.oracle.adapter import OracleAdapter, link_kind
+from tcmerge.dialects.postgresql.adapter import PostgresAdapter
+from tcmerge.preflight import data
+from tcmerge.preflight.context import Database, open_database
+from tcmerge.preflight.schema import schema_findings
+from tcmerge.preflight.transport import DblinkResult, check_dblink, probe_info
+from tcmerge.request import MergeRequest
+from tcmerge.results import Finding, Severity, error, info, warning
+
+#: error codes after which the data checks are not run (they would meet missing objects)
+BLOCKS_DATA_CHECKS = frozenset({
+    "CONNECTION_FAILED", "SCHEMA_MISSING_TABLE", "SCHEMA_MISSING_COLUMN",
+    "SCHEMA_TYPE_MISMATCH", "SCHEMA_EXTRA_COLUMN", "PRIVILEGE_MISSING", "DUPLICATE_SOURCE",
+})
+RUNNING_STATES = frozenset({"running", "started", "active", "up"})
+
+
+@dataclass
+class Transport:
+    possible: bool
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"possible": self.possible, "reason": self.reason, **self.details}
+
+
+@dataclass
+class PreflightResult:
+    dialect: str
+    databases: list[Database]
+    findings: list[Finding] = field(default_factory=list)
+    transports: dict[str, Transport] = field(default_factory=dict)
+    dblink: DblinkResult | None = None
+
+    @property
+    def target(self) -> Database:
+        return self.databases[0]
+
+    @property
+    def sources(self) -> list[Database]:
+        return self.databases[1:]
+
+    def blocks_data_checks(self) -> bool:
+        return any(f.severity is Severity.ERROR and f.code in BLOCKS_DATA_CHECKS
+                   for f in self.findings)
+
+
+def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
+    """All preflight checks; connections stay open on ``stack`` for later checks."""
+    dialect = request.check_dialects()
+    adapter = adapter_for(dialect)
+    databases = [Database(request.target, "target")] + [
+        Database(ref, "source", index=i) for i, ref in enumerate(request.sources)]
+    result = PreflightResult(dialect, databases)
+    findings = result.findings
+    for db in databases:
+        failure = open_database(stack, adapter, db)
+        if failure is not None:
+            findings.append(failure)
+    findings.extend(_identities(databases))
+    findings.extend(_services(request))
+    findings.extend(schema_findings(databases, request.tables))
+    findings.extend(_privileges(adapter, databases))
+    _transports(adapter, request, result)
+    _data(adapter, request, result)
+    findings.extend(_space(adapter, request, result))
+    findings.extend(_sessions(adapter, result))
+    return result
+
+
+def _identities(databases: list[Database]) -> list[Finding]:
+    """TARGET_IS_SOURCE (info) and the same source given twice (error), by server identity."""
+    findings: list[Finding] = []
+    seen: dict[str, Database] = {}
+    for db in databases:
+        if not db.connected:
+            continue
+        assert db.facts is not None
+        first = seen.get(db.facts.database_identity)
+        if first is None:
+            seen[db.facts.database_identity] = db
+            continue
+        db.same_as = first
+        if first.role == "target":
+            findings.append(info(
+                "TARGET_IS_SOURCE",
+                f"{db.title} ({db.label}) is the target database itself: the other sources "
+                "are merged into it and its rows stay as they are",
+                database=db.label))
+        else:
+            findings.append(error(
+                "DUPLICATE_SOURCE",
+                f"{db.title} ({db.label}) is the same database as {first.title} "
+                f"({first.label})",
+                database=db.label, hint="name each source database once"))
+    return findings
+
+
+def _services(request: MergeRequest) -> list[Finding]:
+    running = sorted(node for node, state in request.services.items()
+                     if str(state).lower() in RUNNING_STATES)
+    if not running:
+        return []
+    group = f" of group {request.group}" if request.group else ""
+    return [error(
+        "SERVICE_RUNNING",
+        f"the Cisco XCP Text Conference Manager runs on {', '.join(running)}{group}",
+        hint="stop the Text Conference service on every node of the group "
+             "(Cisco Unified Serviceability > Control Center - Feature Services) and set "
+             "text_conference = \"stopped\" in the topology",
+        details={"nodes": running})]
+
+
+def _privileges(adapter: DialectAdapter, databases: list[Database]) -> list[Finding]:
+    findings: list[Finding] = []
+    done: set[str] = set()
+    for db in databases:
+        if not db.connected:
+            continue
+        assert db.conn is not None and db.facts is not None
+        key = f"{db.facts.database_identity}:{db.role}"
+        if key in done:
+            continue
+        done.add(key)
+        findings.extend(adapter.privilege_findings(
+            db.conn, db.facts, database=db.label, tables=sorted(db.live),
+            target=db.role == "target"))
+    return findings
+
+
+def _other_sources(result: PreflightResult) -> list[Database]:
+    """Sources that are not the target itself (and not repeated)."""
+    return [db for db in result.sources if db.connected and db.same_as is None]
+
+
+def _transports(adapter: DialectAdapter, request: MergeRequest,
+                result: PreflightResult) -> None:
+    target = result.target
+    sources = _other_sources(result)
+    every_connected = all(db.connected for db in result.databases)
+    if adapter.supports_copy:
+        result.transports["copy"] = Transport(
+            every_connected,
+            None if every_connected else "tcmerge cannot connect to every database")
+    if not target.connected:
+        result.transports["dblink"] = Transport(False, "the target is not reachable")
+        return
+    if isinstance(adapter, PostgresAdapter):
+        dblink = check_dblink(adapter, target, sources, required=request.transport == "dblink")
+        result.findings.extend(dblink.findings)
+        result.findings.extend(probe_info(dblink))
+        result.transports["dblink"] = Transport(
+            dblink.possible,
+            None if dblink.possible else "; ".join(
+                f.message for f in dblink.findings if f.code != "DBLINK_OK")[:500] or None,
+            {"installed": dblink.facts.installed if dblink.facts else False,
+             "sources": [p.as_dict() for p in dblink.paths]})
+        result.dblink = dblink
+    elif isinstance(adapter, OracleAdapter):
+        assert target.conn is not None
+        kind = link_kind(adapter.session_privileges(target.conn))
+        result.transports["dblink"] = Transport(
+            kind is not None, None if kind else "no privilege to create a database link",
+            {"link": kind})
+
+
+def _data(adapter: DialectAdapter, request: MergeRequest, result: PreflightResult) -> None:
+    target = result.target
+    for source in _other_sources(result):
+        if source is target:
+            continue
+        result.findings.extend(data.invalid_values(adapter, source, request.tables))
+        if target.connected:
+            result.findings.extend(data.invalid_encoding(adapter, source, target,
+                                                         request.tables))
+
+
+def _space(adapter: DialectAdapter, request: MergeRequest,
+           result: PreflightResult) -> list[Finding]:
+    target = result.target
+    if not target.connected:
+        return []
+    assert target.conn is not None
+    names = [t.name for t in request.tables]
+    incoming = 0
+    for source in _other_sources(result):
+        assert source.conn is not None
+        incoming += sum(adapter.table_bytes(source.conn, names).values())
+    snapshot = sum(adapter.table_bytes(target.conn, names).values()) if request.snapshot else 0
+    needed = incoming + snapshot
+    free = adapter.free_bytes(target.conn)
+    details = {"incoming_bytes": incoming, "snapshot_bytes": snapshot, "needed_bytes": needed,
+               "free_bytes": free}
+    if free is not None and needed > free:
+        return [error("SPACE_LOW",
+                      f"the merge needs about {_size(needed)} in the target, which can hold "
+                      f"{_size(free)} more", database=target.label,
+                      hint="raise the user's quota or add space to its tablespace",
+                      details=details)]
+    where = "" if free is None else f" of {_size(free)} available"
+    return [info("SPACE_ESTIMATE",
+                 f"the merge adds at most about {_size(incoming)} to the target"
+                 + (f" and its snapshot {_size(snapshot)}" if snapshot else "") + where
+                 + ("" if free is not None else
+                    "; the server does not report free disk space, make sure it is there"),
+                 database=target.label, details=details)]
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _sessions(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:
+    """ACTIVE_SESSIONS: others connected to a source or the target (not tcmerge's own)."""
+    own: dict[str, set[int]] = {}
+    for db in result.databases:
+        if db.connected and db.facts is not None and db.facts.backend_pid is not None:
+            own.setdefault(db.facts.server_identity, set()).add(db.facts.backend_pid)
+    if result.dblink is not None:
+        for identity, pids in result.dblink.remote_pids.items():
+            own.setdefault(identity, set()).update(pids)
+    findings: list[Finding] = []
+    for db in result.databases:
+        if not db.connected or db.same_as is not None:
+            continue
+        assert db.conn is not None and db.facts is not None
+        sessions = adapter.other_sessions(db.conn, own.get(db.facts.server_identity, set()))
+        if sessions is None:
+            findings.append(info("ACTIVE_SESSIONS",
+                                 "the server does not show other sessions to this user; "
+                                 "make sure no application uses the database",
+                                 database=db.label))
+            continue
+        if not sessions:
+            continue
+        apps = sorted({s.application or "(not visible)" for s in sessions})
+        addrs = sorted({s.address or "local socket" for s in sessions})
+        findings.append(warning(
+            "ACTIVE_SESSIONS",
+            f"{len(sessions)} other session(s) connected to the {db.title}: applications "
+            f"{', '.join(repr(a) for a in apps)} from {', '.join(addrs)}",
+            database=db.label, count=len(sessions),
+            hint="stop the Text Conference service and other clients before merging",
+            details={"sessions": [s.describe() for s in sessions]}))
+    return findings
+
+
+__all__ = ["PreflightResult", "Transport", "run_preflight"]

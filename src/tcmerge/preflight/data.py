@@ -1,0 +1,153 @@
+"""Source-side data scans: values breaking the model's constraints and invalid bytes.
+
+Both run inside the source server and bring back only the offending rows' keys
+(at most ``SAMPLE`` of them) and counts; for a SQL_ASCII source the rows holding
+bytes >= 0x80 are streamed and decoded with the target's encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tcmerge.dialects.base import DialectAdapter
+from tcmerge.preflight.context import Database
+from tcmerge.results import Finding, error, warning
+
+SAMPLE = 20
+
+
+def _key_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    pk = list(table.primary_key.columns)
+    return pk or list(table.columns)[:3]
+
+
+def _key_exprs(adapter: DialectAdapter,
+               keys: Sequence[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+    """Key columns as selected: text as its stored bytes (it may not decode)."""
+    return [adapter.raw_bytes(k) if isinstance(k.type, sa.String) else k for k in keys]
+
+
+def _decode_key(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return str(value)
+
+
+def _live_table(table: sa.Table, db: Database) -> sa.TableClause | None:
+    """The model table restricted to the columns the database has (None if absent)."""
+    live = db.live.get(table.name)
+    if live is None:
+        return None
+    return sa.table(table.name, *[sa.column(c.name, c.type) for c in table.columns
+                                  if c.name in live.columns])
+
+
+def invalid_values(adapter: DialectAdapter, db: Database,
+                   tables: Sequence[sa.Table]) -> list[Finding]:
+    """INVALID_VALUE: rows that break a check constraint or a NOT NULL of the model."""
+    assert db.conn is not None
+    findings: list[Finding] = []
+    for table in tables:
+        t = _live_table(table, db)
+        live = db.live.get(table.name)
+        if t is None or live is None:
+            continue
+        keys = [t.c[c.name] for c in _key_columns(table) if c.name in t.c]
+        conditions: list[tuple[str, sa.ColumnElement[bool]]] = []
+        for constraint in table.constraints:
+            if isinstance(constraint, sa.CheckConstraint):
+                names = [c.name for c in table.columns if c.name in str(constraint.sqltext)]
+                if all(n in t.c for n in names):
+                    expr = sa.literal_column(f"({constraint.sqltext})", sa.Boolean)
+                    conditions.append((f"check {constraint.name} ({constraint.sqltext})",
+                                       sa.not_(expr)))
+        for column in table.columns:
+            if not column.nullable and column.name in live.columns \
+                    and live.columns[column.name].nullable:
+                conditions.append((f"{column.name} is NULL", t.c[column.name].is_(None)))
+        for rule, condition in conditions:
+            try:
+                with db.conn.begin_nested():
+                    count = db.conn.execute(
+                        sa.select(sa.func.count()).select_from(t).where(condition)).scalar()
+                    rows = db.conn.execute(sa.select(*_key_exprs(adapter, keys))
+                                           .where(condition).limit(SAMPLE)).all() if count else []
+            except sa.exc.DBAPIError:
+                continue  # unreadable: privileges are reported separately
+            if count:
+                sample = [dict(zip([k.name for k in keys], map(_decode_key, r), strict=True))
+                          for r in rows]
+                findings.append(error(
+                    "INVALID_VALUE",
+                    f"{count} row(s) of {table.name} break the model's rule: {rule}",
+                    database=db.label, table=table.name, count=int(count),
+                    hint="correct or delete these rows in the source before merging",
+                    details={"rule": rule, "keys": sample}))
+    return findings
+
+
+def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database,
+                     tables: Sequence[sa.Table]) -> list[Finding]:
+    """INVALID_ENCODING: bytes of a source that are not valid in the target's encoding."""
+    assert source.conn is not None and source.facts is not None and target.facts is not None
+    codec = adapter.encoding_scan_codec(source.facts, target.facts)
+    if codec is None:
+        return []
+    if codec == "?":
+        return [warning(
+            "INVALID_ENCODING",
+            f"{source.label} is {source.facts.encoding} and the target "
+            f"{target.facts.encoding}: tcmerge cannot check these bytes",
+            database=source.label)]
+    findings: list[Finding] = []
+    text_kinds = {"text", "varchar", "char"}
+    for table in tables:
+        t = _live_table(table, source)
+        live = source.live.get(table.name)
+        if t is None or live is None:
+            continue
+        texts = [t.c[c.name] for c in table.columns
+                 if c.name in t.c and live.columns[c.name].shape.kind in text_kinds]
+        if not texts:
+            continue
+        keys = [t.c[c.name] for c in _key_columns(table) if c.name in t.c]
+        query = sa.select(*_key_exprs(adapter, keys),
+                          *[adapter.raw_bytes(c) for c in texts]).where(
+            sa.or_(*[adapter.has_high_bytes(c) for c in texts]))
+        bad = 0
+        sample: list[dict[str, Any]] = []
+        columns_hit: set[str] = set()
+        result = source.conn.execution_options(yield_per=1000).execute(query)
+        for row in result:
+            values = row[len(keys):]
+            wrong = []
+            for column, value in zip(texts, values, strict=True):
+                if value is None:
+                    continue
+                try:
+                    bytes(value).decode(codec)
+                except UnicodeDecodeError:
+                    wrong.append(column.name)
+            if wrong:
+                bad += 1
+                columns_hit.update(wrong)
+                if len(sample) < SAMPLE:
+                    key = dict(zip([k.name for k in keys], map(_decode_key, row[:len(keys)]),
+                                   strict=True))
+                    sample.append({"key": key, "columns": wrong})
+        result.close()
+        if bad:
+            findings.append(error(
+                "INVALID_ENCODING",
+                f"{bad} row(s) of {table.name} hold bytes that are not valid "
+                f"{target.facts.encoding} (source encoding {source.facts.encoding}) in "
+                f"{', '.join(sorted(columns_hit))}",
+                database=source.label, table=table.name, count=bad,
+                hint=f"re-encode these values in the source (e.g. UPDATE ... SET col = "
+                     f"convert_from(convert_to(col, 'SQL_ASCII'), 'LATIN1')) or merge into a "
+                     f"{source.facts.encoding} target",
+                details={"keys": sample, "columns": sorted(columns_hit)}))
+    return findings

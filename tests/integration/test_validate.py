@@ -1,0 +1,250 @@
+"""tcmerge validate on real PostgreSQL servers: each case gives its finding and exit code,
+and nothing changes anywhere (checksums and table lists equal before and after)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.providers._pgadmin import psycopg_params
+from tcmerge.providers.base import DatabaseServer
+from tcmerge.request import MergeRequest
+from tcmerge.testing.plugin import unique_name
+from tcmerge.validate import choose_transport, validate
+from tests.integration.validate_helpers import (
+    PASSWORD,
+    admin_execute,
+    make_tc_database,
+    run_validate,
+    snapshot,
+)
+
+pytestmark = pytest.mark.postgresql
+
+
+@pytest.fixture
+def role(pg_server: DatabaseServer) -> str:
+    name = unique_name("tcuser")
+    pg_server.create_role(name, PASSWORD)
+    return name
+
+
+@pytest.fixture
+def dbs(pg_server: DatabaseServer, role: str) -> Iterator[Callable[..., DatabaseRef]]:
+    """Make TC databases on the shared server; all dropped afterwards."""
+    made: list[str] = []
+
+    def make(prefix: str, **options: object) -> DatabaseRef:
+        name = unique_name(prefix)
+        made.append(name)
+        return make_tc_database(pg_server, name, role, **options)  # type: ignore[arg-type]
+
+    yield make
+    for name in made:
+        pg_server.drop_database(name)
+
+
+def via_socket(server: DatabaseServer, ref: DatabaseRef) -> DatabaseRef:
+    """The same database reached through the server's Unix socket (another URL text)."""
+    socket_dir = str(getattr(server, "socket_dir"))  # noqa: B009
+    url = ref.url
+    return DatabaseRef(URL.create(url.drivername, username=url.username, password=url.password,
+                                  database=url.database,
+                                  query={"host": socket_dir, "port": str(url.port)}))
+
+
+def names(*refs: DatabaseRef) -> list[str]:
+    return [str(r.url.database) for r in refs]
+
+
+def test_clean_inputs_validate_ok_and_change_nothing(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True, rooms=())
+    s1 = dbs("src", rooms=("a@conference-1.example.com",))
+    s2 = dbs("src", rooms=("b@conference-2.example.com",))
+    before = snapshot(pg_server, names(target, s1, s2))
+    result = run_validate(target, s1, s2)
+    assert result.exit_code == 0, result.stdout
+    report = result.json
+    assert report["ok"] is True and report["job_id"] is None
+    assert not [f for f in report["findings"] if f["severity"] != "info"], report["findings"]
+    # tcmerge's own sessions and dblink probes are not "other sessions"
+    assert "ACTIVE_SESSIONS" not in result.codes()
+    assert report["transports"]["copy"]["possible"] is True
+    assert report["transports"]["dblink"]["possible"] is True
+    probes = [p["probe"] for p in report["transports"]["dblink"]["sources"]]
+    assert all(p["ok"] and p["read_only"] and p["address"] for p in probes)
+    roles = [d["role"] for d in report["databases"]]
+    assert roles == ["target", "source 1", "source 2"]
+    assert all(d["encoding"] == "UTF8" and d["server_version"] for d in report["databases"])
+    assert snapshot(pg_server, names(target, s1, s2)) == before
+
+
+def test_target_is_source_is_info_and_duplicate_source_is_an_error(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt")
+    other = dbs("src", rooms=("b@conference-2.example.com",))
+    # the same database reached through another URL text (Unix socket instead of TCP)
+    same = via_socket(pg_server, target)
+    assert same.url != target.url
+    result = run_validate(target, same, other)
+    assert result.exit_code == 0, result.stdout
+    assert result.findings("TARGET_IS_SOURCE")[0]["severity"] == "info"
+    twice = run_validate(target, other, via_socket(pg_server, other))
+    assert twice.exit_code == 1
+    assert twice.findings("DUPLICATE_SOURCE")[0]["severity"] == "error"
+
+
+def test_wrong_password_and_missing_database(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    wrong = "Wr0ng-pa55word-xyz"
+    bad_password = DatabaseRef(source.url.set(password=wrong))
+    result = run_validate(target, bad_password)
+    assert result.exit_code == 1
+    failed = result.findings("CONNECTION_FAILED")
+    assert len(failed) == 1 and "password authentication failed" in failed[0]["message"]
+    assert "password" in failed[0]["hint"]
+    assert wrong not in result.stdout + result.stderr
+    missing = DatabaseRef(source.url.set(database=unique_name("nosuchdb")))
+    result = run_validate(target, missing)
+    assert result.exit_code == 1
+    failed = result.findings("CONNECTION_FAILED")
+    assert "does not exist" in failed[0]["message"]
+    assert failed[0]["database"] == missing.label
+
+
+def test_missing_grants_give_the_exact_grant(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef], role: str) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    tgt = str(target.url.database)
+    pg_server.execute([
+        f'REVOKE INSERT, UPDATE ON tc_rooms FROM "{role}"',
+        "REVOKE EXECUTE ON FUNCTION dblink_connect(text, text) FROM PUBLIC",
+    ], database=tgt)
+    pg_server.execute(f'REVOKE SELECT ON tc_users FROM "{role}"', database=str(source.url.database))
+    before = snapshot(pg_server, names(target, source))
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    hints = {f.get("table"): f["hint"] for f in result.findings("PRIVILEGE_MISSING")}
+    assert hints["tc_rooms"] == f"GRANT INSERT, UPDATE ON TABLE public.tc_rooms TO {role};"
+    assert hints["tc_users"] == f"GRANT SELECT ON TABLE public.tc_users TO {role};"
+    dblink = [f for f in result.findings("PRIVILEGE_MISSING") if "dblink" in f["message"]]
+    assert dblink and dblink[0]["severity"] == "warning"
+    assert "dblink_connect(text, text)" in dblink[0]["hint"]
+    assert snapshot(pg_server, names(target, source)) == before
+
+
+def test_no_dblink_is_a_warning_unless_dblink_is_requested(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt")  # no extension, and the non-superuser may not create it
+    source = dbs("src")
+    result = run_validate(target, source)
+    assert result.exit_code == 0, result.stdout
+    finding = result.findings("DBLINK_UNAVAILABLE")[0]
+    assert finding["severity"] == "warning"
+    assert "CREATE EXTENSION dblink" in finding["hint"]
+    assert result.json["transport"] == "copy"
+    forced = run_validate(target, source, extra=["--transport", "dblink"])
+    assert forced.exit_code == 1
+    assert forced.findings("DBLINK_UNAVAILABLE")[0]["severity"] == "error"
+
+
+def test_another_session_is_named(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    params = psycopg_params(source.url)
+    with psycopg.connect(**params, application_name="cisco-xcp-text-conf"):
+        result = run_validate(target, source)
+        strict = run_validate(target, source, extra=["--strict"])
+    sessions = result.findings("ACTIVE_SESSIONS")
+    assert len(sessions) == 1, result.findings
+    assert sessions[0]["database"] == source.label and sessions[0]["count"] == 1
+    assert "cisco-xcp-text-conf" in sessions[0]["message"]
+    assert "127.0.0.1" in sessions[0]["message"]
+    assert result.exit_code == 0 and strict.exit_code == 1
+
+
+def test_sql_ascii_source_with_latin1_bytes(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src", encoding="SQL_ASCII")
+    src = str(source.url.database)
+    room = "ops@conference-1.example.com"
+    # 'café' in Latin-1 (e9), and a valid UTF-8 'é' (c3 a9) that must not be reported
+    admin_execute(pg_server, src, [
+        "INSERT INTO tc_msgarchive VALUES (7, 'ops@conference-1.example.com', 'a@x', 'n', "
+        "TIMESTAMP '2024-01-02 00:00:00', 'g', 4, 4, "
+        "convert_from('\\x636166e9'::bytea, 'SQL_ASCII'), 'm', NULL, NULL, NULL)",
+        "INSERT INTO tc_msgarchive VALUES (8, 'ops@conference-1.example.com', 'a@x', 'n', "
+        "TIMESTAMP '2024-01-02 00:00:01', 'g', 4, 4, "
+        "convert_from('\\x636166c3a9'::bytea, 'SQL_ASCII'), 'm', NULL, NULL, NULL)",
+    ])
+    before = snapshot(pg_server, names(target, source))
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    found = result.findings("INVALID_ENCODING")
+    assert len(found) == 1 and found[0]["table"] == "tc_msgarchive" and found[0]["count"] == 1
+    assert found[0]["details"]["keys"] == [
+        {"key": {"to_jid": room, "msg_id": "7"}, "columns": ["body_string"]}]
+    assert snapshot(pg_server, names(target, source)) == before
+
+
+def test_source_column_longer_than_target(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    pg_server.execute("ALTER TABLE tc_rooms ALTER COLUMN subject TYPE varchar(100)",
+                      database=str(target.url.database))
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    cross = [f for f in result.findings("SCHEMA_TYPE_MISMATCH")
+             if f["details"].get("source_database") == source.label]
+    assert len(cross) == 1 and cross[0]["severity"] == "error"
+    assert cross[0]["table"] == "tc_rooms" and cross[0]["details"]["column"] == "subject"
+
+
+def test_invalid_value_in_source(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    src = str(source.url.database)
+    pg_server.execute(["ALTER TABLE tc_users DROP CONSTRAINT check_role",
+                       "UPDATE tc_users SET role = 'superhero'"], database=src)
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    found = result.findings("INVALID_VALUE")
+    assert len(found) == 1 and found[0]["table"] == "tc_users" and found[0]["count"] == 1
+    assert found[0]["details"]["keys"][0]["real_jid"] == "bob@example.com"
+
+
+def test_service_running_and_choose_transport(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    request = MergeRequest(sources=(source,), target=target,
+                           services={"imp-1a": "running", "imp-1b": "stopped"}, group="sub1")
+    report = validate(request)
+    assert not report.ok
+    running = [f for f in report.findings if f.code == "SERVICE_RUNNING"]
+    assert running and running[0].details["nodes"] == ["imp-1a"]
+    assert choose_transport(report, None) == "copy"
+    assert choose_transport(report, "dblink") == "dblink"
+    calls: list[str] = []
+
+    def data_checks(req: MergeRequest, rep: object) -> list:  # type: ignore[type-arg]
+        calls.append("called")
+        return []
+
+    validate(MergeRequest(sources=(source,), target=target), data_checks=data_checks)
+    assert calls == ["called"]
+    broken = DatabaseRef(source.url.set(database=unique_name("nosuchdb")))
+    skipped = validate(MergeRequest(sources=(broken,), target=target), data_checks=data_checks)
+    assert calls == ["called"] and "DATA_NOT_CHECKED" in skipped.codes()

@@ -1,0 +1,98 @@
+"""Dialect table, link statements compiled for Oracle, dblink connection strings, transports."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.dialects import oracle
+
+from tcmerge.dburl import parse_database
+from tcmerge.dialects import adapter_class, adapter_for
+from tcmerge.dialects.oracle.adapter import OracleAdapter, link_kind
+from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM, insert_from_link
+from tcmerge.dialects.postgresql.adapter import PostgresAdapter
+from tcmerge.errors import ConfigError, UnsupportedDatabaseError
+from tcmerge.links import dblink_conninfo, plan_oracle_link
+from tcmerge.schema import tc
+from tcmerge.validate import ValidationReport, choose_transport
+
+ORA = oracle.dialect()  # type: ignore[no-untyped-call]
+SECRET = "S3cret-pw'x"
+
+
+def compiled(statement: sa.ClauseElement) -> str:
+    return str(statement.compile(dialect=ORA))
+
+
+def test_adapters_from_the_explicit_table() -> None:
+    assert adapter_class("postgresql") is PostgresAdapter
+    assert isinstance(adapter_for(parse_database("oracle://u@h:1521/?service_name=X")),
+                      OracleAdapter)
+    assert PostgresAdapter.supports_dblink and PostgresAdapter.transactional_ddl
+    assert not OracleAdapter.transactional_ddl and OracleAdapter.max_identifier_length >= 30
+    with pytest.raises(UnsupportedDatabaseError, match="not supported for merging"):
+        adapter_class("mssql")
+    with pytest.raises(UnsupportedDatabaseError):
+        adapter_class("sqlite")
+
+
+def test_oracle_link_private_when_allowed_public_only_when_it_must() -> None:
+    ref = parse_database(f"oracle://tcuser:{SECRET.replace(chr(39), '%27')}@db1:1521/"
+                         "?service_name=FREEPDB1")
+    private = plan_oracle_link(ref, {"CREATE DATABASE LINK", "CREATE TABLE"}, name="tcm_l1")
+    text = compiled(private.create)
+    assert text == ("BEGIN EXECUTE IMMEDIATE 'CREATE DATABASE LINK \"TCM_L1\" CONNECT TO "
+                    "tcuser IDENTIFIED BY \"' || :tcmerge_link_password || '\" USING "
+                    "''//db1:1521/FREEPDB1'''; END;")
+    assert SECRET not in text and PASSWORD_PARAM in text
+    assert compiled(private.drop) == 'DROP DATABASE LINK "TCM_L1"'
+    assert compiled(private.probe).replace("\n", " ") == 'SELECT 1  FROM dual@"TCM_L1"'
+    public = plan_oracle_link(ref, {"CREATE PUBLIC DATABASE LINK", "DROP PUBLIC DATABASE LINK"})
+    assert "CREATE PUBLIC DATABASE LINK" in compiled(public.create)
+    assert compiled(public.drop).startswith("DROP PUBLIC DATABASE LINK")
+    assert link_kind({"CREATE PUBLIC DATABASE LINK"}) is None
+    with pytest.raises(Exception, match="no database link"):
+        plan_oracle_link(ref, {"CREATE TABLE"})
+    quote_pw = parse_database('oracle://tcuser:a%22b@db1:1521/?service_name=X')
+    with pytest.raises(ConfigError, match="double quote"):
+        plan_oracle_link(quote_pw, {"CREATE DATABASE LINK"})
+
+
+def test_lobs_move_by_insert_select_over_the_link() -> None:
+    text = compiled(insert_from_link("tcm_stage_msgarchive", tc.tc_msgarchive, "TCM_L1"))
+    assert text.startswith("INSERT INTO tcm_stage_msgarchive (msg_id, to_jid")
+    assert "src.body_text, src.message_text" in text
+    assert 'FROM tc_msgarchive@"TCM_L1" src' in text
+    timelog = compiled(insert_from_link(tc.tc_timelog, tc.tc_timelog, "TCM_L1"))
+    assert 'src."start", src."end"' in timelog
+
+
+def test_dblink_conninfo_is_read_only_named_and_quoted() -> None:
+    ref = parse_database("postgresql://tc%20user:x@db2:5433/tc'db?sslmode=require")
+    ref = ref.with_password(SECRET)
+    info = conninfo_to_dict(dblink_conninfo(ref, host="10.0.0.9"))
+    assert info["host"] == "10.0.0.9" and info["port"] == "5433"
+    assert info["user"] == "tc user" and info["dbname"] == "tc'db"
+    assert info["password"] == SECRET and info["sslmode"] == "require"
+    assert info["application_name"] == "tcmerge"
+    assert info["options"] == "-c default_transaction_read_only=on"
+
+
+def test_choose_transport() -> None:
+    both = ValidationReport(transports={"copy": {"possible": True},
+                                        "dblink": {"possible": True}})
+    assert choose_transport(both, None) == "copy"
+    assert choose_transport(both, "dblink") == "dblink"
+    only_link = ValidationReport(transports={"dblink": {"possible": True}}, dialect="oracle")
+    assert choose_transport(only_link, None) == "dblink"
+    with pytest.raises(ConfigError):
+        choose_transport(only_link, "copy")
+    with pytest.raises(ConfigError):
+        choose_transport(ValidationReport(transports={"copy": {"possible": False}}), None)
+    assert ValidationReport().as_dict()["job_id"] is None
+
+
+def test_oracle_checksum_statement_compiles_without_lob_in_ora_hash() -> None:
+    text = str(OracleAdapter().checksum_statement(tc.tc_messages))
+    assert "DBMS_LOB.GETLENGTH(x.msg)" in text and "ORA_HASH(x.msg," not in text
