@@ -1,0 +1,118 @@
+"""Load rate of the fixture generator, against a server-side baseline measured in the same run.
+
+    ./dev bench bench_generate [--rows 1000000] [--messages-per-room 200] [--provider embedded]
+
+Starts a PostgreSQL server through the provider, creates the TC schema in two databases,
+then:
+
+1. generator: ``generate()`` of ``--rows`` archive rows (users, tc_messages and the time log
+   in proportion) into the first database: generation in Python + COPY, one transaction;
+2. baseline: ``INSERT INTO tc_msgarchive SELECT ... FROM generate_series(...)`` of the same
+   number of rows, with the same average column widths as the generated rows (measured
+   first), into the same table of the second database, one transaction.
+
+Prints both wall times and rows/s, and their ratio. Everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import psycopg  # noqa: E402
+
+from tcmerge.generate import GeneratorSpec, generate, libpq_params  # noqa: E402
+from tcmerge.providers import get_provider  # noqa: E402
+from tcmerge.schema import manage  # noqa: E402
+
+BASELINE = """
+INSERT INTO tc_msgarchive (msg_id, to_jid, from_jid, nick_jid, sent_date, msg_type, body_len,
+                           message_len, body_string, message_string, body_text, message_text,
+                           subject)
+SELECT i %% %(per_room)s + 1,
+       'room' || (i / %(per_room)s) || repeat('r', %(to_w)s),
+       repeat('f', %(from_w)s),
+       repeat('n', %(nick_w)s),
+       timestamp '2016-03-01' + i * interval '1 second',
+       'g', %(body_w)s, %(msg_w)s,
+       CASE WHEN i %% 50 = 0 THEN NULL ELSE repeat('b', %(body_w)s) END,
+       CASE WHEN i %% 50 = 0 THEN NULL ELSE repeat('m', %(msg_w)s) END,
+       CASE WHEN i %% 50 = 0 THEN repeat('B', %(long_body_w)s) END,
+       CASE WHEN i %% 50 = 0 THEN repeat('M', %(long_msg_w)s) END,
+       NULL
+FROM generate_series(0, %(rows)s - 1) AS i
+"""
+
+WIDTHS = """
+SELECT avg(length(to_jid))::int, avg(length(from_jid))::int, avg(length(nick_jid))::int,
+       coalesce(avg(length(body_string)), 0)::int, coalesce(avg(length(message_string)), 0)::int,
+       coalesce(avg(length(body_text)), 0)::int, coalesce(avg(length(message_text)), 0)::int,
+       pg_total_relation_size('tc_msgarchive')
+FROM tc_msgarchive
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="archive rows (1,000,000)")
+    parser.add_argument("--messages-per-room", type=int, default=200)
+    parser.add_argument("--provider", default="embedded")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    per_room = args.messages_per_room
+    rooms = max(1, -(-args.rows // per_room))
+    spec = GeneratorSpec(seed=args.seed, rooms_per_node=rooms, messages_per_room=per_room)
+    with get_provider(args.provider) as provider:
+        server = provider.start_server("bench-generate")
+        print(f"server: {args.provider} PostgreSQL {server.version}", flush=True)
+        gen_ref = server.create_database("bench_gen")
+        base_ref = server.create_database("bench_base")
+        manage.upgrade(base_ref)
+
+        started = time.perf_counter()
+        result = generate([gen_ref], spec)
+        gen_seconds = time.perf_counter() - started
+        counts = result.counts[0]
+        archive = counts["tc_msgarchive"]
+
+        with psycopg.connect(**libpq_params(gen_ref)) as conn:
+            row = conn.execute(WIDTHS).fetchone()
+        assert row is not None
+        to_w, from_w, nick_w, body_w, msg_w, long_body_w, long_msg_w, size = row
+        params: dict[str, Any] = {
+            "rows": archive, "per_room": per_room, "to_w": max(to_w - 8, 1),
+            "from_w": from_w, "nick_w": nick_w, "body_w": body_w, "msg_w": msg_w,
+            "long_body_w": long_body_w or 8000, "long_msg_w": long_msg_w or 8200,
+        }
+        with psycopg.connect(**libpq_params(base_ref)) as conn:
+            started = time.perf_counter()
+            conn.execute(BASELINE, params)
+            conn.commit()
+            base_seconds = time.perf_counter() - started
+            row = conn.execute("SELECT pg_total_relation_size('tc_msgarchive')").fetchone()
+        assert row is not None
+        base_size = row[0]
+
+    total = sum(counts.values())
+    gen_rate = archive / gen_seconds
+    base_rate = archive / base_seconds
+    print(f"rows written: {', '.join(f'{k} {v:,}' for k, v in counts.items())} "
+          f"(total {total:,})")
+    print(f"generator (generate + COPY, one transaction): {gen_seconds:.2f} s, "
+          f"{gen_rate:,.0f} archive rows/s ({total / gen_seconds:,.0f} rows/s all tables), "
+          f"tc_msgarchive {size / 1e6:,.0f} MB")
+    print(f"baseline (server-side INSERT ... SELECT generate_series, same widths): "
+          f"{base_seconds:.2f} s, {base_rate:,.0f} rows/s, tc_msgarchive {base_size / 1e6:,.0f} MB")
+    print(f"ratio generator/baseline: {gen_rate / base_rate:.2f} "
+          f"(archive rows only; the generator also wrote {total - archive:,} other rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
