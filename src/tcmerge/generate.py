@@ -38,6 +38,7 @@ data as Python values, for tests that compare with what the server holds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import random
@@ -178,18 +179,25 @@ def xml_attr(text: str) -> str:
     return xml_escape(text).replace("'", "&apos;")
 
 
-@functools.lru_cache(maxsize=4096)
-def _day_text(day: int) -> str:
-    return (BASE_TIME.date() + timedelta(days=day)).isoformat()
+# Lookup tables for the hot path: "YYYY-MM-DD " per day, "HH:MM:SS." per second of a day.
+_DAYS: list[str] = []
+_SECONDS = [f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+_MILLIS = [f"{m:03d}" for m in range(1000)]
+
+
+def _day_texts(days: int) -> list[str]:
+    """The day table, long enough for ``days`` days after BASE_TIME."""
+    while len(_DAYS) < days:
+        _DAYS.append(f"{BASE_TIME.date() + timedelta(days=len(_DAYS))} ")
+    return _DAYS
 
 
 def ts_text(ms: int) -> str:
-    """A time offset (ms from BASE_TIME) as PostgreSQL TIMESTAMP input."""
+    """A time offset (ms from BASE_TIME, >= 0) as PostgreSQL TIMESTAMP input."""
     day, rest = divmod(ms, 86_400_000)
-    seconds, milli = divmod(rest, 1000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    return f"{_day_text(day)} {hours:02d}:{minutes:02d}:{seconds:02d}.{milli:03d}"
+    second, milli = divmod(rest, 1000)
+    days = _DAYS if day < len(_DAYS) else _day_texts(day + 366)
+    return f"{days[day]}{_SECONDS[second]}{_MILLIS[milli]}"
 
 
 def ts_value(ms: int) -> datetime:
@@ -728,24 +736,42 @@ class _Renderer:
 
     # -- COPY text -------------------------------------------------------------------------
     def archive_lines(self, room: _Room, out: list[str]) -> None:
+        """The room's tc_msgarchive rows as COPY text (the hot path: keep it lean)."""
         bodies = self.pools.bodies
-        head_of = self._head
+        subjects = self.pools.subjects
         rj = room.jid
         append = out.append
-        for msg_id, t, (real, nick_jid, full), b, s in room.msgs:
+        per_sender: dict[_Sender, tuple[str, str]] = {}
+        seconds, millis = _SECONDS, _MILLIS
+        days = _day_texts(room.msgs[-1][1] // 86_400_000 + 1) if room.msgs else _DAYS
+        for msg_id, t, sender, b, s in room.msgs:
+            fixed = per_sender.get(sender)
+            if fixed is None:
+                real, nick_jid, full = sender
+                fixed = per_sender[sender] = (
+                    f"\t{rj}\t{real}\t{nick_jid}\t",
+                    f"<message from='{full}' to='{rj}' type='groupchat' id='m")
+            columns, head = fixed
+            if s < 0:
+                head = f"{head}{t:x}' xml:lang='en'><body>"
+                subject = NULL
+            else:
+                subject = subjects[s].esc
+                head = f"{head}{t:x}' xml:lang='en'><subject>{subjects[s].xml}</subject><body>"
             body = bodies[b]
-            head, subject = head_of(rj, full, t, s)
             mlen = len(head) + body.xml_len + 17
             if body.length > STRING_LIMIT:
-                bstr, btext = "\\N", body.esc
+                bstr, btext = NULL, body.esc
             else:
-                bstr, btext = body.esc, "\\N"
+                bstr, btext = body.esc, NULL
             if mlen > STRING_LIMIT:
-                mstr, mtext = "\\N", f"{head}{body.xml_esc}{_BODY_END}"
+                mstr, mtext = NULL, f"{head}{body.xml_esc}{_BODY_END}"
             else:
-                mstr, mtext = f"{head}{body.xml_esc}{_BODY_END}", "\\N"
-            append(f"{msg_id}\t{rj}\t{real}\t{nick_jid}\t{ts_text(t)}\tg\t{body.length}\t{mlen}"
-                   f"\t{bstr}\t{mstr}\t{btext}\t{mtext}\t{subject}\n")
+                mstr, mtext = f"{head}{body.xml_esc}{_BODY_END}", NULL
+            day, rest = divmod(t, 86_400_000)
+            second, milli = divmod(rest, 1000)
+            append(f"{msg_id}{columns}{days[day]}{seconds[second]}{millis[milli]}\tg\t"
+                   f"{body.length}\t{mlen}\t{bstr}\t{mstr}\t{btext}\t{mtext}\t{subject}\n")
 
     def recent_lines(self, room: _Room, recent: int, out: list[str]) -> None:
         bodies = self.pools.bodies
@@ -834,36 +860,44 @@ def overlap_of(spec: GeneratorSpec, databases: int) -> list[dict[str, int]]:
     return builder.overlap
 
 
-def copy_blocks(spec: GeneratorSpec, databases: int,
-                ) -> list[dict[str, list[str]]]:
-    """The COPY text ``generate`` sends, per database and table (in memory: small specs)."""
+def copy_blocks(spec: GeneratorSpec = GeneratorSpec(), databases: int = 1,
+                ) -> Iterator[tuple[int, str, str]]:
+    """What ``generate`` sends, without a server: (database index, table, block of COPY text
+    lines) in load order. tc_msgarchive streams first, room by room; the small tables follow."""
     builder = _Builder(spec, databases)
     renderer = _Renderer(builder.pools)
-    result = []
     for db in range(databases):
-        lines: dict[str, list[str]] = {name: [] for name in TABLES}
-        for room in builder.rooms(db):
-            _render_room(renderer, room, spec.recent_per_room, lines)
-        result.append(lines)
-    return result
+        for table, block in _blocks(builder, renderer, db):
+            yield db, table, block
 
 
-def _render_room(renderer: _Renderer, room: _Room, recent: int,
-                 lines: dict[str, list[str]]) -> None:
-    renderer.room_line(room, lines["tc_rooms"])
-    renderer.member_lines(room, lines["tc_users"])
-    renderer.recent_lines(room, min(recent, len(room.msgs)), lines["tc_messages"])
-    renderer.archive_lines(room, lines["tc_msgarchive"])
-    renderer.stay_lines(room, lines["tc_timelog"])
+#: Flush a COPY block when this many lines are waiting.
+BLOCK_LINES = 2000
+
+
+def _blocks(builder: _Builder, renderer: _Renderer, db: int) -> Iterator[tuple[str, str]]:
+    recent = builder.spec.recent_per_room
+    small: dict[str, list[str]] = {name: [] for name in TABLES if name != "tc_msgarchive"}
+    archive: list[str] = []
+    for room in builder.rooms(db):
+        renderer.room_line(room, small["tc_rooms"])
+        renderer.member_lines(room, small["tc_users"])
+        renderer.recent_lines(room, min(recent, len(room.msgs)), small["tc_messages"])
+        renderer.stay_lines(room, small["tc_timelog"])
+        renderer.archive_lines(room, archive)
+        if len(archive) >= BLOCK_LINES:
+            yield "tc_msgarchive", "".join(archive)
+            archive = []
+    if archive:
+        yield "tc_msgarchive", "".join(archive)
+    for name, lines in small.items():
+        for i in range(0, len(lines), BLOCK_LINES):
+            yield name, "".join(lines[i:i + BLOCK_LINES])
 
 
 # ---------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------
-
-#: Flush a COPY block when this many lines are waiting.
-BLOCK_LINES = 2000
-
 
 def libpq_params(ref: DatabaseRef) -> dict[str, Any]:
     """libpq keywords for a PostgreSQL ref: host/port/user/password/dbname and URL query
@@ -910,37 +944,22 @@ def _prepare(cur: psycopg.Cursor[Any], ref: DatabaseRef, create_schema: bool) ->
 
 def _load(ref: DatabaseRef, builder: _Builder, renderer: _Renderer, db: int,
           create_schema: bool) -> dict[str, int]:
-    spec = builder.spec
-    recent = spec.recent_per_room
     counts = dict.fromkeys(TABLES, 0)
-    small: dict[str, list[str]] = {name: [] for name in TABLES if name != "tc_msgarchive"}
     with _connect(ref) as conn:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 _prepare(cur, ref, create_schema)
-                # the archive streams room by room; the other tables are small and wait
-                archive: list[str] = []
-                with cur.copy(_copy_statement("tc_msgarchive"),
-                              writer=QueuedLibpqWriter(cur)) as copy:
-                    for room in builder.rooms(db):
-                        renderer.room_line(room, small["tc_rooms"])
-                        renderer.member_lines(room, small["tc_users"])
-                        renderer.recent_lines(room, min(recent, len(room.msgs)),
-                                              small["tc_messages"])
-                        renderer.stay_lines(room, small["tc_timelog"])
-                        renderer.archive_lines(room, archive)
-                        if len(archive) >= BLOCK_LINES:
-                            counts["tc_msgarchive"] += len(archive)
-                            copy.write("".join(archive))
-                            archive = []
-                    if archive:
-                        counts["tc_msgarchive"] += len(archive)
-                        copy.write("".join(archive))
-                for name, lines in small.items():
-                    counts[name] = len(lines)
-                    with cur.copy(_copy_statement(name)) as copy:
-                        for i in range(0, len(lines), BLOCK_LINES):
-                            copy.write("".join(lines[i:i + BLOCK_LINES]))
+                current: str | None = None
+                with contextlib.ExitStack() as stack:
+                    for table, block in _blocks(builder, renderer, db):
+                        if table != current:
+                            stack.close()
+                            copy = stack.enter_context(cur.copy(
+                                _copy_statement(table), writer=QueuedLibpqWriter(cur)))
+                            current = table
+                        copy.write(block)
+                        # escaped text holds no raw newline but the line ends
+                        counts[table] += block.count("\n")
         except psycopg.Error as exc:
             raise DatabaseError(f"loading generated rows into {ref.label} failed: "
                                 f"{server_reason(exc, ref)}") from None
