@@ -921,7 +921,8 @@ def _copy_statement(table: str) -> sql.Composed:
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS[table]))
 
 
-def _prepare(cur: psycopg.Cursor[Any], ref: DatabaseRef, create_schema: bool) -> None:
+def _prepare(cur: psycopg.Cursor[Any], ref: DatabaseRef, create_schema: bool, *,
+             check_only: bool = False) -> None:
     """Create the missing TC tables (as IM&P does) or refuse; refuse tables that hold rows."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     for table in tc.ALL_TABLES:
@@ -932,7 +933,8 @@ def _prepare(cur: psycopg.Cursor[Any], ref: DatabaseRef, create_schema: bool) ->
                 raise ConfigError(
                     f"{ref.label}: table {table.name} is missing; run `tcmerge schema upgrade` "
                     "first or generate with create_schema=True")
-            cur.execute(str(CreateTable(table).compile(dialect=dialect)))
+            if not check_only:
+                cur.execute(str(CreateTable(table).compile(dialect=dialect)))
         elif table.name in COLUMNS:
             row = cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(
                 sql.Identifier(table.name))).fetchone()
@@ -981,6 +983,20 @@ def generate(databases: Sequence[DatabaseRef], spec: GeneratorSpec = GeneratorSp
             raise ConfigError(f"{ref.label}: the generator writes PostgreSQL databases only, "
                               f"not {ref.dialect}")
     started = time.perf_counter()
+    # refuse what cannot be done before any database is written
+    wants_plan = (spec.affiliation_conflicts or spec.bans or spec.diverged_rooms
+                  or spec.room_conflicts)
+    if len(databases) > 1 and wants_plan:
+        overlap_of(spec, len(databases))  # raises ConfigError when the spec cannot be met
+    for ref in databases:
+        with _connect(ref) as conn:
+            try:
+                with conn.cursor() as cur:
+                    _prepare(cur, ref, create_schema, check_only=True)
+            except psycopg.Error as exc:
+                raise DatabaseError(f"checking {ref.label} failed: "
+                                    f"{server_reason(exc, ref)}") from None
+            conn.rollback()
     builder = _Builder(spec, len(databases))
     renderer = _Renderer(builder.pools)
     counts = []

@@ -151,6 +151,14 @@ def test_refusals(make_database: Callable[[bool], DatabaseRef]) -> None:
         generate([loaded], spec)
     with pytest.raises(ConfigError, match="PostgreSQL"):
         generate([DatabaseRef(empty.url.set(drivername="oracle+oracledb"))], spec)
+    # nothing is written when a later database or the spec cannot be served
+    fresh = make_database(True)
+    with pytest.raises(ConfigError, match="already holds rows"):
+        generate([fresh, loaded], spec)
+    with pytest.raises(ConfigError, match="bans"):
+        generate([fresh, empty], GeneratorSpec(rooms_per_node=1, shared_rooms=1.0, bans=40))
+    assert _query(fresh, "SELECT count(*) FROM tc_rooms") == [(0,)]
+    assert _query(empty, "SELECT to_regclass('tc_rooms')") == [(None,)]
 
 
 def test_a_wrong_password_is_a_connection_failure_without_the_password(
