@@ -365,7 +365,7 @@ class _Pools:
 
     @staticmethod
     def _long_text(rng: random.Random, i: int) -> str:
-        target = STRING_LIMIT + 1 if i == 0 else rng.randrange(STRING_LIMIT + 2, 16_000)
+        target = STRING_LIMIT + 1 if i == 0 else rng.randrange(STRING_LIMIT + 2, 10_000)
         chunks: list[str] = []
         size = 0
         while size < target:
