@@ -22,7 +22,7 @@ from tcmerge.preflight.context import Database, open_database
 from tcmerge.preflight.schema import schema_findings
 from tcmerge.preflight.transport import DblinkResult, check_dblink, probe_info
 from tcmerge.request import MergeRequest
-from tcmerge.results import Finding, Severity, error, info, warning
+from tcmerge.results import Finding, Severity, error, info
 
 #: error codes after which the data checks are not run (they would meet missing objects)
 BLOCKS_DATA_CHECKS = frozenset({
@@ -258,7 +258,9 @@ def _sessions(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]
             continue
         apps = sorted({s.application or "(not visible)" for s in sessions})
         addrs = sorted({s.address or "local socket" for s in sessions})
-        findings.append(warning(
+        # An error, as Cisco's validation fails while the TC service is connected:
+        # a session writing during the merge would break "fully merged or unchanged".
+        findings.append(error(
             "ACTIVE_SESSIONS",
             f"{len(sessions)} other session(s) connected to the {db.title}: applications "
             f"{', '.join(repr(a) for a in apps)} from {', '.join(addrs)}",
