@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from tcmerge.dburl import DatabaseRef, require_mergeable
+from tcmerge.dburl import DatabaseRef, parse_database, require_mergeable
 from tcmerge.errors import ConfigError
-from tcmerge.schema import tc
+from tcmerge.schema import tables_for, tc
+
+if TYPE_CHECKING:
+    from tcmerge.topology import Topology
 
 TRANSPORTS = ("dblink", "copy")
 
@@ -32,6 +35,8 @@ class MergeRequest:
     dry_run: bool = False
     group: str | None = None
     services: Mapping[str, str] = field(default_factory=dict)
+    #: the topology file the request came from (the merged target is assigned there)
+    topology: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -65,4 +70,52 @@ class MergeRequest:
             "snapshot": self.snapshot,
             "dry_run": self.dry_run,
             "group": self.group,
+            "topology": self.topology,
         }
+
+
+def resolve_database(text: str, topology: Topology | None) -> DatabaseRef:
+    """A database argument: a URL, or the name of a database declared in the topology."""
+    if "://" in text or topology is None:
+        return parse_database(text)
+    return topology.database_ref(text)
+
+
+def build_request(
+    sources: Sequence[str],
+    target: str | None,
+    *,
+    topology: str | None = None,
+    group: str | None = None,
+    tables: str = "tc",
+    **options: Any,
+) -> MergeRequest:
+    """A MergeRequest from command-line style arguments; no connection is made.
+
+    With ``topology`` and ``group`` the sources default to the databases assigned
+    to the group's nodes and the Text Conference service states come from the
+    nodes; database names resolve through the topology's ``databases`` table.
+    """
+    from tcmerge.topology import load_topology
+
+    if group is not None and topology is None:
+        raise ConfigError("--group needs --topology FILE")
+    topo = load_topology(topology) if topology is not None else None
+    services: dict[str, str] = {}
+    if topo is not None and group is not None:
+        services = topo.text_conference_states(group)
+        if not sources:
+            sources = topo.group_sources(group)
+    if topo is not None and group is None and not sources:
+        raise ConfigError("with --topology give --group NAME (or --source)")
+    if target is None:
+        raise ConfigError("give --target")
+    return MergeRequest(
+        sources=tuple(resolve_database(s, topo) for s in sources),
+        target=resolve_database(target, topo),
+        tables=tables_for(tables),
+        group=group,
+        services=services,
+        topology=topology,
+        **options,
+    )

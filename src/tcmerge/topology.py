@@ -28,7 +28,7 @@ Example::
     id = 1
     group = "sub1"
     database = "tcdb1"
-    services = { text_conference = "stopped" }
+    services = { text_conference = "stopped" }   # or: text_conference = "stopped"
     users = ["andy"]
     aliases = ["chat.example.com"]
 
@@ -63,6 +63,9 @@ MAX_NODES = 6
 MAX_GROUP_NODES = 2
 MODES = ("balanced", "active-standby")
 SERVICE_STATES = ("running", "stopped")
+#: Service keys a node may carry directly (``text_conference = "stopped"``).
+CRITICAL_SERVICES = ("text_conference", "router", "presence_engine", "sip_proxy",
+                     "sync_agent", "client_profile_agent")
 DATABASE_TYPES = {
     "postgresql": ("postgresql+psycopg", 5432),
     "oracle": ("oracle+oracledb", 1521),
@@ -309,7 +312,8 @@ def parse_topology(data: Mapping[str, Any], path: Path | None = None) -> Topolog
     nodes: dict[str, NodeSpec] = {}
     for node_name, table in _entries(data.get("nodes"), "nodes"):
         where = f"nodes.{node_name}"
-        _unknown_keys(table, {"id", "group", "database", "services", "users", "aliases"}, where)
+        _unknown_keys(table, {"id", "group", "database", "services", "users", "aliases",
+                              *CRITICAL_SERVICES}, where)
         if node_name in nodes:
             raise ConfigError(f"{where}: declared twice")
         node_id = table.get("id")
@@ -319,6 +323,11 @@ def parse_topology(data: Mapping[str, Any], path: Path | None = None) -> Topolog
         if not isinstance(services, dict):
             raise ConfigError(f"{where}: services must be a table such as "
                               '{ text_conference = "stopped" }')
+        # The contract's short form: text_conference = "stopped" on the node itself.
+        direct = {k: table[k] for k in CRITICAL_SERVICES if k in table}
+        if set(direct) & set(services):
+            raise ConfigError(f"{where}: a service is given both directly and in services")
+        services = {**services, **direct}
         for service, state in services.items():
             if state not in SERVICE_STATES:
                 raise ConfigError(f"{where}: service {service} must be "

@@ -7,15 +7,14 @@ from typing import Annotated
 import typer
 
 from tcmerge.cli.output import (
-    database,
+    Secrets,
     error_boundary,
     finish,
     print_findings,
     print_text,
 )
-from tcmerge.errors import ConfigError
 from tcmerge.request import MergeRequest
-from tcmerge.schema import tables_for
+from tcmerge.request import build_request as make_request
 from tcmerge.validate import ValidationReport, validate
 
 SourceOpt = Annotated[list[str], typer.Option(
@@ -34,18 +33,10 @@ def build_request(sources: list[str], target: str | None, tables: str, strict: b
                   transport: str | None, topology: str | None,
                   group: str | None) -> MergeRequest:
     """A MergeRequest from the command-line options (no connection made)."""
-    if topology is not None or group is not None:
-        raise ConfigError("--topology and --group are not supported yet: topology support "
-                          "lands with the HA work; give --source and --target URLs")
-    if target is None:
-        raise ConfigError("give --target")
-    return MergeRequest(
-        sources=tuple(database(s) for s in sources),
-        target=database(target),
-        tables=tables_for(tables),
-        strict=strict,
-        transport=transport,
-    )
+    request = make_request(sources, target, topology=topology, group=group, tables=tables,
+                           strict=strict, transport=transport)
+    Secrets.add(*request.secrets)
+    return request
 
 
 def _human(report: ValidationReport) -> None:
@@ -70,7 +61,7 @@ def _human(report: ValidationReport) -> None:
 def register(root: typer.Typer) -> None:
     @root.command("validate")
     def validate_command(
-        source: SourceOpt,
+        source: SourceOpt = [],  # noqa: B006 - typer reads the default, never mutates it
         target: TargetOpt = None,
         tables: TablesOpt = "tc",
         strict: StrictOpt = False,

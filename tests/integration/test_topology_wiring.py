@@ -1,0 +1,93 @@
+"""validate (and run) take sources, names and service states from a topology file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
+from tcmerge.providers import DatabaseServer
+from tcmerge.schema import manage
+from tcmerge.testing.plugin import unique_name
+
+pytestmark = pytest.mark.postgresql
+
+
+def write_topology(path: Path, server: DatabaseServer, names: dict[str, str],
+                   tc_state: str) -> None:
+    def url(db: str) -> str:
+        return server.url(db, user="postgres", password=None).render_as_string(
+            hide_password=False)
+
+    path.write_text(f"""
+[cluster]
+name = "cup"
+domain = "example.com"
+id = "cup"
+
+[databases.tcdb1]
+url = "{url(names['tcdb1'])}"
+password_env = "TCM_TEST_PW"
+
+[databases.tcdb2]
+url = "{url(names['tcdb2'])}"
+password_env = "TCM_TEST_PW"
+
+[databases.merged]
+url = "{url(names['merged'])}"
+password_env = "TCM_TEST_PW"
+
+[groups.sub1]
+high_availability = true
+nodes = ["1A", "1B"]
+
+[nodes.1A]
+id = 1
+group = "sub1"
+database = "tcdb1"
+text_conference = "{tc_state}"
+
+[nodes.1B]
+id = 2
+group = "sub1"
+database = "tcdb2"
+text_conference = "stopped"
+""")
+
+
+@pytest.fixture
+def topology_dbs(pg_server: DatabaseServer, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    assert hasattr(pg_server, "password")
+    monkeypatch.setenv("TCM_TEST_PW", pg_server.password)
+    names = {key: unique_name(key) for key in ("tcdb1", "tcdb2", "merged")}
+    for name in names.values():
+        manage.upgrade(pg_server.create_database(name))
+    yield names
+    for name in names.values():
+        pg_server.drop_database(name)
+
+
+def test_validate_takes_sources_and_services_from_topology(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    topology = tmp_path / "cluster.toml"
+    runner = CliRunner()
+
+    write_topology(topology, pg_server, topology_dbs, tc_state="running")
+    running = runner.invoke(app, ["validate", "--topology", str(topology), "--group", "sub1",
+                                  "--target", "merged", "--json"])
+    report = json.loads(running.stdout)
+    assert running.exit_code == 1, running.stdout
+    service = [f for f in report["findings"] if f["code"] == "SERVICE_RUNNING"]
+    assert len(service) == 1 and "1A" in service[0]["message"]
+    roles = {db["database"] for db in report["databases"]}
+    assert {"tcdb1", "tcdb2", "merged"} <= roles
+    assert pg_server.password not in running.output  # type: ignore[attr-defined]
+
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    stopped = runner.invoke(app, ["validate", "--topology", str(topology), "--group", "sub1",
+                                  "--target", "merged", "--json"])
+    assert stopped.exit_code == 0, stopped.stdout
+    assert "SERVICE_RUNNING" not in stopped.stdout
