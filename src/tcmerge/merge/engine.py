@@ -1,0 +1,269 @@
+"""The merge engine: preflight, then stage → analyse → (refuse | apply → verify → record).
+
+``run_merge`` and ``analyse_merge`` are the library entry points (the CLI and the
+demo call them). Both take the preflight as an injectable callable (the default,
+``minimal_preflight``, checks dialects, connectivity and the schema); the
+transport comes from ``choose_transport`` (default: the requested one, else
+``copy``). Staging happens once per run.
+
+One transaction on the target holds every table change, the snapshot and the job
+record; the per-target merge lock (an advisory transaction lock) makes a second
+merge fail at once with MERGE_IN_PROGRESS. On failure the transaction rolls back
+(staging tables are TEMP, dblink connections die with the session) and the
+failed job is recorded in a separate transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from tcmerge.db import connect
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
+from tcmerge.merge import jobs, pg
+from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.plan import MergePlan, MergeResult
+from tcmerge.merge.rules import PgRules
+from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
+from tcmerge.merge.transport import TRANSPORTS, Progress, SourceReader, create_staging
+from tcmerge.merge.verify import check_target, compare_checksums
+from tcmerge.request import MergeRequest
+from tcmerge.results import Finding, blocking, error
+from tcmerge.schema.compare import compare_to_model, reflect
+
+Preflight = Callable[[MergeRequest], Sequence[Finding]]
+TransportChooser = Callable[[MergeRequest], str]
+
+
+class MergeFailed(TcmergeError):
+    """The merge failed while working; the target is unchanged (exit 3)."""
+
+    code = "MERGE_FAILED"
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, code: str | None = None,
+                 job_id: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.job_id = job_id
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def minimal_preflight(request: MergeRequest) -> list[Finding]:
+    """Dialects (exit 2 before any connection), connectivity and the schema of every input.
+
+    Stands in for the full preflight (``tcmerge.validate``) until that lands.
+    """
+    request.check_dialects()
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for ref in request.databases:
+        key = ref.url.render_as_string(hide_password=False)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with connect(ref) as conn:
+                live = reflect(conn, request.tables)
+        except DatabaseError as exc:
+            findings.append(error(exc.code, exc.message, database=ref.label))
+            continue
+        findings += compare_to_model(live, request.tables, ref.label)
+    return findings
+
+
+def default_transport(request: MergeRequest) -> str:
+    return request.transport or "copy"
+
+
+def public_url(ref: DatabaseRef) -> str:
+    """The URL without its password (for job records)."""
+    url = ref.url.set(password=None)
+    if "password" in url.query:
+        url = url.difference_update_query(["password"])
+    return url.render_as_string(hide_password=False)
+
+
+def describe_inputs(request: MergeRequest) -> dict[str, Any]:
+    def one(ref: DatabaseRef) -> dict[str, Any]:
+        return {"label": ref.label, "name": ref.name, "url": public_url(ref)}
+
+    return {"target": one(request.target), "sources": [one(s) for s in request.sources]}
+
+
+class _Merge:
+    def __init__(self, request: MergeRequest, *, mode: str, progress: Progress | None,
+                 preflight: Preflight, choose_transport: TransportChooser) -> None:
+        self.request = request
+        self.mode = mode  # "run" or "validate"
+        self.progress = progress
+        self.preflight = preflight
+        self.choose_transport = choose_transport
+        self.readers: list[SourceReader] = []
+        self.job_id = jobs.new_job_id()
+        self.started = jobs.utcnow()
+        self.t0 = time.monotonic()
+
+    @property
+    def recording(self) -> bool:
+        return self.mode == "run" and not self.request.dry_run
+
+    def _tell(self, what: str, where: str = "", rows: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(what, where, rows)
+
+    def _result(self, status: str, findings: list[Finding], plan: MergePlan | None,
+                **kw: Any) -> MergeResult:
+        return MergeResult(status=status, findings=findings, plan=plan,
+                           strict=self.request.strict, elapsed=time.monotonic() - self.t0,
+                           **kw)
+
+    def execute(self) -> MergeResult:
+        request = self.request
+        dialect = request.check_dialects()
+        findings = list(self.preflight(request))
+        if blocking(findings, strict=request.strict):
+            return self._result("refused", findings, None)
+        if dialect != "postgresql":
+            raise UnsupportedDatabaseError(
+                "merging Oracle databases is not executable in this build: the statements "
+                "exist (tcmerge.merge.oracle) but no Oracle server was available to prove "
+                "them; merge PostgreSQL databases")
+        transport = self.choose_transport(request)
+        if transport not in TRANSPORTS:
+            raise DatabaseError(f"unknown transport {transport!r}")
+        plan = MergePlan(inputs=[r.label for r in request.databases], transport=transport,
+                         tables=[t.name for t in request.tables])
+        conn = pg.open_session(request.target, role="merge")
+        try:
+            return self._transaction(conn, plan, findings)
+        except MergeInProgress as exc:
+            self._rollback(conn)
+            findings.append(error("MERGE_IN_PROGRESS", exc.message,
+                                  database=request.target.label,
+                                  hint="wait for the other merge to finish"))
+            return self._result("refused", findings, plan)
+        except (TcmergeError, psycopg.Error) as exc:
+            self._rollback(conn)
+            message = exc.message if isinstance(exc, TcmergeError) else pg.wrap(
+                exc, request.target, "merging into").message
+            code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
+            recorded = False
+            if self.recording:
+                recorded = jobs.record_failure(request.target, jobs.JobRecord(
+                    job_id=self.job_id, status="failed", started_at=self.started,
+                    finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+                    options={**request.describe(), "transport": transport},
+                    counts={"tables": {n: c.as_dict() for n, c in plan.counts.items()}},
+                    error=f"{code}: {message}"))
+            raise MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
+                              job_id=self.job_id if recorded else None) from None
+        finally:
+            for reader in self.readers:
+                reader.close()
+            conn.close()
+
+    def _rollback(self, conn: pg.PgConn) -> None:
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    def _transaction(self, conn: pg.PgConn, plan: MergePlan,
+                     findings: list[Finding]) -> MergeResult:
+        request = self.request
+        names = [t.name for t in request.tables]
+        if conn.info.server_version >= 140000:
+            # a killed client is noticed even during a long statement
+            conn.execute("SET client_connection_check_interval = 1000")
+        if self.mode == "run" and not try_merge_lock(conn):
+            raise MergeInProgress("another merge is running on this target")
+        if self.mode == "run":
+            jobs.ensure_jobs_table(conn)
+        create_staging(conn, request.tables)
+        reader_cls = TRANSPORTS[plan.transport]
+        self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
+        for reader in self.readers:
+            reader.open()
+        before = [reader.checksums(names) for reader in self.readers]
+        for reader in self.readers:
+            for table in request.tables:
+                reader.stage(table, self.progress)
+            reader.finish()
+        target_before = table_checksums(conn, names) if self.recording and \
+            request.snapshot else {}
+        self._tell("analyse", request.target.label)
+        rules = PgRules(conn, request.tables, plan.inputs)
+        analysis = rules.analyse()
+        plan.counts = analysis.counts
+        findings += analysis.findings
+        if self.mode == "validate":
+            conn.rollback()
+            return self._result("validated", findings, plan)
+        if blocking(findings, strict=request.strict):
+            conn.rollback()
+            return self._result("refused", findings, plan)
+        snapshot = take_snapshot(conn, self.job_id, names) if request.snapshot else {}
+        self._tell("apply", request.target.label)
+        written = rules.apply(analysis.counts)
+        for name, n in written.items():
+            if n != analysis.counts[name].inserted:
+                raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
+                                    " expected; the merge is rolled back", code="MERGE_FAILED")
+        self._tell("verify", request.target.label)
+        verification = check_target(conn, analysis.counts, analysis.bans_expected,
+                                    request.target.label)
+        for reader, sums in zip(self.readers, before, strict=True):
+            verification += compare_checksums(reader.ref.label, sums, reader.checksums(names))
+        for reader in self.readers:
+            reader.close()
+        if blocking(verification):
+            conn.rollback()
+            return self._result("verification-failed", findings, plan,
+                                verification=verification)
+        if request.dry_run:
+            conn.rollback()
+            return self._result("dry-run", findings, plan, verification=verification)
+        job = jobs.JobRecord(
+            job_id=self.job_id, status="succeeded", started_at=self.started,
+            finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+            options={**request.describe(), "transport": plan.transport},
+            counts={
+                "tables": {n: c.as_dict() for n, c in analysis.counts.items()},
+                "source_checksums": before,
+                "target_checksums_before": target_before,
+                "snapshot": snapshot,
+                "bans_expected": analysis.bans_expected,
+                "bans_not_applied": analysis.bans_not_applied,
+                "findings": [f.as_dict() for f in findings],
+            },
+        )
+        jobs.write_job(conn, job)
+        conn.commit()
+        return self._result("succeeded", findings, plan, job_id=self.job_id,
+                            verification=verification, snapshot=snapshot)
+
+
+def run_merge(request: MergeRequest, *, progress: Progress | None = None,
+              preflight: Preflight = minimal_preflight,
+              choose_transport: TransportChooser = default_transport) -> MergeResult:
+    """Validate, then merge in one transaction, then verify (``request.dry_run``: roll back).
+
+    Returns a MergeResult (refused / verification-failed results have ``ok`` False);
+    raises MergeFailed (exit 3) when the merge fails while working.
+    """
+    return _Merge(request, mode="run", progress=progress, preflight=preflight,
+                  choose_transport=choose_transport).execute()
+
+
+def analyse_merge(request: MergeRequest, *, progress: Progress | None = None,
+                  preflight: Preflight = minimal_preflight,
+                  choose_transport: TransportChooser = default_transport) -> MergeResult:
+    """Validation's data part: stage the sources, analyse conflicts, roll back everything."""
+    return _Merge(request, mode="validate", progress=progress, preflight=preflight,
+                  choose_transport=choose_transport).execute()
