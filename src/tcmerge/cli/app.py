@@ -22,6 +22,7 @@ app = typer.Typer(
 #: Modules with a ``register(app)`` function, each owning its commands.
 COMMAND_MODULES = (
     "tcmerge.cli.schema",
+    "tcmerge.cli.merge",
 )
 
 

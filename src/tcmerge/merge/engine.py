@@ -38,6 +38,8 @@ from tcmerge.schema.compare import compare_to_model, reflect
 
 Preflight = Callable[[MergeRequest], Sequence[Finding]]
 TransportChooser = Callable[[MergeRequest], str]
+#: Asked after the analysis, before any change, with the exact counts; False cancels.
+Confirm = Callable[[MergeResult], bool]
 
 
 class MergeFailed(TcmergeError):
@@ -99,8 +101,10 @@ def describe_inputs(request: MergeRequest) -> dict[str, Any]:
 
 class _Merge:
     def __init__(self, request: MergeRequest, *, mode: str, progress: Progress | None,
-                 preflight: Preflight, choose_transport: TransportChooser) -> None:
+                 preflight: Preflight, choose_transport: TransportChooser,
+                 confirm: Confirm | None = None) -> None:
         self.request = request
+        self.confirm = confirm
         self.mode = mode  # "run" or "validate"
         self.progress = progress
         self.preflight = preflight
@@ -208,6 +212,10 @@ class _Merge:
         if blocking(findings, strict=request.strict):
             conn.rollback()
             return self._result("refused", findings, plan)
+        if self.confirm is not None and not request.dry_run and not self.confirm(
+                self._result("validated", findings, plan)):
+            conn.rollback()
+            return self._result("cancelled", findings, plan)
         snapshot = take_snapshot(conn, self.job_id, names) if request.snapshot else {}
         self._tell("apply", request.target.label)
         written = rules.apply(analysis.counts)
@@ -251,14 +259,15 @@ class _Merge:
 
 def run_merge(request: MergeRequest, *, progress: Progress | None = None,
               preflight: Preflight = minimal_preflight,
-              choose_transport: TransportChooser = default_transport) -> MergeResult:
+              choose_transport: TransportChooser = default_transport,
+              confirm: Confirm | None = None) -> MergeResult:
     """Validate, then merge in one transaction, then verify (``request.dry_run``: roll back).
 
-    Returns a MergeResult (refused / verification-failed results have ``ok`` False);
-    raises MergeFailed (exit 3) when the merge fails while working.
+    Returns a MergeResult (refused / verification-failed / cancelled results have ``ok``
+    False); raises MergeFailed (exit 3) when the merge fails while working.
     """
     return _Merge(request, mode="run", progress=progress, preflight=preflight,
-                  choose_transport=choose_transport).execute()
+                  choose_transport=choose_transport, confirm=confirm).execute()
 
 
 def analyse_merge(request: MergeRequest, *, progress: Progress | None = None,
