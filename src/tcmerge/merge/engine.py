@@ -192,10 +192,11 @@ class _Merge:
         create_staging(conn, request.tables)
         reader_cls = TRANSPORTS[plan.transport]
         self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
+        before: list[dict[str, str]] = []
         for reader in self.readers:
+            # each source in one read-only snapshot: checksums of exactly what is staged
             reader.open()
-        before = [reader.checksums(names) for reader in self.readers]
-        for reader in self.readers:
+            before.append(reader.checksums(names))
             for table in request.tables:
                 reader.stage(table, self.progress)
             reader.finish()
