@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef
 from tcmerge.providers import DatabaseServer
@@ -31,7 +32,8 @@ def _template(server: DatabaseServer) -> str:
 def make_tc_database(server: DatabaseServer, created: list[str], *, prefix: str = "tc",
                      name: str | None = None) -> DatabaseRef:
     name = name or unique_name(prefix)
-    server.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template(server)}"')
+    server.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(_template(server))).as_string(None))
     created.append(name)
     return server.admin_ref(name)
 
