@@ -113,6 +113,8 @@ class _Merge:
         self.job_id = jobs.new_job_id()
         self.started = jobs.utcnow()
         self.t0 = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self._mark = self.t0
 
     @property
     def recording(self) -> bool:
@@ -122,16 +124,22 @@ class _Merge:
         if self.progress is not None:
             self.progress(what, where, rows)
 
+    def _phase(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._mark
+        self._mark = now
+
     def _result(self, status: str, findings: list[Finding], plan: MergePlan | None,
                 **kw: Any) -> MergeResult:
         return MergeResult(status=status, findings=findings, plan=plan,
                            strict=self.request.strict, elapsed=time.monotonic() - self.t0,
-                           **kw)
+                           timings=dict(self.timings), **kw)
 
     def execute(self) -> MergeResult:
         request = self.request
         dialect = request.check_dialects()
         findings = list(self.preflight(request))
+        self._phase("preflight")
         if blocking(findings, strict=request.strict):
             return self._result("refused", findings, None)
         if dialect != "postgresql":
@@ -200,6 +208,7 @@ class _Merge:
             for table in request.tables:
                 reader.stage(table, self.progress)
             reader.finish()
+        self._phase("stage")
         target_before = table_checksums(conn, names) if self.recording and \
             request.snapshot else {}
         self._tell("analyse", request.target.label)
@@ -207,6 +216,7 @@ class _Merge:
         analysis = rules.analyse()
         plan.counts = analysis.counts
         findings += analysis.findings
+        self._phase("analyse")
         if self.mode == "validate":
             conn.rollback()
             return self._result("validated", findings, plan)
@@ -218,8 +228,10 @@ class _Merge:
             conn.rollback()
             return self._result("cancelled", findings, plan)
         snapshot = take_snapshot(conn, self.job_id, names) if request.snapshot else {}
+        self._phase("snapshot")
         self._tell("apply", request.target.label)
         written = rules.apply(analysis.counts)
+        self._phase("apply")
         for name, n in written.items():
             if n != analysis.counts[name].inserted:
                 raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
@@ -231,6 +243,7 @@ class _Merge:
             verification += compare_checksums(reader.ref.label, sums, reader.checksums(names))
         for reader in self.readers:
             reader.close()
+        self._phase("verify")
         if blocking(verification):
             conn.rollback()
             return self._result("verification-failed", findings, plan,
@@ -254,6 +267,7 @@ class _Merge:
         )
         jobs.write_job(conn, job)
         conn.commit()
+        self._phase("commit")
         return self._result("succeeded", findings, plan, job_id=self.job_id,
                             verification=verification, snapshot=snapshot)
 

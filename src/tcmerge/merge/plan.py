@@ -162,6 +162,8 @@ class MergeResult:
     elapsed: float = 0.0
     verification: list[Finding] = field(default_factory=list)
     snapshot: dict[str, str] = field(default_factory=dict)
+    #: seconds per phase (stage, analyse, snapshot, apply, verify, commit)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -195,4 +197,6 @@ class MergeResult:
             record["plan"] = self.plan.as_dict()["tables"]
         if self.snapshot:
             record["snapshot"] = dict(self.snapshot)
+        if self.timings:
+            record["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         return record
