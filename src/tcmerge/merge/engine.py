@@ -30,7 +30,15 @@ from tcmerge.merge.checksums import table_checksums
 from tcmerge.merge.plan import MergePlan, MergeResult
 from tcmerge.merge.rules import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
-from tcmerge.merge.transport import TRANSPORTS, Progress, SourceReader, create_staging
+from tcmerge.merge.transport import (
+    DIRECT_TABLES,
+    TRANSPORTS,
+    Progress,
+    SourceReader,
+    create_staging,
+    direct_compatible,
+    in_rooms,
+)
 from tcmerge.merge.verify import check_target, compare_checksums
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
@@ -200,19 +208,43 @@ class _Merge:
         create_staging(conn, request.tables)
         reader_cls = TRANSPORTS[plan.transport]
         self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
+        rules = PgRules(conn, request.tables, plan.inputs)
         before: list[dict[str, str]] = []
         for reader in self.readers:
-            # each source in one read-only snapshot: checksums of exactly what is staged
+            # each source in one read-only snapshot, kept until all of it is staged:
+            # its checksums are those of exactly what is merged
             reader.open()
-            before.append(reader.checksums(names))
+            reader.stage_holders(names)
+        rules.rooms_owners()
+        rules.count_target()
+        # the target as it is before the first row is written: checksums and snapshot
+        target_before: dict[str, str] = {}
+        snapshot: dict[str, str] = {}
+        if self.recording and request.snapshot:
+            target_before = table_checksums(conn, names)
+        if self.mode == "run" and request.snapshot:
+            snapshot = take_snapshot(conn, self.job_id, names)
+        self._phase("snapshot")
+        shared = rules.shared_rooms()
+        direct_ok = {t.name for t in request.tables
+                     if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
+        staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
+        direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
+        for reader in self.readers:
             for table in request.tables:
-                reader.stage(table, self.progress)
+                if table.name in direct_ok:
+                    # rows of rooms no other input holds go straight into the target table
+                    direct[table.name][reader.inp] = reader.direct(
+                        table, in_rooms(table.name, shared, negate=True), self.progress)
+                    staged[table.name][reader.inp] = reader.stage(
+                        table, self.progress, in_rooms(table.name, shared))
+                else:
+                    staged[table.name][reader.inp] = reader.stage(table, self.progress)
+            before.append(reader.checksums(names))
             reader.finish()
+        rules.staged, rules.direct = staged, direct
         self._phase("stage")
-        target_before = table_checksums(conn, names) if self.recording and \
-            request.snapshot else {}
         self._tell("analyse", request.target.label)
-        rules = PgRules(conn, request.tables, plan.inputs)
         analysis = rules.analyse()
         plan.counts = analysis.counts
         findings += analysis.findings
@@ -227,15 +259,14 @@ class _Merge:
                 self._result("validated", findings, plan)):
             conn.rollback()
             return self._result("cancelled", findings, plan)
-        snapshot = take_snapshot(conn, self.job_id, names) if request.snapshot else {}
-        self._phase("snapshot")
         self._tell("apply", request.target.label)
         written = rules.apply(analysis.counts)
         self._phase("apply")
         for name, n in written.items():
-            if n != analysis.counts[name].inserted:
-                raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
-                                    " expected; the merge is rolled back", code="MERGE_FAILED")
+            expected = analysis.counts[name].inserted - sum(direct.get(name, {}).values())
+            if n != expected:
+                raise DatabaseError(f"{name}: {n} rows written, {expected} expected; the merge "
+                                    "is rolled back", code="MERGE_FAILED")
         self._tell("verify", request.target.label)
         verification = check_target(conn, analysis.counts, analysis.bans_expected,
                                     request.target.label)

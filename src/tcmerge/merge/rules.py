@@ -68,10 +68,22 @@ class Analysis:
 class PgRules:
     """Analyse and apply the merge of staged sources into the target (one session)."""
 
-    def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str]) -> None:
+    def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str],
+                 staged: dict[str, dict[int, int]] | None = None,
+                 direct: dict[str, dict[int, int]] | None = None) -> None:
         self.conn = conn
         self.tables = {t.name: t for t in tables}
         self.inputs = inputs  # labels, target first
+        #: rows per table and input: staged, and copied straight into the target table
+        self.staged = staged
+        self.direct = direct or {}
+        self.target_counts: dict[str, int] = {}
+
+    def count_target(self) -> None:
+        """The target's own rows per table (input 0), before anything is written."""
+        for name in self.tables:
+            self.target_counts[name] = int(self._one(_q("SELECT count(*) FROM {t}",
+                                                        t=_ident(name))))
 
     # -- helpers ---------------------------------------------------------------------------
     def _x(self, query: sql.Composed | sql.SQL, params: tuple[Any, ...] | None = None) -> int:
@@ -94,9 +106,16 @@ class PgRules:
         return {int(i): int(n) for i, n in self._rows(query)}
 
     def _read(self, table: str) -> list[int]:
-        per = self._by_input(_q("SELECT inp, count(*) FROM {s} GROUP BY inp",
-                                s=_ident(staging_name(table))))
-        target = int(self._one(_q("SELECT count(*) FROM {t}", t=_ident(table))))
+        if self.staged is not None:
+            per = dict(self.staged.get(table, {}))
+        else:
+            per = self._by_input(_q("SELECT inp, count(*) FROM {s} GROUP BY inp",
+                                    s=_ident(staging_name(table))))
+        for inp, n in self.direct.get(table, {}).items():
+            per[inp] = per.get(inp, 0) + n
+        target = self.target_counts.get(table)
+        if target is None:
+            target = int(self._one(_q("SELECT count(*) FROM {t}", t=_ident(table))))
         return [target] + [per.get(i, 0) for i in range(1, len(self.inputs))]
 
     def _samples(self, query: sql.Composed | sql.SQL) -> dict[int, tuple[int, list[str]]]:
@@ -107,7 +126,6 @@ class PgRules:
     def analyse(self) -> Analysis:
         counts: dict[str, TableCounts] = {}
         findings: list[Finding] = []
-        self._rooms_owners()
         if "tc_rooms" in self.tables:
             counts["tc_rooms"] = self._analyse_rooms(findings)
         result = Analysis(counts, findings)
@@ -127,19 +145,28 @@ class PgRules:
                     "not inserted again", table=name, count=c.duplicates))
         return result
 
-    def _rooms_owners(self) -> None:
+    def rooms_owners(self) -> None:
+        """tcm_w_room: per room its owner (first input holding it) and number of holders.
+
+        The target's rooms are read in place; the sources' come from the holders staging
+        table (filled before any row is moved)."""
         parts: list[sql.Composable] = []
         for name, col in (("tc_rooms", "room_jid"), ("tc_msgarchive", "to_jid"),
                           ("tc_messages", "room_jid"), ("tc_users", "room_jid")):
-            if name not in self.tables:
-                continue
-            c, t, s = _ident(col), _ident(name), _ident(staging_name(name))
-            parts.append(_q("SELECT DISTINCT {c}::text AS room_jid, 0 AS inp FROM {t}", c=c, t=t))
-            parts.append(_q("SELECT DISTINCT {c} AS room_jid, inp FROM {s}", c=c, s=s))
-        holders = sql.SQL(" UNION ").join(parts)
+            if name in self.tables:
+                parts.append(_q("SELECT {c}::text AS room_jid FROM {t}", c=_ident(col),
+                                t=_ident(name)))
+        target = sql.SQL(" UNION ").join(parts)
         self._work("tcm_w_room", _q(
             "SELECT room_jid, min(inp)::smallint AS owner, count(DISTINCT inp)::int AS nholders "
-            "FROM ({h}) AS h GROUP BY room_jid", h=holders))
+            "FROM (SELECT DISTINCT 0 AS inp, room_jid FROM ({target}) AS t "
+            "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
+            target=target))
+
+    def shared_rooms(self) -> list[str]:
+        """Rooms held by more than one input (their rows go through staging)."""
+        return [str(r[0]) for r in self._rows(sql.SQL(
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid"))]
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         t = tc.tc_rooms

@@ -34,6 +34,13 @@ from tcmerge.merge.checksums import checksum_query
 from tcmerge.merge.pg import PgConn
 
 STAGING_PREFIX = "tcm_s_"
+#: (inp, room_jid) of every room each source holds in any room-keyed table.
+HOLDERS = "tcm_s_holders"
+#: The room column of the room-keyed tables.
+ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_users": "room_jid", "tc_msgarchive": "to_jid",
+               "tc_messages": "room_jid"}
+#: Tables whose rows of rooms held by one input only go straight into the target table.
+DIRECT_TABLES = ("tc_msgarchive", "tc_messages")
 #: Tables without a usable key get a row number so work tables can point at rows.
 NUMBERED = ("tc_timelog", "jm", "aft_log")
 DBLINK_FETCH_ROWS = 10_000
@@ -75,6 +82,8 @@ def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
 
 def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     """TEMP staging tables, dropped at the end of the merge transaction."""
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text NOT NULL)"
+                         " ON COMMIT DROP").format(sql.Identifier(HOLDERS)))
     for table in tables:
         columns: list[sql.Composable] = [sql.SQL("inp smallint NOT NULL")]
         if table.name in NUMBERED:
@@ -87,9 +96,35 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
             sql.Identifier(staging_name(table.name)), sql.SQL(", ").join(columns)))
 
 
-def source_select(table: sa.Table, inp: int) -> sql.Composed:
-    return sql.SQL("SELECT {}::smallint, {} FROM {}").format(
-        sql.Literal(inp), cast_list(table), sql.Identifier(table.name))
+def source_select(table: sa.Table, inp: int | None,
+                  where: sql.Composable | None = None) -> sql.Composed:
+    """The source query; ``inp`` None leaves the input column out (direct copies)."""
+    query = sql.SQL("SELECT {}{} FROM {}").format(
+        sql.SQL("") if inp is None else sql.SQL("{}::smallint, ").format(sql.Literal(inp)),
+        cast_list(table), sql.Identifier(table.name))
+    if where is not None:
+        query = query + sql.SQL(" WHERE ") + where
+    return query
+
+
+def holders_select(inp: int, tables: Iterable[str]) -> sql.Composed:
+    """Every room a source holds in any room-keyed table: (inp, room_jid)."""
+    parts = [sql.SQL("SELECT {}::text AS room_jid FROM {}").format(
+        sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)) for t in tables if t in ROOM_COLUMN]
+    return sql.SQL("SELECT DISTINCT {}::smallint, room_jid FROM ({}) AS h").format(
+        sql.Literal(inp), sql.SQL(" UNION ").join(parts))
+
+
+def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
+    """``room column = ANY(<array literal>)``: the list travels as one quoted value."""
+    test = sql.SQL("{} = ANY({}::text[])").format(sql.Identifier(ROOM_COLUMN[table]),
+                                                   sql.Literal(rooms))
+    return sql.SQL("NOT ({})").format(test) if negate else test
+
+
+def _typed(table: sa.Table) -> list[sql.Composable]:
+    return [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
+            for c in table.columns]
 
 
 def staging_insert_columns(table: sa.Table) -> sql.Composed:
@@ -112,8 +147,26 @@ class SourceReader(abc.ABC):
         """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
 
     @abc.abstractmethod
-    def stage(self, table: sa.Table, progress: Progress | None) -> int:
-        """Copy every row of ``table`` into its staging table; return the row count."""
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
+        """Move the rows of ``select`` (on the source) into ``dest`` (on the target)."""
+
+    def stage(self, table: sa.Table, progress: Progress | None,
+              where: sql.Composable | None = None) -> int:
+        """Copy the rows of ``table`` into its staging table; return the row count."""
+        return self.relay(source_select(table, self.inp, where), staging_name(table.name),
+                          staging_insert_columns(table),
+                          [sql.SQL("inp smallint"), *_typed(table)], table.name, progress)
+
+    def direct(self, table: sa.Table, where: sql.Composable, progress: Progress | None) -> int:
+        """Copy the rows of ``table`` matching ``where`` straight into the target's table."""
+        return self.relay(source_select(table, None, where), table.name, column_list(table),
+                          _typed(table), table.name, progress)
+
+    def stage_holders(self, tables: Iterable[str]) -> int:
+        return self.relay(holders_select(self.inp, tables), HOLDERS,
+                          sql.SQL("inp, room_jid"),
+                          [sql.SQL("inp smallint"), sql.SQL("room_jid text")], "rooms", None)
 
     @abc.abstractmethod
     def finish(self) -> None:
@@ -156,12 +209,12 @@ class CopySource(SourceReader):
             raise self._fail(exc, "reading checksums of") from None
         return result
 
-    def stage(self, table: sa.Table, progress: Progress | None) -> int:
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
         assert self.conn is not None
-        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
-            source_select(table, self.inp))
+        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
         copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-            sql.Identifier(staging_name(table.name)), staging_insert_columns(table))
+            sql.Identifier(dest), columns)
         blocks = 0
         tcur = self.target.cursor()
         try:
@@ -170,14 +223,14 @@ class CopySource(SourceReader):
                     into.write(block)
                     blocks += 1
                     if progress is not None and blocks % 20_000 == 0:
-                        progress(table.name, self.ref.label, blocks)
+                        progress(what, self.ref.label, blocks)
         except psycopg.Error as exc:
             if self.conn.broken or self.conn.closed or not self.target.broken:
-                raise self._fail(exc, f"reading {table.name} from") from None
-            raise pg.wrap(exc, self.ref, "writing staging rows for") from None
+                raise self._fail(exc, f"reading {what} from") from None
+            raise pg.wrap(exc, self.ref, "writing rows of") from None
         rows = max(tcur.rowcount, 0)
         if progress is not None:
-            progress(table.name, self.ref.label, rows)
+            progress(what, self.ref.label, rows)
         return rows
 
     def finish(self) -> None:
@@ -265,16 +318,12 @@ class DblinkSource(SourceReader):
             raise self._fail(exc, "reading checksums of") from None
         return result
 
-    def stage(self, table: sa.Table, progress: Progress | None) -> int:
-        cursor = f"tcmerge_{table.name}"
-        query = source_select(table, self.inp).as_string(self.target)
-        columns = [sql.SQL("inp smallint")] + [
-            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
-            for c in table.columns
-        ]
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
+        cursor = f"tcmerge_{dest}"
+        query = select.as_string(self.target)
         fetch = sql.SQL("INSERT INTO {} ({}) SELECT * FROM {}(%s, %s, %s) AS t({})").format(
-            sql.Identifier(staging_name(table.name)), staging_insert_columns(table),
-            self._fn("dblink_fetch"), sql.SQL(", ").join(columns))
+            sql.Identifier(dest), columns, self._fn("dblink_fetch"), sql.SQL(", ").join(types))
         total = 0
         try:
             self.target.execute(sql.SQL("SELECT {}(%s, %s, %s)").format(
@@ -285,11 +334,11 @@ class DblinkSource(SourceReader):
                     break
                 total += cur.rowcount
                 if progress is not None:
-                    progress(table.name, self.ref.label, total)
+                    progress(what, self.ref.label, total)
             self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
                 self._fn("dblink_close")), (self.link, cursor))
         except psycopg.Error as exc:
-            raise self._fail(exc, f"reading {table.name} through dblink from") from None
+            raise self._fail(exc, f"reading {what} through dblink from") from None
         return total
 
     def finish(self) -> None:
@@ -311,3 +360,19 @@ class DblinkSource(SourceReader):
 
 
 TRANSPORTS: dict[str, type[SourceReader]] = {"copy": CopySource, "dblink": DblinkSource}
+
+
+_BINARY_TYPES = {"bigint": ("bigint",), "integer": ("integer",),
+                 "timestamp": ("timestamp without time zone",),
+                 "text": ("text", "character varying", "character")}
+
+
+def direct_compatible(conn: PgConn, table: sa.Table) -> bool:
+    """True when binary rows of the staging types load into the target's live table as is
+    (otherwise its rows go through staging and INSERT ... SELECT, which casts)."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0 "
+        "AND NOT a.attisdropped", (table.name,)).fetchall()
+    live = {str(name): str(kind) for name, kind in rows}
+    return all(live.get(c.name) in _BINARY_TYPES[staging_type(c)] for c in table.columns)

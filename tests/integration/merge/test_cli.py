@@ -17,6 +17,7 @@ from .data import TcData
 pytestmark = pytest.mark.postgresql
 
 ROOM = "ops@conference-1-c1.example.com"
+SOLO = "solo@conference-2-c1.example.com"
 
 
 def url(ref: DatabaseRef) -> str:
@@ -39,12 +40,14 @@ def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
     one.room(ROOM, next_=3)
     one.messages(ROOM, [(1, 1, "from one"), (2, 2, "from one again")])
     two.member(ROOM, "eve@example.com", "outcast")
+    two.room(SOLO, next_=3)  # held by one input only: copied straight into the target
+    two.messages(SOLO, [(1, 0, "solo 1"), (2, 1, "solo 2")])
     before = target.digest()
 
     code, dry = cli("run", *sources(one, two), "--target", url(target.ref), "--dry-run")
     assert code == 0, dry
     assert dry["ok"] is True and dry["job_id"] is None and dry["status"] == "dry-run"
-    assert dry["tables"]["tc_msgarchive"] == {"read": [1, 2, 0], "inserted": 2,
+    assert dry["tables"]["tc_msgarchive"] == {"read": [1, 2, 2], "inserted": 4,
                                               "duplicates": 0, "renumbered": 2,
                                               "conflicts": 0}
     assert target.digest() == before  # rolled back
@@ -56,12 +59,13 @@ def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
     assert target.archive(ROOM) == [(1, "target's own"), (2, "from one"),
                                     (3, "from one again")]
     assert target.counters(ROOM) == (1, 4)
+    assert target.archive(SOLO) == [(1, "solo 1"), (2, "solo 2")]
 
     code, listed = cli("jobs", "list", "--target", url(target.ref))
     assert code == 0 and [j["job_id"] for j in listed["jobs"]] == [job]
     code, shown = cli("jobs", "show", job[:-2], "--target", url(target.ref))
     assert code == 0 and shown["status"] == "succeeded"
-    assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 2
+    assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 4
     assert "password" not in json.dumps(shown).lower()
     for ref in (target.ref, one.ref):
         assert ref.url.password not in json.dumps(shown)

@@ -107,10 +107,10 @@ def test_source_stopped_mid_merge_exit_3_target_unchanged_job_failed(
     blocker = proc.admin(two.ref)
     monitor = proc.admin(two.ref)
     blocker.execute("BEGIN")
-    blocker.execute("LOCK TABLE tc_msgarchive IN ACCESS EXCLUSIVE MODE")
+    blocker.execute("LOCK TABLE tc_timelog IN ACCESS EXCLUSIVE MODE")
     child = proc.start(run_args(target, one, two), pgpass)
-    # source one is staged by now; source two's read waits on the lock
-    proc.wait_until(monitor, proc.WAITING_ON, ("tc_msgarchive", "tcmerge-source"), proc=child)
+    # source one is staged by now, and source two's archive; its time log waits on the lock
+    proc.wait_until(monitor, proc.WAITING_ON, ("tc_timelog", "tcmerge-source"), proc=child)
     remote.stop()
     blocker.close()
     monitor.close()
