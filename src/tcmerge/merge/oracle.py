@@ -89,8 +89,8 @@ def staging_table(model: sa.Table, job_token: str, metadata: sa.MetaData) -> sa.
     return sa.Table(staging_table_name(job_token, model.name), metadata, *columns)
 
 
-def remote(model: sa.Table, link: str) -> sa.Alias:
-    columns = [sa.column(c.name, is_literal=False) for c in model.columns]
+def remote(model: sa.Table, link: str) -> Any:
+    columns: list[sa.ColumnClause[Any]] = [sa.column(c.name) for c in model.columns]
     return AtLink(model.name, link, *columns).alias("r")
 
 
