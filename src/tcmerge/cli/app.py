@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "tcmerge.cli.schema",
     "tcmerge.cli.ha",
     "tcmerge.cli.validate",
+    "tcmerge.cli.merge",
 )
 
 

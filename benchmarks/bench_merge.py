@@ -1,0 +1,183 @@
+"""Merge benchmark, run by hand: ``./dev bench bench_merge [--rows N] [--transports copy,dblink]``.
+
+Two sources with N tc_msgarchive rows each (rooms N/50, tc_messages 10 %, two members per
+room, timelog N/10; 20 % of the rooms in both sources with colliding msg_ids), generated
+server-side with SQL, merged into an empty target with each transport by ``tcmerge run``
+in a child process (passwords in a 0600 pgpass file). Prints wall time, rows/s, the
+child's peak RSS (wait4 rusage), and the baseline measured in the same run: a plain
+binary COPY of the same tables into an empty database (the same tables and keys; the
+second source into a second schema) with no merge logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.merge.pg import libpq_params
+from tcmerge.providers import get_provider
+from tcmerge.providers.base import DatabaseServer
+from tcmerge.schema import manage
+
+TABLES = ("tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog")
+
+
+def generate(conn: psycopg.Connection[Any], k: int, n: int) -> None:
+    """Source k's data, built inside the server."""
+    rooms = max(n // 50, 1)
+    shared = rooms // 5
+    per_room = -(-n // rooms)
+    params = {"k": k, "n": n, "rooms": rooms, "shared": shared, "per": per_room}
+    room = ("CASE WHEN i <= %(shared)s THEN 'shared' || i || '@conference-1-c1.example.com' "
+            "ELSE 'r' || %(k)s || '_' || i || '@conference-' || %(k)s || '-c1.example.com' END")
+    conn.execute(
+        "INSERT INTO tc_rooms SELECT " + room + ", 'creator' || i || '@example.com', "
+        "'subject ' || i, 'persistent', '<x xmlns=\"jabber:x:data\">' || i || '</x>', "
+        "'<message><subject>s</subject></message>', 1, %(per)s + 1 "
+        "FROM generate_series(1, %(rooms)s) AS i", params)
+    conn.execute(
+        "INSERT INTO tc_users SELECT " + room + ", 'user' || u || '@example.com', "
+        "'participant', CASE WHEN u = 2 AND %(k)s = 2 THEN 'admin' ELSE 'member' END, "
+        + room.replace("END", "END || '/user' || u") + ", NULL, NULL "
+        "FROM generate_series(1, %(rooms)s) AS i, generate_series(1, 2) AS u", params)
+    conn.execute(
+        "INSERT INTO tc_msgarchive SELECT g / %(rooms)s + 1, " + room + ", "
+        "'user' || (g %% 7) || '@example.com', 'nick' || (g %% 7), "
+        "timestamp '2024-01-01' + g * interval '1 second' + %(k)s * interval '1 ms', 'g', "
+        "120, 200, 'message ' || g || ' from source ' || %(k)s || repeat(' lorem ipsum', 9), "
+        "'<message type=\"groupchat\"><body>' || g || repeat(' lorem', 20) || '</body></message>',"
+        " NULL, NULL, NULL FROM generate_series(0, %(n)s - 1) AS g, "
+        "LATERAL (SELECT g %% %(rooms)s + 1 AS i) AS r", params)
+    conn.execute(
+        "INSERT INTO tc_messages SELECT msg_id, to_jid, sent_date, message_string "
+        "FROM tc_msgarchive WHERE msg_id > %(per)s - %(per)s / 10", params)
+    conn.execute(
+        "INSERT INTO tc_timelog SELECT 'user' || (g %% 2 + 1) || '@example.com', " + room + ", "
+        "timestamp '2024-01-01' + g * interval '1 minute', "
+        "timestamp '2024-01-01' + g * interval '1 minute' + interval '5 minutes' "
+        "FROM generate_series(0, %(n)s / 10 - 1) AS g, "
+        "LATERAL (SELECT g %% %(rooms)s + 1 AS i) AS r", params)
+    conn.execute("ANALYZE")
+
+
+def connect(ref: DatabaseRef) -> psycopg.Connection[Any]:
+    return psycopg.connect(**libpq_params(ref), autocommit=True)
+
+
+def clone(server: DatabaseServer, template: str, name: str) -> DatabaseRef:
+    server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(name)).as_string(None))
+    server.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)).as_string(None))
+    return server.admin_ref(name)
+
+
+def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
+    ref = clone(server, template, "bench_baseline")
+    start = time.monotonic()
+    with connect(ref) as tconn:
+        tconn.execute("CREATE SCHEMA b2")
+        for t in TABLES:
+            tconn.execute(sql.SQL("CREATE TABLE b2.{0} (LIKE public.{0} INCLUDING ALL)").format(
+                sql.Identifier(t)))
+        tconn.autocommit = False
+        for schema, src in zip(("public", "b2"), sources, strict=True):
+            with connect(src) as sconn:
+                for t in TABLES:
+                    out_sql = sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(
+                        sql.Identifier(t))
+                    in_sql = sql.SQL("COPY {}.{} FROM STDIN (FORMAT binary)").format(
+                        sql.Identifier(schema), sql.Identifier(t))
+                    with sconn.cursor().copy(out_sql) as out, \
+                            tconn.cursor().copy(in_sql) as into:
+                        for block in out:
+                            into.write(block)
+        tconn.commit()
+    return time.monotonic() - start
+
+
+def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], transport: str,
+          pgpass: Path) -> tuple[float, int, dict[str, Any]]:
+    ref = clone(server, template, f"bench_target_{transport}")
+    if transport == "dblink":
+        with connect(ref) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    bare = [r.url.set(password=None).render_as_string(hide_password=False)
+            for r in [ref, *sources]]
+    args = ["run", "--json", "--yes", "--transport", transport, "--target", bare[0]]
+    for url in bare[1:]:
+        args += ["--source", url]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSFILE"] = str(pgpass)
+    start = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-c", "from tcmerge.cli.app import main; main()",
+                              *args], env=env, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.monotonic() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    result = json.loads(out)
+    if child.returncode != 0:
+        raise SystemExit(f"merge failed ({child.returncode}): {out}")
+    return elapsed, usage.ru_maxrss // 1024, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="1000000",
+                        help="tc_msgarchive rows per source; several: 200000,2000000")
+    parser.add_argument("--transports", default="copy,dblink")
+    options = parser.parse_args()
+    provider = get_provider()
+    try:
+        server = provider.start_server("bench", settings={"shared_buffers": "256MB",
+                                                          "work_mem": "64MB"})
+        template = "bench_template"
+        manage.upgrade(server.create_database(template))
+        fd, name = tempfile.mkstemp(prefix="tcmerge-bench-pgpass-")
+        os.close(fd)
+        pgpass = Path(name)
+        url = server.admin_ref().url
+        pgpass.write_text(f"{url.host}:{url.port}:*:{url.username}:{url.password}\n")
+        pgpass.chmod(0o600)
+        print(f"PostgreSQL {server.version}; {os.cpu_count()} cores")
+        print(f"{'rows/src':>10} {'what':<9} {'wall s':>8} {'rows/s':>10} {'vs base':>8} "
+              f"{'RSS MB':>7}  phases")
+        for n in [int(x) for x in options.rows.split(",")]:
+            sources = []
+            for k in (1, 2):
+                ref = clone(server, template, f"bench_src{k}")
+                with connect(ref) as conn:
+                    generate(conn, k, n)
+                sources.append(ref)
+            with connect(sources[0]) as conn:
+                total = sum(int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(t))).fetchone()[0]) for t in TABLES)  # type: ignore[index]
+            total *= 2
+            base = baseline(server, template, sources)
+            print(f"{n:>10,} {'baseline':<9} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
+                  f"{'-':>7}", flush=True)
+            for transport in options.transports.split(","):
+                elapsed, rss, result = merge(server, template, sources, transport, pgpass)
+                phases = " ".join(f"{k}={v:.1f}" for k, v in result.get("timings", {}).items())
+                print(f"{n:>10,} {transport:<9} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
+                      f"{elapsed / base:>8.2f} {rss:>7}  {phases}", flush=True)
+        pgpass.unlink()
+    finally:
+        provider.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""``tcmerge run``, ``jobs list|show``, ``verify`` and ``restore``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tcmerge.cli.output import (
+    Secrets,
+    database,
+    error_boundary,
+    finish,
+    print_findings,
+    print_json,
+    print_text,
+    stderr,
+    stdout,
+)
+from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, ConfigError
+from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, run_merge, verify_job
+from tcmerge.merge import jobs as jobs_mod
+from tcmerge.request import MergeRequest
+from tcmerge.schema import tables_for
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Target database URL.")]
+
+jobs_app = typer.Typer(help="The job history kept in the target.", no_args_is_help=True)
+
+
+def build_request(sources: list[str], target: str, *, topology: str | None, group: str | None,
+                  tables: str, strict: bool, transport: str | None, snapshot: bool,
+                  dry_run: bool) -> MergeRequest:
+    if topology is not None or group is not None:
+        raise ConfigError("--topology/--group are not available in this build of `run`; "
+                          "name the databases by URL")
+    if not sources:
+        raise ConfigError("give at least one --source")
+    return MergeRequest(sources=tuple(database(s) for s in sources), target=database(target),
+                        tables=tables_for(tables), strict=strict, transport=transport,
+                        snapshot=snapshot, dry_run=dry_run)
+
+
+@contextmanager
+def live_progress(enabled: bool) -> Iterator[Callable[[str, str, int], None] | None]:
+    """Per table rows and rate on a terminal (stderr); nothing otherwise."""
+    if not enabled:
+        yield None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=stderr, transient=False) as bar:
+        tasks: dict[tuple[str, str], Any] = {}
+
+        def update(what: str, where: str, rows: int) -> None:
+            key = (what, where)
+            if key not in tasks:
+                for task in bar.tasks:
+                    bar.update(task.id, rate="")
+                label = f"{what} ← {Secrets.scrub(where)}" if rows or what.startswith(
+                    "tc_") or what in ("jm", "aft_log") else f"{what}…"
+                tasks[key] = bar.add_task(label, total=None, rate="")
+            task_id = tasks[key]
+            task = bar.tasks[task_id]
+            elapsed = task.elapsed or 0.0
+            rate = f"{rows / elapsed:,.0f} rows/s" if elapsed > 0.2 and rows else ""
+            bar.update(task_id, completed=rows, rate=rate)
+
+        yield update
+
+
+def summary_table(result: MergeResult) -> Table:
+    data = result.as_dict()
+    table = Table(title="Merge summary")
+    table.add_column("table")
+    inputs = data.get("inputs", [])
+    table.add_column("read (" + ", ".join(["target", *[f"src{i}" for i in
+                                                         range(1, len(inputs))]]) + ")")
+    for col in ("inserted", "duplicates", "renumbered", "conflicts"):
+        table.add_column(col, justify="right")
+    for name, c in data["tables"].items():
+        table.add_row(name, " / ".join(f"{n:,}" for n in c["read"]), f"{c['inserted']:,}",
+                      f"{c['duplicates']:,}", f"{c['renumbered']:,}", f"{c['conflicts']:,}")
+    return table
+
+
+def _interactive(as_json: bool) -> bool:
+    return not as_json and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def register(root: typer.Typer) -> None:
+    @root.command("run")
+    def run(
+        target: TargetOpt,
+        source: Annotated[list[str] | None, typer.Option(
+            "--source", help="Source database (repeat; order matters).")] = None,
+        topology: Annotated[str | None, typer.Option(help="Topology file.")] = None,
+        group: Annotated[str | None, typer.Option(help="Redundancy group.")] = None,
+        tables: Annotated[str, typer.Option(help="tc, or tc,ma,mft.")] = "tc",
+        strict: Annotated[bool, typer.Option(help="Warnings block too.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Do the whole merge, "
+                                              "report exact counts, roll back.")] = False,
+        no_snapshot: Annotated[bool, typer.Option("--no-snapshot", help="Skip the snapshot "
+                                                  "restore needs.")] = False,
+        transport: Annotated[str | None, typer.Option(help="dblink or copy.")] = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation prompt.")]
+        = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Validate, then merge in one transaction, then verify."""
+        with error_boundary(as_json):
+            request = build_request(source or [], target, topology=topology, group=group,
+                                    tables=tables, strict=strict, transport=transport,
+                                    snapshot=not no_snapshot, dry_run=dry_run)
+            confirm = None
+            if not yes and _interactive(as_json):
+                def confirm(pending: MergeResult) -> bool:
+                    print_findings(pending.findings, "Validation findings")
+                    stdout.print(summary_table(pending))
+                    return typer.confirm(
+                        f"Merge into {Secrets.scrub(request.target.label)}?", default=False)
+            try:
+                with live_progress(sys.stderr.isatty() and not as_json) as progress:
+                    result = run_merge(request, progress=progress, confirm=confirm)
+            except MergeFailed as exc:
+                message = Secrets.scrub(exc.message)
+                if as_json:
+                    print_json({"ok": False, "job_id": exc.job_id, "findings": [],
+                                "error": {"code": exc.code, "message": message}})
+                else:
+                    stderr.print(f"[bold red]error[/] [{exc.code}]: ", end="")
+                    stderr.print(message, markup=False)
+                    if exc.job_id:
+                        print_text(f"job {exc.job_id} recorded as failed", err=True)
+                raise typer.Exit(EXIT_FAILURE) from None
+
+        def human() -> None:
+            print_findings(result.findings + result.verification, "Findings")
+            if result.plan is not None and result.plan.counts:
+                stdout.print(summary_table(result))
+            data = result.as_dict()
+            print_text(f"{result.status}: {data['elapsed_seconds']} s, "
+                       f"{data['rows_per_second']:,.0f} rows/s"
+                       + (f", job {result.job_id}" if result.job_id else ""))
+
+        finish(result, as_json=as_json, human=human)
+
+    @jobs_app.command("list")
+    def jobs_list(target: TargetOpt, as_json: JsonOpt = False) -> None:
+        """The merges recorded in the target, oldest first."""
+        with error_boundary(as_json):
+            ref = database(target)
+            with pg.session(ref, role="jobs") as conn:
+                records = jobs_mod.list_jobs(conn)
+        if as_json:
+            print_json({"ok": True, "jobs": [j.as_dict(full=False) for j in records]})
+            return
+        table = Table(title=f"Jobs in {Secrets.scrub(ref.label)}")
+        for col in ("job", "status", "started", "finished", "sources", "inserted"):
+            table.add_column(col)
+        for j in records:
+            inserted = sum(int(c.get("inserted", 0))
+                           for c in j.counts.get("tables", {}).values())
+            table.add_row(j.job_id, j.status, j.started_at.isoformat(" ", "seconds"),
+                          j.finished_at.isoformat(" ", "seconds") if j.finished_at else "-",
+                          Secrets.scrub(", ".join(s.get("label", "?") for s in
+                                                  j.inputs.get("sources", []))),
+                          f"{inserted:,}")
+        stdout.print(table)
+
+    @jobs_app.command("show")
+    def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
+                  target: TargetOpt, as_json: JsonOpt = False) -> None:
+        """One job's full record."""
+        with error_boundary(as_json):
+            ref = database(target)
+            with pg.session(ref, role="jobs") as conn:
+                job = jobs_mod.get_job(conn, job_id)
+        record = job.as_dict()
+        if as_json:
+            print_json({"ok": True, **record})
+            return
+        for key in ("job_id", "status", "started_at", "finished_at", "tcmerge_version",
+                    "error"):
+            print_text(f"{key}: {record[key]}")
+        print_text(f"target: {job.inputs.get('target', {}).get('label')}")
+        for i, s in enumerate(job.inputs.get("sources", []), 1):
+            print_text(f"source {i}: {s.get('label')}")
+        result = MergeResult(status=job.status)
+        from tcmerge.merge.plan import MergePlan, TableCounts
+
+        result.plan = MergePlan(inputs=["target", *[s.get("label", "") for s in
+                                                   job.inputs.get("sources", [])]],
+                                transport=str(job.options.get("transport")),
+                                tables=list(job.counts.get("tables", {})),
+                                counts={n: TableCounts.from_dict(n, c) for n, c in
+                                        job.counts.get("tables", {}).items()})
+        stdout.print(summary_table(result))
+
+    @root.command("verify")
+    def verify(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
+               target: TargetOpt,
+               source: Annotated[list[str] | None, typer.Option(
+                   "--source", help="The job's sources again, in order (for passwords).")]
+               = None,
+               as_json: JsonOpt = False) -> None:
+        """Re-check a finished job's invariants; exit 1 when one fails."""
+        with error_boundary(as_json):
+            report = verify_job(database(target), job_id,
+                                [database(s) for s in source or []] or None)
+
+        def human() -> None:
+            print_findings(report.findings, f"Verification of job {report.job_id}")
+            print_text("verification OK" if report.ok else "verification FAILED")
+
+        finish(report, as_json=as_json, human=human)
+
+    @root.command("restore")
+    def restore(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
+                target: TargetOpt,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="No prompt.")] = False,
+                as_json: JsonOpt = False) -> None:
+        """Put the target's TC tables back as they were before job ID (one transaction)."""
+        with error_boundary(as_json):
+            ref = database(target)
+            if not yes and _interactive(as_json) and not typer.confirm(
+                    f"Restore {Secrets.scrub(ref.label)} to before job {job_id}?",
+                    default=False):
+                raise typer.Exit(EXIT_FINDINGS)
+            result = restore_job(ref, job_id)
+        if as_json:
+            print_json(result.as_dict())
+        else:
+            for name, n in result.tables.items():
+                print_text(f"{name}: {n:,} rows restored")
+            print_text(f"job {result.job_id} restored; checksums match the state before it")
+        raise typer.Exit(EXIT_OK)
+
+    root.add_typer(jobs_app, name="jobs")

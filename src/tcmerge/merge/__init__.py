@@ -1,0 +1,29 @@
+"""The transactional merge engine (PostgreSQL; Oracle statements in ``oracle``)."""
+
+from __future__ import annotations
+
+from tcmerge.merge.engine import (
+    MergeFailed,
+    analyse_merge,
+    default_transport,
+    minimal_preflight,
+    run_merge,
+)
+from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
+from tcmerge.merge.snapshot import RestoreResult, restore_job
+from tcmerge.merge.verify import VerifyReport, verify_job
+
+__all__ = [
+    "MergeFailed",
+    "MergePlan",
+    "MergeResult",
+    "RestoreResult",
+    "TableCounts",
+    "VerifyReport",
+    "analyse_merge",
+    "default_transport",
+    "minimal_preflight",
+    "restore_job",
+    "run_merge",
+    "verify_job",
+]

@@ -1,0 +1,324 @@
+"""The merge engine: preflight, then stage → analyse → (refuse | apply → verify → record).
+
+``run_merge`` and ``analyse_merge`` are the library entry points (the CLI and the
+demo call them). Both take the preflight as an injectable callable (the default,
+``minimal_preflight``, checks dialects, connectivity and the schema); the
+transport comes from ``choose_transport`` (default: the requested one, else
+``copy``). Staging happens once per run.
+
+One transaction on the target holds every table change, the snapshot and the job
+record; the per-target merge lock (an advisory transaction lock) makes a second
+merge fail at once with MERGE_IN_PROGRESS. On failure the transaction rolls back
+(staging tables are TEMP, dblink connections die with the session) and the
+failed job is recorded in a separate transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from tcmerge.db import connect
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
+from tcmerge.merge import jobs, pg
+from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.plan import MergePlan, MergeResult
+from tcmerge.merge.rules import PgRules
+from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
+from tcmerge.merge.transport import (
+    DIRECT_TABLES,
+    TRANSPORTS,
+    Progress,
+    SourceReader,
+    create_staging,
+    direct_compatible,
+    in_rooms,
+)
+from tcmerge.merge.verify import check_target, compare_checksums
+from tcmerge.request import MergeRequest
+from tcmerge.results import Finding, blocking, error
+from tcmerge.schema.compare import compare_to_model, reflect
+
+Preflight = Callable[[MergeRequest], Sequence[Finding]]
+TransportChooser = Callable[[MergeRequest], str]
+#: Asked after the analysis, before any change, with the exact counts; False cancels.
+Confirm = Callable[[MergeResult], bool]
+
+
+class MergeFailed(TcmergeError):
+    """The merge failed while working; the target is unchanged (exit 3)."""
+
+    code = "MERGE_FAILED"
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, code: str | None = None,
+                 job_id: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.job_id = job_id
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def minimal_preflight(request: MergeRequest) -> list[Finding]:
+    """Dialects (exit 2 before any connection), connectivity and the schema of every input.
+
+    Stands in for the full preflight (``tcmerge.validate``) until that lands.
+    """
+    request.check_dialects()
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for ref in request.databases:
+        key = ref.url.render_as_string(hide_password=False)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with connect(ref) as conn:
+                live = reflect(conn, request.tables)
+        except DatabaseError as exc:
+            findings.append(error(exc.code, exc.message, database=ref.label))
+            continue
+        findings += compare_to_model(live, request.tables, ref.label)
+    return findings
+
+
+def default_transport(request: MergeRequest) -> str:
+    return request.transport or "copy"
+
+
+def public_url(ref: DatabaseRef) -> str:
+    """The URL without its password (for job records)."""
+    url = ref.url.set(password=None)
+    if "password" in url.query:
+        url = url.difference_update_query(["password"])
+    return url.render_as_string(hide_password=False)
+
+
+def describe_inputs(request: MergeRequest) -> dict[str, Any]:
+    def one(ref: DatabaseRef) -> dict[str, Any]:
+        return {"label": ref.label, "name": ref.name, "url": public_url(ref)}
+
+    return {"target": one(request.target), "sources": [one(s) for s in request.sources]}
+
+
+class _Merge:
+    def __init__(self, request: MergeRequest, *, mode: str, progress: Progress | None,
+                 preflight: Preflight, choose_transport: TransportChooser,
+                 confirm: Confirm | None = None) -> None:
+        self.request = request
+        self.confirm = confirm
+        self.mode = mode  # "run" or "validate"
+        self.progress = progress
+        self.preflight = preflight
+        self.choose_transport = choose_transport
+        self.readers: list[SourceReader] = []
+        self.job_id = jobs.new_job_id()
+        self.started = jobs.utcnow()
+        self.t0 = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self._mark = self.t0
+
+    @property
+    def recording(self) -> bool:
+        return self.mode == "run" and not self.request.dry_run
+
+    def _tell(self, what: str, where: str = "", rows: int = 0) -> None:
+        if self.progress is not None:
+            self.progress(what, where, rows)
+
+    def _phase(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._mark
+        self._mark = now
+
+    def _result(self, status: str, findings: list[Finding], plan: MergePlan | None,
+                **kw: Any) -> MergeResult:
+        return MergeResult(status=status, findings=findings, plan=plan,
+                           strict=self.request.strict, elapsed=time.monotonic() - self.t0,
+                           timings=dict(self.timings), **kw)
+
+    def execute(self) -> MergeResult:
+        request = self.request
+        dialect = request.check_dialects()
+        findings = list(self.preflight(request))
+        self._phase("preflight")
+        if blocking(findings, strict=request.strict):
+            return self._result("refused", findings, None)
+        if dialect != "postgresql":
+            raise UnsupportedDatabaseError(
+                "merging Oracle databases is not executable in this build: the statements "
+                "exist (tcmerge.merge.oracle) but no Oracle server was available to prove "
+                "them; merge PostgreSQL databases")
+        transport = self.choose_transport(request)
+        if transport not in TRANSPORTS:
+            raise DatabaseError(f"unknown transport {transport!r}")
+        plan = MergePlan(inputs=[r.label for r in request.databases], transport=transport,
+                         tables=[t.name for t in request.tables])
+        conn = pg.open_session(request.target, role="merge")
+        try:
+            return self._transaction(conn, plan, findings)
+        except MergeInProgress as exc:
+            self._rollback(conn)
+            findings.append(error("MERGE_IN_PROGRESS", exc.message,
+                                  database=request.target.label,
+                                  hint="wait for the other merge to finish"))
+            return self._result("refused", findings, plan)
+        except (TcmergeError, psycopg.Error) as exc:
+            self._rollback(conn)
+            message = exc.message if isinstance(exc, TcmergeError) else pg.wrap(
+                exc, request.target, "merging into").message
+            code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
+            recorded = False
+            if self.recording:
+                recorded = jobs.record_failure(request.target, jobs.JobRecord(
+                    job_id=self.job_id, status="failed", started_at=self.started,
+                    finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+                    options={**request.describe(), "transport": transport},
+                    counts={"tables": {n: c.as_dict() for n, c in plan.counts.items()}},
+                    error=f"{code}: {message}"))
+            raise MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
+                              job_id=self.job_id if recorded else None) from None
+        finally:
+            for reader in self.readers:
+                reader.close()
+            conn.close()
+
+    def _rollback(self, conn: pg.PgConn) -> None:
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    def _transaction(self, conn: pg.PgConn, plan: MergePlan,
+                     findings: list[Finding]) -> MergeResult:
+        request = self.request
+        names = [t.name for t in request.tables]
+        if conn.info.server_version >= 140000:
+            # a killed client is noticed even during a long statement
+            conn.execute("SET client_connection_check_interval = 1000")
+        if self.mode == "run" and not try_merge_lock(conn):
+            raise MergeInProgress("another merge is running on this target")
+        if self.mode == "run":
+            jobs.ensure_jobs_table(conn)
+        create_staging(conn, request.tables)
+        reader_cls = TRANSPORTS[plan.transport]
+        self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
+        rules = PgRules(conn, request.tables, plan.inputs)
+        before: list[dict[str, str]] = []
+        for reader in self.readers:
+            # each source in one read-only snapshot, kept until all of it is staged:
+            # its checksums are those of exactly what is merged
+            reader.open()
+            reader.stage_holders(names)
+        rules.rooms_owners()
+        rules.count_target()
+        # the target as it is before the first row is written: checksums and snapshot
+        target_before: dict[str, str] = {}
+        snapshot: dict[str, str] = {}
+        if self.recording and request.snapshot:
+            target_before = table_checksums(conn, names)
+        if self.mode == "run" and request.snapshot:
+            snapshot = take_snapshot(conn, self.job_id, names)
+        self._phase("snapshot")
+        shared = rules.shared_rooms()
+        direct_ok = {t.name for t in request.tables
+                     if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
+        staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
+        direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
+        for reader in self.readers:
+            for table in request.tables:
+                if table.name in direct_ok:
+                    # rows of rooms no other input holds go straight into the target table
+                    direct[table.name][reader.inp] = reader.direct(
+                        table, in_rooms(table.name, shared, negate=True), self.progress)
+                    staged[table.name][reader.inp] = reader.stage(
+                        table, self.progress, in_rooms(table.name, shared))
+                else:
+                    staged[table.name][reader.inp] = reader.stage(table, self.progress)
+            before.append(reader.checksums(names))
+            reader.finish()
+        rules.staged, rules.direct = staged, direct
+        self._phase("stage")
+        self._tell("analyse", request.target.label)
+        analysis = rules.analyse()
+        plan.counts = analysis.counts
+        findings += analysis.findings
+        self._phase("analyse")
+        if self.mode == "validate":
+            conn.rollback()
+            return self._result("validated", findings, plan)
+        if blocking(findings, strict=request.strict):
+            conn.rollback()
+            return self._result("refused", findings, plan)
+        if self.confirm is not None and not request.dry_run and not self.confirm(
+                self._result("validated", findings, plan)):
+            conn.rollback()
+            return self._result("cancelled", findings, plan)
+        self._tell("apply", request.target.label)
+        written = rules.apply(analysis.counts)
+        self._phase("apply")
+        for name, n in written.items():
+            expected = analysis.counts[name].inserted - sum(direct.get(name, {}).values())
+            if n != expected:
+                raise DatabaseError(f"{name}: {n} rows written, {expected} expected; the merge "
+                                    "is rolled back", code="MERGE_FAILED")
+        self._tell("verify", request.target.label)
+        verification = check_target(conn, analysis.counts, analysis.bans_expected,
+                                    request.target.label)
+        for reader, sums in zip(self.readers, before, strict=True):
+            verification += compare_checksums(reader.ref.label, sums, reader.checksums(names))
+        for reader in self.readers:
+            reader.close()
+        self._phase("verify")
+        if blocking(verification):
+            conn.rollback()
+            return self._result("verification-failed", findings, plan,
+                                verification=verification)
+        if request.dry_run:
+            conn.rollback()
+            return self._result("dry-run", findings, plan, verification=verification)
+        job = jobs.JobRecord(
+            job_id=self.job_id, status="succeeded", started_at=self.started,
+            finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+            options={**request.describe(), "transport": plan.transport},
+            counts={
+                "tables": {n: c.as_dict() for n, c in analysis.counts.items()},
+                "source_checksums": before,
+                "target_checksums_before": target_before,
+                "snapshot": snapshot,
+                "bans_expected": analysis.bans_expected,
+                "bans_not_applied": analysis.bans_not_applied,
+                "findings": [f.as_dict() for f in findings],
+            },
+        )
+        jobs.write_job(conn, job)
+        conn.commit()
+        self._phase("commit")
+        return self._result("succeeded", findings, plan, job_id=self.job_id,
+                            verification=verification, snapshot=snapshot)
+
+
+def run_merge(request: MergeRequest, *, progress: Progress | None = None,
+              preflight: Preflight = minimal_preflight,
+              choose_transport: TransportChooser = default_transport,
+              confirm: Confirm | None = None) -> MergeResult:
+    """Validate, then merge in one transaction, then verify (``request.dry_run``: roll back).
+
+    Returns a MergeResult (refused / verification-failed / cancelled results have ``ok``
+    False); raises MergeFailed (exit 3) when the merge fails while working.
+    """
+    return _Merge(request, mode="run", progress=progress, preflight=preflight,
+                  choose_transport=choose_transport, confirm=confirm).execute()
+
+
+def analyse_merge(request: MergeRequest, *, progress: Progress | None = None,
+                  preflight: Preflight = minimal_preflight,
+                  choose_transport: TransportChooser = default_transport) -> MergeResult:
+    """Validation's data part: stage the sources, analyse conflicts, roll back everything."""
+    return _Merge(request, mode="validate", progress=progress, preflight=preflight,
+                  choose_transport=choose_transport).execute()

@@ -1,0 +1,436 @@
+"""The contract's merge rules as set-based SQL over the staging tables (PostgreSQL).
+
+Inputs are numbered: 0 is the target's existing rows (read in place), 1..n the
+sources in the order given (staged). ``analyse`` builds small work tables
+(``tcm_w_*``: owners, duplicate flags, the id map) and returns exact counts and
+findings; ``apply`` inserts from staging through the work tables. Everything
+runs in the caller's transaction; work tables are TEMP and dropped at its end.
+
+Row equality ("equal in every column but msg_id") is judged on the md5 of the
+row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
+separators are quoted); duplicates are judged across inputs, never within one
+(``inp > min(inp) OVER (PARTITION BY room, hash)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+
+from tcmerge.merge.pg import PgConn
+from tcmerge.merge.plan import TableCounts
+from tcmerge.merge.transport import cast_list, column_list, staging_name
+from tcmerge.results import Finding, error, info, warning
+from tcmerge.schema import tc
+
+SAMPLE = 10
+
+
+def _q(text: str, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(text).format(**parts)
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def _row_hash(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
+    """md5 of the row's text form over every column but ``exclude`` (staging types)."""
+    cols = [c for c in table.columns if c.name not in exclude]
+    cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
+    return _q("md5(ROW({cols})::text)", cols=cast_list(cast, prefix))
+
+
+def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
+    """Every input's rows: the target's as input 0, then the staged sources."""
+    return _q(
+        "SELECT 0::smallint AS inp {extra0} , {tcast} FROM {t} "
+        "UNION ALL SELECT inp {extra1} , {cols} FROM {s}",
+        extra0=sql.SQL(", NULL::bigint AS rn" if extra == "rn" else ""),
+        extra1=sql.SQL(", rn" if extra == "rn" else ""),
+        tcast=cast_list(table), t=_ident(table.name), cols=column_list(table),
+        s=_ident(staging_name(table.name)),
+    )
+
+
+@dataclass
+class Analysis:
+    counts: dict[str, TableCounts]
+    findings: list[Finding] = field(default_factory=list)
+    #: bans that must be outcast in the target after the merge: (count, hash sum)
+    bans_expected: str = "0:0"
+    bans_not_applied: int = 0
+
+
+class PgRules:
+    """Analyse and apply the merge of staged sources into the target (one session)."""
+
+    def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str],
+                 staged: dict[str, dict[int, int]] | None = None,
+                 direct: dict[str, dict[int, int]] | None = None) -> None:
+        self.conn = conn
+        self.tables = {t.name: t for t in tables}
+        self.inputs = inputs  # labels, target first
+        #: rows per table and input: staged, and copied straight into the target table
+        self.staged = staged
+        self.direct = direct or {}
+        self.target_counts: dict[str, int] = {}
+
+    def count_target(self) -> None:
+        """The target's own rows per table (input 0), before anything is written."""
+        for name in self.tables:
+            self.target_counts[name] = int(self._one(_q("SELECT count(*) FROM {t}",
+                                                        t=_ident(name))))
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _x(self, query: sql.Composed | sql.SQL, params: tuple[Any, ...] | None = None) -> int:
+        cur = self.conn.execute(query, params)
+        return int(cur.rowcount)
+
+    def _rows(self, query: sql.Composed | sql.SQL) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(query).fetchall())
+
+    def _one(self, query: sql.Composed | sql.SQL) -> Any:
+        row = self.conn.execute(query).fetchone()
+        assert row is not None
+        return row[0]
+
+    def _work(self, name: str, query: sql.Composed | sql.SQL) -> None:
+        self._x(_q("CREATE TEMP TABLE {n} ON COMMIT DROP AS {q}", n=_ident(name), q=query))
+        self._x(_q("ANALYZE {n}", n=_ident(name)))
+
+    def _by_input(self, query: sql.Composed | sql.SQL) -> dict[int, int]:
+        return {int(i): int(n) for i, n in self._rows(query)}
+
+    def _read(self, table: str) -> list[int]:
+        if self.staged is not None:
+            per = dict(self.staged.get(table, {}))
+        else:
+            per = self._by_input(_q("SELECT inp, count(*) FROM {s} GROUP BY inp",
+                                    s=_ident(staging_name(table))))
+        for inp, n in self.direct.get(table, {}).items():
+            per[inp] = per.get(inp, 0) + n
+        target = self.target_counts.get(table)
+        if target is None:
+            target = int(self._one(_q("SELECT count(*) FROM {t}", t=_ident(table))))
+        return [target] + [per.get(i, 0) for i in range(1, len(self.inputs))]
+
+    def _samples(self, query: sql.Composed | sql.SQL) -> dict[int, tuple[int, list[str]]]:
+        """``inp -> (count, first keys)`` from a query returning (inp, count, keys[])."""
+        return {int(r[0]): (int(r[1]), list(r[2] or [])) for r in self._rows(query)}
+
+    # -- analysis --------------------------------------------------------------------------
+    def analyse(self) -> Analysis:
+        counts: dict[str, TableCounts] = {}
+        findings: list[Finding] = []
+        if "tc_rooms" in self.tables:
+            counts["tc_rooms"] = self._analyse_rooms(findings)
+        result = Analysis(counts, findings)
+        if "tc_users" in self.tables:
+            counts["tc_users"] = self._analyse_users(result)
+        self._analyse_messages(counts, findings)
+        for name in ("tc_timelog", "jm"):
+            if name in self.tables:
+                counts[name] = self._analyse_union(name)
+        if "aft_log" in self.tables:
+            counts["aft_log"] = self._analyse_aft(findings)
+        for name, c in counts.items():
+            if c.duplicates:
+                findings.append(info(
+                    "DUPLICATE_ROWS",
+                    f"{c.duplicates} source row(s) of {name} are already present and are "
+                    "not inserted again", table=name, count=c.duplicates))
+        return result
+
+    def rooms_owners(self) -> None:
+        """tcm_w_room: per room its owner (first input holding it) and number of holders.
+
+        The target's rooms are read in place; the sources' come from the holders staging
+        table (filled before any row is moved)."""
+        parts: list[sql.Composable] = []
+        for name, col in (("tc_rooms", "room_jid"), ("tc_msgarchive", "to_jid"),
+                          ("tc_messages", "room_jid"), ("tc_users", "room_jid")):
+            if name in self.tables:
+                parts.append(_q("SELECT {c}::text AS room_jid FROM {t}", c=_ident(col),
+                                t=_ident(name)))
+        target = sql.SQL(" UNION ").join(parts)
+        self._work("tcm_w_room", _q(
+            "SELECT room_jid, min(inp)::smallint AS owner, count(DISTINCT inp)::int AS nholders "
+            "FROM (SELECT DISTINCT 0 AS inp, room_jid FROM ({target}) AS t "
+            "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
+            target=target))
+
+    def shared_rooms(self) -> list[str]:
+        """Rooms held by more than one input (their rows go through staging)."""
+        return [str(r[0]) for r in self._rows(sql.SQL(
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid"))]
+
+    def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
+        t = tc.tc_rooms
+        self._work("tcm_w_rooms", _q(
+            "WITH a AS ({all}), w AS (SELECT DISTINCT ON (room_jid) * FROM a "
+            "ORDER BY room_jid, inp) "
+            "SELECT s.inp, s.room_jid, w.inp AS winner, "
+            "(s.creator_jid IS DISTINCT FROM w.creator_jid OR s.type IS DISTINCT FROM w.type) "
+            "AS conflict, "
+            "(s.subject IS DISTINCT FROM w.subject OR s.config IS DISTINCT FROM w.config "
+            "OR s.spacket IS DISTINCT FROM w.spacket) AS diverged "
+            "FROM a AS s JOIN w ON w.room_jid = s.room_jid WHERE s.inp > 0",
+            all=_all_rows(t)))
+        read = self._read("tc_rooms")
+        inserted, dups, conflicts = (int(x) for x in self._rows(sql.SQL(
+            "SELECT count(*) FILTER (WHERE inp = winner), "
+            "count(*) FILTER (WHERE inp <> winner AND NOT conflict AND NOT diverged), "
+            "count(*) FILTER (WHERE inp <> winner AND (conflict OR diverged)) "
+            "FROM tcm_w_rooms"))[0])
+        for code, make, cond, text in (
+            ("ROOM_CONFLICT", error, "conflict",
+             "room(s) exist in an earlier input with a different creator_jid or type"),
+            ("ROOM_DIVERGED", warning, "diverged AND NOT conflict",
+             "room(s) differ from the owner's row in subject, config or spacket; the "
+             "owner's row wins"),
+        ):
+            per = self._samples(sql.SQL(
+                "SELECT inp, count(*), (array_agg(room_jid ORDER BY room_jid))[1:{n}] "
+                "FROM tcm_w_rooms WHERE inp <> winner AND {c} GROUP BY inp").format(
+                    n=sql.Literal(SAMPLE), c=sql.SQL(cond)))
+            for inp, (n, rooms) in sorted(per.items()):
+                findings.append(make(
+                    code, f"{n} {text}: {', '.join(rooms[:3])}"
+                    + (" ..." if n > 3 else ""),
+                    database=self.inputs[inp], table="tc_rooms", count=n,
+                    details={"rooms": rooms},
+                    hint=("rooms with the same JID but a different creator or type are "
+                          "different rooms; rename or remove one before merging")
+                    if code == "ROOM_CONFLICT" else None))
+        return TableCounts("tc_rooms", read, inserted=inserted, duplicates=dups,
+                           conflicts=conflicts)
+
+    def _analyse_users(self, result: Analysis) -> TableCounts:
+        t = tc.tc_users
+        h = _row_hash(t, ("room_jid", "real_jid"))
+        self._work("tcm_w_users_all", _q(
+            "SELECT a.inp, a.room_jid, a.real_jid, a.affiliation, {h} AS h FROM ({all}) AS a",
+            h=h, all=_all_rows(t)))
+        self._work("tcm_w_users", sql.SQL(
+            "WITH w AS (SELECT DISTINCT ON (room_jid, real_jid) room_jid, real_jid, "
+            "inp AS winner, h AS wh, affiliation AS waff FROM tcm_w_users_all "
+            "ORDER BY room_jid, real_jid, (inp = 0) DESC, (affiliation = 'outcast') DESC, inp) "
+            "SELECT k.inp, k.room_jid, k.real_jid, k.affiliation, w.winner, w.waff, "
+            "k.h = w.wh AS same FROM tcm_w_users_all AS k "
+            "JOIN w ON w.room_jid = k.room_jid AND w.real_jid = k.real_jid WHERE k.inp > 0"))
+        read = self._read("tc_users")
+        inserted, dups, conflicts = (int(x) for x in self._rows(sql.SQL(
+            "SELECT count(*) FILTER (WHERE inp = winner), "
+            "count(*) FILTER (WHERE inp <> winner AND same), "
+            "count(*) FILTER (WHERE inp <> winner AND NOT same) FROM tcm_w_users"))[0])
+        per = self._samples(sql.SQL(
+            "SELECT inp, count(*), (array_agg(room_jid || ' ' || real_jid "
+            "ORDER BY room_jid, real_jid))[1:{n}] FROM tcm_w_users "
+            "WHERE inp <> winner AND NOT same GROUP BY inp").format(n=sql.Literal(SAMPLE)))
+        for inp, (n, keys) in sorted(per.items()):
+            result.findings.append(warning(
+                "AFFILIATION_CONFLICT",
+                f"{n} member row(s) differ from the row kept (the owner's, or a ban): "
+                + ", ".join(keys[:3]) + (" ..." if n > 3 else ""),
+                database=self.inputs[inp], table="tc_users", count=n,
+                details={"members": keys}))
+        bans = self._samples(sql.SQL(
+            "SELECT inp, count(*), (array_agg(room_jid || ' ' || real_jid "
+            "ORDER BY room_jid, real_jid))[1:{n}] FROM tcm_w_users "
+            "WHERE affiliation = 'outcast' AND winner = 0 AND waff <> 'outcast' "
+            "GROUP BY inp").format(n=sql.Literal(SAMPLE)))
+        for inp, (n, keys) in sorted(bans.items()):
+            result.bans_not_applied += n
+            result.findings.append(warning(
+                "BAN_NOT_APPLIED",
+                f"{n} ban(s) cannot be applied without altering the target's member row, "
+                "which a merge never does: " + ", ".join(keys[:3]) + (" ..." if n > 3 else ""),
+                database=self.inputs[inp], table="tc_users", count=n,
+                details={"members": keys},
+                hint="apply these bans on the target by hand after the merge if wanted"))
+        row = self._rows(sql.SQL(
+            "SELECT count(*), coalesce(sum(hashtextextended(ROW(room_jid, real_jid)::text, 0)"
+            "::numeric), 0)::text FROM (SELECT DISTINCT room_jid, real_jid "
+            "FROM tcm_w_users_all WHERE affiliation = 'outcast' EXCEPT "
+            "SELECT room_jid, real_jid FROM tcm_w_users WHERE winner = 0 AND waff <> 'outcast'"
+            ") AS b"))[0]
+        result.bans_expected = f"{row[0]}:{row[1]}"
+        return TableCounts("tc_users", read, inserted=inserted, duplicates=dups,
+                           conflicts=conflicts)
+
+    def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
+        have_arch = "tc_msgarchive" in self.tables
+        have_msg = "tc_messages" in self.tables
+        if have_arch:
+            t = tc.tc_msgarchive
+            self._work("tcm_w_arch", _q(
+                "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
+                "FROM (SELECT x.inp, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
+                "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
+                "ON r.room_jid = x.to_jid AND r.nholders > 1) AS a",
+                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+        if have_msg:
+            t = tc.tc_messages
+            self._work("tcm_w_msg", _q(
+                "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
+                "FROM (SELECT x.inp, x.room_jid, x.msg_id, x.stamp AS d, "
+                "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
+                "ON r.room_jid = x.room_jid AND r.nholders > 1) AS a",
+                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+        empty = sql.SQL("SELECT NULL::smallint AS inp, NULL::text AS room_jid, "
+                        "NULL::bigint AS msg_id, NULL::timestamp AS d, NULL::smallint AS owner, "
+                        "NULL::text AS h, false AS dup WHERE false")
+        arch = sql.SQL("tcm_w_arch") if have_arch else sql.SQL("({})").format(empty)
+        msg = sql.SQL("tcm_w_msg") if have_msg else sql.SQL("({})").format(empty)
+        self._work("tcm_w_idmap", _q(
+            "WITH a AS (SELECT * FROM {arch} AS a WHERE inp > owner AND NOT dup), "
+            "m AS (SELECT * FROM {msg} AS m WHERE inp > owner AND NOT dup), "
+            "need AS (SELECT coalesce(a.room_jid, m.room_jid) AS room_jid, "
+            "coalesce(a.inp, m.inp) AS inp, coalesce(a.msg_id, m.msg_id) AS old_id, "
+            "coalesce(a.d, m.d) AS d, a.room_jid IS NOT NULL AS arch_keep, "
+            "m.room_jid IS NOT NULL AS msg_keep FROM a FULL JOIN m "
+            "ON m.room_jid = a.room_jid AND m.inp = a.inp AND m.msg_id = a.msg_id), "
+            "top AS (SELECT room_jid, max(msg_id) AS top FROM (SELECT room_jid, msg_id "
+            "FROM {arch} AS o WHERE inp = owner UNION ALL SELECT room_jid, msg_id FROM {msg} AS p "
+            "WHERE inp = owner) AS o GROUP BY room_jid) "
+            "SELECT n.room_jid, n.inp, n.old_id, n.arch_keep, n.msg_keep, "
+            "coalesce(t.top, 0) + row_number() OVER (PARTITION BY n.room_jid "
+            "ORDER BY n.d, n.inp, n.old_id) AS new_id "
+            "FROM need AS n LEFT JOIN top AS t ON t.room_jid = n.room_jid",
+            arch=arch, msg=msg))
+        for name, work, keep in (("tc_msgarchive", "tcm_w_arch", "arch_keep"),
+                                 ("tc_messages", "tcm_w_msg", "msg_keep")):
+            if name not in self.tables:
+                continue
+            read = self._read(name)
+            dups = self._by_input(_q("SELECT inp, count(*) FROM {w} WHERE dup GROUP BY inp",
+                                     w=_ident(work)))
+            ren = self._by_input(_q(
+                "SELECT inp, count(*) FROM tcm_w_idmap WHERE {k} GROUP BY inp",
+                k=_ident(keep)))
+            c = TableCounts(name, read, duplicates=sum(dups.values()),
+                            renumbered=sum(ren.values()))
+            c.inserted = c.source_rows - c.duplicates
+            counts[name] = c
+            for inp, n in sorted(ren.items()):
+                findings.append(info(
+                    "MSG_ID_COLLISION",
+                    f"{n} row(s) of rooms also held by an earlier input get new msg_ids above "
+                    "the room's highest id", database=self.inputs[inp], table=name, count=n))
+
+    def _analyse_union(self, name: str) -> TableCounts:
+        t = self.tables[name]
+        self._work(f"tcm_w_{name}", _q(
+            "SELECT inp, rn FROM (SELECT a.inp, a.rn, "
+            "a.inp > min(a.inp) OVER (PARTITION BY {h}) AS dup FROM ({all}) AS a) AS x "
+            "WHERE inp > 0 AND NOT dup", h=_row_hash(t, (), "a"), all=_all_rows(t, "rn")))
+        read = self._read(name)
+        inserted = int(self._one(_q("SELECT count(*) FROM {w}", w=_ident(f"tcm_w_{name}"))))
+        return TableCounts(name, read, inserted=inserted,
+                           duplicates=sum(read[1:]) - inserted)
+
+    def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
+        t = tc.aft_log
+        self._work("tcm_w_aft", _q(
+            "WITH a AS (SELECT x.inp, x.rn, x.aft_index, x.timestampvalue, {h} AS h "
+            "FROM ({all}) AS x), "
+            "d AS (SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.h) AS dup FROM a), "
+            "c AS (SELECT d.*, d.inp > min(d.inp) OVER (PARTITION BY d.aft_index) AS collides "
+            "FROM d WHERE NOT dup), "
+            "top AS (SELECT coalesce(max(aft_index), 0) AS top FROM c) "
+            "SELECT c.inp, c.rn, c.collides, CASE WHEN c.collides THEN top.top + row_number() "
+            "OVER (PARTITION BY c.collides ORDER BY c.timestampvalue, c.inp, c.aft_index) "
+            "ELSE c.aft_index END AS new_index FROM c, top WHERE c.inp > 0",
+            h=_row_hash(t, ("aft_index",), "x"), all=_all_rows(t, "rn")))
+        read = self._read("aft_log")
+        inserted, ren = (int(x) for x in self._rows(sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE collides) FROM tcm_w_aft"))[0])
+        if ren:
+            findings.append(info("AFT_INDEX_COLLISION",
+                                 f"{ren} aft_log row(s) get a new aft_index (theirs is taken)",
+                                 table="aft_log", count=ren))
+        return TableCounts("aft_log", read, inserted=inserted,
+                           duplicates=sum(read[1:]) - inserted, renumbered=ren)
+
+    # -- apply -----------------------------------------------------------------------------
+    def apply(self, counts: dict[str, TableCounts]) -> dict[str, int]:
+        """Insert every kept row; repair the counters. Returns rows written per table."""
+        written: dict[str, int] = {}
+        if "tc_msgarchive" in self.tables:
+            t = tc.tc_msgarchive
+            written[t.name] = self._x(_q(
+                "INSERT INTO {t} ({cols}) SELECT coalesce(m.new_id, s.msg_id), {rest} "
+                "FROM {s} AS s JOIN tcm_w_room AS r ON r.room_jid = s.to_jid "
+                "LEFT JOIN tcm_w_idmap AS m ON m.room_jid = s.to_jid AND m.inp = s.inp "
+                "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.arch_keep",
+                t=_ident(t.name), cols=column_list(t), s=_ident(staging_name(t.name)),
+                rest=self._rest(t, "msg_id")))
+        if "tc_messages" in self.tables:
+            t = tc.tc_messages
+            written[t.name] = self._x(_q(
+                "INSERT INTO {t} ({cols}) SELECT coalesce(m.new_id, s.msg_id), {rest} "
+                "FROM {s} AS s JOIN tcm_w_room AS r ON r.room_jid = s.room_jid "
+                "LEFT JOIN tcm_w_idmap AS m ON m.room_jid = s.room_jid AND m.inp = s.inp "
+                "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.msg_keep",
+                t=_ident(t.name), cols=column_list(t), s=_ident(staging_name(t.name)),
+                rest=self._rest(t, "msg_id")))
+        if "tc_users" in self.tables:
+            t = tc.tc_users
+            written[t.name] = self._x(_q(
+                "INSERT INTO {t} ({cols}) SELECT {scols} FROM {s} AS s JOIN tcm_w_users AS w "
+                "ON w.inp = s.inp AND w.room_jid = s.room_jid AND w.real_jid = s.real_jid "
+                "WHERE w.winner = s.inp", t=_ident(t.name), cols=column_list(t),
+                scols=column_list(t, "s"), s=_ident(staging_name(t.name))))
+        for name in ("tc_timelog", "jm"):
+            if name in self.tables:
+                t = self.tables[name]
+                written[name] = self._x(_q(
+                    "INSERT INTO {t} ({cols}) SELECT {scols} FROM {s} AS s "
+                    "JOIN {w} AS w ON w.rn = s.rn", t=_ident(name), cols=column_list(t),
+                    scols=column_list(t, "s"), s=_ident(staging_name(name)),
+                    w=_ident(f"tcm_w_{name}")))
+        if "aft_log" in self.tables:
+            t = tc.aft_log
+            written["aft_log"] = self._x(_q(
+                "INSERT INTO {t} ({cols}) SELECT w.new_index, {rest} FROM {s} AS s "
+                "JOIN tcm_w_aft AS w ON w.rn = s.rn", t=_ident(t.name), cols=column_list(t),
+                s=_ident(staging_name(t.name)), rest=self._rest(t, "aft_index")))
+        if "tc_rooms" in self.tables:
+            written["tc_rooms"], counts["tc_rooms"].updated = self._apply_rooms()
+        return written
+
+    def _rest(self, table: sa.Table, first: str) -> sql.Composed:
+        assert table.columns[0].name == first
+        return sql.SQL(", ").join(sql.Identifier("s", c.name) for c in list(table.columns)[1:])
+
+    def _apply_rooms(self) -> tuple[int, int]:
+        t = tc.tc_rooms
+        parts = []
+        if "tc_msgarchive" in self.tables:
+            parts.append("SELECT to_jid AS room_jid, msg_id FROM tc_msgarchive")
+        if "tc_messages" in self.tables:
+            parts.append("SELECT room_jid, msg_id FROM tc_messages")
+        self._work("tcm_w_ids", sql.SQL(
+            "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
+            "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
+        counters = [c for c in t.columns if c.name not in ("start_msg_id", "next_msg_id")]
+        inserted = self._x(_q(
+            "INSERT INTO {t} ({cols}, start_msg_id, next_msg_id) "
+            "SELECT {scols}, coalesce(i.lo, s.start_msg_id), "
+            "greatest(s.next_msg_id, i.hi + 1) FROM {s} AS s "
+            "JOIN tcm_w_rooms AS w ON w.inp = s.inp AND w.room_jid = s.room_jid "
+            "AND w.winner = s.inp LEFT JOIN tcm_w_ids AS i ON i.room_jid = s.room_jid",
+            t=_ident(t.name), s=_ident(staging_name(t.name)),
+            cols=sql.SQL(", ").join(sql.Identifier(c.name) for c in counters),
+            scols=sql.SQL(", ").join(sql.Identifier("s", c.name) for c in counters)))
+        updated = self._x(sql.SQL(
+            "UPDATE tc_rooms AS t SET start_msg_id = i.lo, "
+            "next_msg_id = greatest(t.next_msg_id, i.hi + 1) FROM tcm_w_ids AS i "
+            "WHERE i.room_jid = t.room_jid AND t.room_jid IN (SELECT room_jid FROM tcm_w_room "
+            "WHERE owner = 0) AND (t.start_msg_id IS DISTINCT FROM i.lo "
+            "OR t.next_msg_id <= i.hi)"))
+        return inserted, updated

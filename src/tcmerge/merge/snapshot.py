@@ -1,0 +1,121 @@
+"""Snapshot of the target's tables before a merge, and ``restore`` from it.
+
+The snapshot is taken inside the merge transaction (``CREATE TABLE ... AS TABLE``),
+so it exists exactly when the merge committed. Snapshot tables are named
+``tcmerge_snap_<job token>_<table>`` and listed in the job record with the
+target's checksums before the merge; ``restore`` puts the rows back in one
+transaction, proves the checksums equal, marks the job ``restored`` and drops
+the snapshot tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import FindingsBlock
+from tcmerge.merge import jobs, pg
+from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.pg import PgConn
+
+SNAPSHOT_PREFIX = "tcmerge_snap_"
+#: One key for every tcmerge change to a target: merges and restores exclude each other.
+MERGE_LOCK_KEY = 0x74636D65726765  # "tcmerge"
+
+
+def snapshot_names(job_id: str, tables: list[str]) -> dict[str, str]:
+    token = job_id.rsplit("-", 1)[-1]
+    return {t: f"{SNAPSHOT_PREFIX}{token}_{t}" for t in tables}
+
+
+def take_snapshot(conn: PgConn, job_id: str, tables: list[str]) -> dict[str, str]:
+    names = snapshot_names(job_id, tables)
+    for table, snap in names.items():
+        conn.execute(sql.SQL("CREATE TABLE {} AS TABLE {}").format(
+            sql.Identifier(snap), sql.Identifier(table)))
+    return names
+
+
+def try_merge_lock(conn: PgConn) -> bool:
+    """The per-target merge lock, held until the transaction ends."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (MERGE_LOCK_KEY,)).fetchone()
+    return bool(row and row[0])
+
+
+class MergeInProgress(FindingsBlock):
+    code = "MERGE_IN_PROGRESS"
+
+
+@dataclass
+class RestoreResult:
+    job_id: str
+    tables: dict[str, int] = field(default_factory=dict)
+    checksums_match: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.checksums_match
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "job_id": self.job_id, "status": "restored",
+                "tables": {t: {"rows": n} for t, n in self.tables.items()},
+                "checksums_match": self.checksums_match}
+
+
+def restore_job(ref: DatabaseRef, job_id: str) -> RestoreResult:
+    """Put the target's tables back as they were before ``job_id``, in one transaction."""
+    with pg.session(ref, role="restore") as conn:
+        try:
+            return _restore(conn, job_id)
+        except psycopg.Error as exc:
+            conn.rollback()
+            raise pg.wrap(exc, ref, "restoring") from None
+
+
+def _restore(conn: PgConn, job_id: str) -> RestoreResult:
+    if not try_merge_lock(conn):
+        raise MergeInProgress("another merge or restore is running on this target")
+    job = jobs.get_job(conn, job_id, for_update=True)
+    snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
+    if job.status != "succeeded":
+        raise FindingsBlock(f"job {job.job_id} is {job.status}: only a succeeded merge can be "
+                            "restored", code="RESTORE_NOT_POSSIBLE")
+    if not snap:
+        raise FindingsBlock(f"job {job.job_id} ran with --no-snapshot: nothing to restore from",
+                            code="RESTORE_NOT_POSSIBLE")
+    missing = set(snap.values()) - pg.existing_tables(conn, list(snap.values()))
+    if missing:
+        raise FindingsBlock(f"the snapshot tables of job {job.job_id} are gone: "
+                            + ", ".join(sorted(missing)), code="RESTORE_NOT_POSSIBLE")
+    later = [j for j in jobs.list_jobs(conn)
+             if j.status == "succeeded" and j.job_id != job.job_id
+             and (j.started_at, j.job_id) > (job.started_at, job.job_id)]
+    if later:
+        raise FindingsBlock(f"job {later[-1].job_id} merged into this target after "
+                            f"{job.job_id}: restore the later jobs first, newest first",
+                            code="RESTORE_BLOCKED")
+    result = RestoreResult(job.job_id)
+    for table, snapshot in snap.items():
+        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        cur = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+            sql.Identifier(table), sql.Identifier(snapshot)))
+        result.tables[table] = cur.rowcount
+    before = dict(job.counts.get("target_checksums_before") or {})
+    now = table_checksums(conn, list(snap))
+    result.checksums_match = all(now.get(t) == before.get(t) for t in before)
+    if not result.checksums_match:
+        conn.rollback()
+        raise FindingsBlock("the restored tables do not match the checksums recorded before "
+                            "the merge; nothing was changed", code="RESTORE_MISMATCH")
+    for snapshot in snap.values():
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(snapshot)))
+    job.status = "restored"
+    job.counts["restored_at"] = jobs.utcnow().isoformat()
+    jobs.update_job(conn, job)
+    conn.commit()
+    return result

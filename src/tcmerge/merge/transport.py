@@ -1,0 +1,378 @@
+"""Moving source rows into staging tables in the target, without Python touching rows.
+
+Staging tables are TEMP tables of the merge session (``ON COMMIT DROP``): a
+killed run leaves nothing behind. Each has the model's columns (as bigint,
+integer, timestamp or text) plus ``inp``, the input number (0 is the target,
+1.. the sources in the order given), and for key-less tables a row number.
+
+Two PostgreSQL transports fill them:
+
+``copy``    binary ``COPY (SELECT ...) TO STDOUT`` in a read-only source session,
+            relayed block by block into ``COPY staging FROM STDIN`` on the target.
+            Needs neither dblink nor server-to-server pg_hba lines.
+``dblink``  the target server connects to each source (``dblink_connect`` with the
+            connection string as a bind parameter), opens a cursor in a read-only
+            repeatable-read transaction and inserts it into staging in chunks
+            (``dblink_fetch``); plain ``dblink()`` would materialise everything.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import DatabaseError
+from tcmerge.merge import pg
+from tcmerge.merge.checksums import checksum_query
+from tcmerge.merge.pg import PgConn
+
+STAGING_PREFIX = "tcm_s_"
+#: (inp, room_jid) of every room each source holds in any room-keyed table.
+HOLDERS = "tcm_s_holders"
+#: The room column of the room-keyed tables.
+ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_users": "room_jid", "tc_msgarchive": "to_jid",
+               "tc_messages": "room_jid"}
+#: Tables whose rows of rooms held by one input only go straight into the target table.
+DIRECT_TABLES = ("tc_msgarchive", "tc_messages")
+#: Tables without a usable key get a row number so work tables can point at rows.
+NUMBERED = ("tc_timelog", "jm", "aft_log")
+DBLINK_FETCH_ROWS = 10_000
+
+#: progress(table, input label, rows so far)
+Progress = Callable[[str, str, int], None]
+
+
+def staging_name(table: str) -> str:
+    return STAGING_PREFIX + table
+
+
+def staging_type(column: sa.Column[Any]) -> str:
+    """The staging type of a model column: every value crosses unchanged."""
+    if isinstance(column.type, sa.BigInteger):
+        return "bigint"
+    if isinstance(column.type, sa.Integer):
+        return "integer"
+    if isinstance(column.type, (sa.TIMESTAMP, sa.DateTime)):
+        return "timestamp"
+    return "text"
+
+
+def column_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
+    names = [sql.Identifier(c.name) for c in table.columns]
+    if prefix is not None:
+        names = [sql.Identifier(prefix, c.name) for c in table.columns]
+    return sql.SQL(", ").join(names)
+
+
+def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
+    """``col::stagingtype, ...``: what a source (or the target as input 0) is read as."""
+    parts = []
+    for c in table.columns:
+        ident = sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name)
+        parts.append(sql.SQL("{}::{}").format(ident, sql.SQL(staging_type(c))))
+    return sql.SQL(", ").join(parts)
+
+
+def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
+    """TEMP staging tables, dropped at the end of the merge transaction."""
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text NOT NULL)"
+                         " ON COMMIT DROP").format(sql.Identifier(HOLDERS)))
+    for table in tables:
+        columns: list[sql.Composable] = [sql.SQL("inp smallint NOT NULL")]
+        if table.name in NUMBERED:
+            columns.append(sql.SQL("rn bigint GENERATED ALWAYS AS IDENTITY"))
+        columns += [
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
+            for c in table.columns
+        ]
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            sql.Identifier(staging_name(table.name)), sql.SQL(", ").join(columns)))
+
+
+def source_select(table: sa.Table, inp: int | None,
+                  where: sql.Composable | None = None) -> sql.Composed:
+    """The source query; ``inp`` None leaves the input column out (direct copies)."""
+    query = sql.SQL("SELECT {}{} FROM {}").format(
+        sql.SQL("") if inp is None else sql.SQL("{}::smallint, ").format(sql.Literal(inp)),
+        cast_list(table), sql.Identifier(table.name))
+    if where is not None:
+        query = query + sql.SQL(" WHERE ") + where
+    return query
+
+
+def holders_select(inp: int, tables: Iterable[str]) -> sql.Composed:
+    """Every room a source holds in any room-keyed table: (inp, room_jid)."""
+    parts = [sql.SQL("SELECT {}::text AS room_jid FROM {}").format(
+        sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)) for t in tables if t in ROOM_COLUMN]
+    return sql.SQL("SELECT DISTINCT {}::smallint, room_jid FROM ({}) AS h").format(
+        sql.Literal(inp), sql.SQL(" UNION ").join(parts))
+
+
+def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
+    """``room column = ANY(<array literal>)``: the list travels as one quoted value."""
+    test = sql.SQL("{} = ANY({}::text[])").format(sql.Identifier(ROOM_COLUMN[table]),
+                                                   sql.Literal(rooms))
+    return sql.SQL("NOT ({})").format(test) if negate else test
+
+
+def _typed(table: sa.Table) -> list[sql.Composable]:
+    return [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
+            for c in table.columns]
+
+
+def staging_insert_columns(table: sa.Table) -> sql.Composed:
+    return sql.SQL("inp, {}").format(column_list(table))
+
+
+class SourceReader(abc.ABC):
+    """One source, read in one read-only repeatable-read snapshot."""
+
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
+        self.ref = ref
+        self.inp = inp
+        self.target = target
+
+    @abc.abstractmethod
+    def open(self) -> None: ...
+
+    @abc.abstractmethod
+    def checksums(self, tables: Iterable[str]) -> dict[str, str]:
+        """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
+
+    @abc.abstractmethod
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
+        """Move the rows of ``select`` (on the source) into ``dest`` (on the target)."""
+
+    def stage(self, table: sa.Table, progress: Progress | None,
+              where: sql.Composable | None = None) -> int:
+        """Copy the rows of ``table`` into its staging table; return the row count."""
+        return self.relay(source_select(table, self.inp, where), staging_name(table.name),
+                          staging_insert_columns(table),
+                          [sql.SQL("inp smallint"), *_typed(table)], table.name, progress)
+
+    def direct(self, table: sa.Table, where: sql.Composable, progress: Progress | None) -> int:
+        """Copy the rows of ``table`` matching ``where`` straight into the target's table."""
+        return self.relay(source_select(table, None, where), table.name, column_list(table),
+                          _typed(table), table.name, progress)
+
+    def stage_holders(self, tables: Iterable[str]) -> int:
+        return self.relay(holders_select(self.inp, tables), HOLDERS,
+                          sql.SQL("inp, room_jid"),
+                          [sql.SQL("inp smallint"), sql.SQL("room_jid text")], "rooms", None)
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """End the staging snapshot (the session stays open for later checksums)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def _fail(self, exc: BaseException, doing: str) -> DatabaseError:
+        return pg.wrap(exc, self.ref, doing)
+
+
+class CopySource(SourceReader):
+    """The binary COPY relay through this process."""
+
+    name = "copy"
+
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
+        super().__init__(ref, inp, target)
+        self.conn: PgConn | None = None
+
+    def open(self) -> None:
+        self.conn = pg.open_session(self.ref, role="source", autocommit=True)
+        try:
+            # rows arrive already in the target's encoding; the target converts nothing
+            pg.set_client_encoding(self.conn, pg.server_encoding(self.target))
+            pg.begin_read_only(self.conn)
+        except psycopg.Error as exc:
+            raise self._fail(exc, "opening") from None
+
+    def checksums(self, tables: Iterable[str]) -> dict[str, str]:
+        assert self.conn is not None
+        result: dict[str, str] = {}
+        try:
+            for table in tables:
+                row = self.conn.execute(checksum_query(table)).fetchone()
+                assert row is not None
+                result[table] = f"{row[0]}:{row[1]}"
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading checksums of") from None
+        return result
+
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
+        assert self.conn is not None
+        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
+        copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            sql.Identifier(dest), columns)
+        blocks = 0
+        tcur = self.target.cursor()
+        try:
+            with self.conn.cursor().copy(copy_out) as out, tcur.copy(copy_in) as into:
+                for block in out:
+                    into.write(block)
+                    blocks += 1
+                    if progress is not None and blocks % 20_000 == 0:
+                        progress(what, self.ref.label, blocks)
+        except psycopg.Error as exc:
+            if self.conn.broken or self.conn.closed or not self.target.broken:
+                raise self._fail(exc, f"reading {what} from") from None
+            raise pg.wrap(exc, self.ref, "writing rows of") from None
+        rows = max(tcur.rowcount, 0)
+        if progress is not None:
+            progress(what, self.ref.label, rows)
+        return rows
+
+    def finish(self) -> None:
+        assert self.conn is not None
+        try:
+            self.conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def dblink_schema(conn: PgConn) -> str | None:
+    """The schema holding the dblink extension in the target, or None when not installed."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'dblink'"
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def dblink_connect(conn: PgConn, schema: str, name: str, ref: DatabaseRef) -> None:
+    """Open the named dblink connection from the target server to ``ref``.
+
+    The connection string (password included) is a bind parameter: it is never part
+    of SQL text, of this process's arguments, or of an error message.
+    """
+    info = pg.conninfo(ref) + " " + psycopg.conninfo.make_conninfo(
+        options=pg.SESSION_OPTIONS, application_name="tcmerge-dblink")
+    try:
+        conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(
+            sql.Identifier(schema)), (name, info))
+    except psycopg.Error as exc:
+        raise pg.wrap(exc, ref, "dblink connection from the target to") from None
+
+
+class DblinkSource(SourceReader):
+    """The target server pulls the rows itself through a dblink cursor."""
+
+    name = "dblink"
+
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
+        super().__init__(ref, inp, target)
+        self.link = f"tcmerge_src_{inp}"
+        self.schema = ""
+        self.connected = False
+        self.in_snapshot = False
+
+    def _fn(self, name: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
+
+    def _exec(self, statement: str) -> None:
+        self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(self._fn("dblink_exec")),
+                            (self.link, statement))
+
+    def open(self) -> None:
+        schema = dblink_schema(self.target)
+        if schema is None:
+            raise DatabaseError("the dblink extension is not installed in the target "
+                                "(CREATE EXTENSION dblink), or use --transport copy",
+                                code="DBLINK_UNAVAILABLE")
+        self.schema = schema
+        dblink_connect(self.target, schema, self.link, self.ref)
+        self.connected = True
+        try:
+            self._exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        except psycopg.Error as exc:
+            raise self._fail(exc, "opening") from None
+        self.in_snapshot = True
+
+    def checksums(self, tables: Iterable[str]) -> dict[str, str]:
+        result: dict[str, str] = {}
+        try:
+            for table in tables:
+                text = checksum_query(table).as_string(self.target)
+                row = self.target.execute(
+                    sql.SQL("SELECT * FROM {}(%s, %s) AS t(n bigint, h text)").format(
+                        self._fn("dblink")), (self.link, text)).fetchone()
+                assert row is not None
+                result[table] = f"{row[0]}:{row[1]}"
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading checksums of") from None
+        return result
+
+    def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
+              types: list[sql.Composable], what: str, progress: Progress | None) -> int:
+        cursor = f"tcmerge_{dest}"
+        query = select.as_string(self.target)
+        fetch = sql.SQL("INSERT INTO {} ({}) SELECT * FROM {}(%s, %s, %s) AS t({})").format(
+            sql.Identifier(dest), columns, self._fn("dblink_fetch"), sql.SQL(", ").join(types))
+        total = 0
+        try:
+            self.target.execute(sql.SQL("SELECT {}(%s, %s, %s)").format(
+                self._fn("dblink_open")), (self.link, cursor, query))
+            while True:
+                cur = self.target.execute(fetch, (self.link, cursor, DBLINK_FETCH_ROWS))
+                if cur.rowcount <= 0:
+                    break
+                total += cur.rowcount
+                if progress is not None:
+                    progress(what, self.ref.label, total)
+            self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
+                self._fn("dblink_close")), (self.link, cursor))
+        except psycopg.Error as exc:
+            raise self._fail(exc, f"reading {what} through dblink from") from None
+        return total
+
+    def finish(self) -> None:
+        if self.in_snapshot:
+            try:
+                self._exec("COMMIT")
+            except psycopg.Error as exc:
+                raise self._fail(exc, "reading") from None
+            self.in_snapshot = False
+
+    def close(self) -> None:
+        if self.connected and not self.target.broken and not self.target.closed:
+            # inside the merge transaction; a failed transaction drops the link with the
+            # session anyway
+            with contextlib.suppress(psycopg.Error):
+                self.target.execute(sql.SQL("SELECT {}(%s)").format(
+                    self._fn("dblink_disconnect")), (self.link,))
+        self.connected = False
+
+
+TRANSPORTS: dict[str, type[SourceReader]] = {"copy": CopySource, "dblink": DblinkSource}
+
+
+_BINARY_TYPES = {"bigint": ("bigint",), "integer": ("integer",),
+                 "timestamp": ("timestamp without time zone",),
+                 "text": ("text", "character varying", "character")}
+
+
+def direct_compatible(conn: PgConn, table: sa.Table) -> bool:
+    """True when binary rows of the staging types load into the target's live table as is
+    (otherwise its rows go through staging and INSERT ... SELECT, which casts)."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0 "
+        "AND NOT a.attisdropped", (table.name,)).fetchall()
+    live = {str(name): str(kind) for name, kind in rows}
+    return all(live.get(c.name) in _BINARY_TYPES[staging_type(c)] for c in table.columns)

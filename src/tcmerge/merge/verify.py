@@ -1,0 +1,178 @@
+"""Re-checking a merge's invariants: after every run (inside its transaction) and on demand.
+
+Checks: every source row accounted for (inserted, duplicate or conflict); the
+target's row counts equal the job record; per-room msg_id unique in
+tc_msgarchive and tc_messages; next_msg_id above every id of its room; no ban
+lost (the target's outcast set equals the one recorded); the sources'
+checksums unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import DatabaseError
+from tcmerge.merge import jobs, pg
+from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.pg import PgConn
+from tcmerge.merge.plan import TableCounts
+from tcmerge.results import Finding, Report, error, info, warning
+
+KEYS = {"tc_msgarchive": ("to_jid", "msg_id"), "tc_messages": ("room_jid", "msg_id")}
+
+BANS_QUERY = (
+    "SELECT count(*), coalesce(sum(hashtextextended(ROW(room_jid::text, real_jid::text)::text, "
+    "0)::numeric), 0)::text FROM (SELECT DISTINCT room_jid, real_jid FROM tc_users "
+    "WHERE affiliation = 'outcast') AS b"
+)
+
+
+def target_bans(conn: PgConn) -> str:
+    row = conn.execute(BANS_QUERY).fetchone()
+    assert row is not None
+    return f"{row[0]}:{row[1]}"
+
+
+def _has_unique(conn: PgConn, table: str, columns: tuple[str, ...]) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(quote_ident(%s))"
+        " AND i.indisunique AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text "
+        "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid "
+        "AND a.attnum = ANY(i.indkey)) = %s::text[])",
+        (table, sorted(columns)),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: str | None,
+                 database: str) -> list[Finding]:
+    """The invariants that only need the target (and the job's counts)."""
+    out: list[Finding] = []
+    where = {"database": database}
+    for name, c in counts.items():
+        if not c.accounted:
+            out.append(error("VERIFY_UNACCOUNTED",
+                             f"{name}: {c.source_rows} source rows read but {c.inserted} "
+                             f"inserted + {c.duplicates} duplicates + {c.conflicts} conflicts",
+                             table=name, **where))
+        now = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
+        expected = c.read[0] + c.inserted
+        if now != expected:
+            out.append(error("VERIFY_COUNT_MISMATCH",
+                             f"{name} has {now} rows; the job expects {c.read[0]} existing + "
+                             f"{c.inserted} inserted = {expected}", table=name, **where))
+    for name, key in KEYS.items():
+        if name in counts and not _has_unique(conn, name, key):
+            dup = conn.execute(sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {}, {} HAVING count(*) > 1) "
+                "AS d").format(sql.Identifier(name), *map(sql.Identifier, key))).fetchone()
+            if dup and dup[0]:
+                out.append(error("VERIFY_DUPLICATE_ID",
+                                 f"{name}: {dup[0]} (room, msg_id) pairs occur more than once",
+                                 table=name, **where))
+    if "tc_rooms" in counts:
+        parts = [f"SELECT {KEYS[n][0]} AS room_jid, max(msg_id) AS hi FROM {n} GROUP BY 1"
+                 for n in KEYS if n in counts]
+        if parts:
+            bad = conn.execute(sql.SQL(
+                "SELECT count(*), (array_agg(r.room_jid::text))[1:5] FROM tc_rooms AS r "
+                "JOIN ({}) AS i ON i.room_jid = r.room_jid WHERE r.next_msg_id <= i.hi").format(
+                    sql.SQL(" UNION ALL ".join(parts)))).fetchone()
+            if bad and bad[0]:
+                out.append(error("VERIFY_COUNTER",
+                                 f"{bad[0]} room(s) have next_msg_id not above every msg_id: "
+                                 + ", ".join(bad[1] or []), table="tc_rooms", **where))
+    if bans_expected is not None and "tc_users" in counts:
+        now_bans = target_bans(conn)
+        if now_bans != bans_expected:
+            out.append(error("VERIFY_BAN_LOST",
+                             f"the target's bans ({now_bans.split(':')[0]}) differ from the "
+                             f"bans the merge must keep ({bans_expected.split(':')[0]})",
+                             table="tc_users", **where))
+    return out
+
+
+def compare_checksums(label: str, before: dict[str, str], after: dict[str, str]) -> list[Finding]:
+    changed = sorted(t for t in before if after.get(t) != before[t])
+    if not changed:
+        return []
+    return [error("VERIFY_SOURCE_CHANGED",
+                  f"source changed during or after the merge: {', '.join(changed)}",
+                  database=label, details={"tables": changed})]
+
+
+@dataclass
+class VerifyReport(Report):
+    job_id: str = ""
+    checked: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        record = super().as_dict()
+        record["job_id"] = self.job_id
+        record["checked"] = list(self.checked)
+        return record
+
+
+def verify_job(target: DatabaseRef, job_id: str,
+               sources: Sequence[DatabaseRef] | None = None) -> VerifyReport:
+    """Re-check a finished job. Sources default to the job's password-less URLs (libpq's
+    PGPASSWORD/.pgpass supply passwords); unreachable sources give a warning."""
+    with pg.session(target, role="verify") as conn:
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            job = jobs.get_job(conn, job_id)
+            report = VerifyReport(job_id=job.job_id)
+            if job.status != "succeeded":
+                report.findings.append(error(
+                    "JOB_NOT_VERIFIABLE", f"job {job.job_id} is {job.status}; only a "
+                    "succeeded merge has invariants to check", database=target.label))
+                return report
+            counts = {name: TableCounts.from_dict(name, c)
+                      for name, c in job.counts.get("tables", {}).items()}
+            report.findings += check_target(conn, counts, job.counts.get("bans_expected"),
+                                            target.label)
+            report.checked += ["accounted", "counts", "unique ids", "counters", "bans"]
+        except psycopg.Error as exc:
+            raise pg.wrap(exc, target, "verifying") from None
+    report.findings += _check_sources(job, sources)
+    report.checked.append("source checksums")
+    return report
+
+
+def _check_sources(job: jobs.JobRecord,
+                   given: Sequence[DatabaseRef] | None) -> list[Finding]:
+    recorded: list[dict[str, Any]] = list(job.inputs.get("sources", []))
+    before: list[dict[str, str]] = list(job.counts.get("source_checksums", []))
+    out: list[Finding] = []
+    for i, entry in enumerate(recorded):
+        if given and i < len(given):
+            ref = given[i]
+        else:
+            ref = DatabaseRef(make_url(entry["url"]), name=entry.get("name"))
+        label = entry.get("label", ref.label)
+        if i >= len(before):
+            continue
+        try:
+            with pg.session(ref, role="verify") as conn:
+                pg.begin_read_only(conn)
+                now = table_checksums(conn, list(before[i]))
+        except (DatabaseError, psycopg.Error) as exc:
+            reason = exc.message if isinstance(exc, DatabaseError) else pg.wrap(
+                exc, ref, "reading").message
+            out.append(warning("VERIFY_SOURCE_UNCHECKED",
+                               f"could not read source {label} to compare its checksums: "
+                               f"{reason}", database=label,
+                               hint="give the sources again with --source (passwords)"))
+            continue
+        found = compare_checksums(label, before[i], now)
+        out += found or [info("VERIFY_SOURCE_UNCHANGED", "source checksums unchanged",
+                              database=label)]
+    return out

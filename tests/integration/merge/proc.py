@@ -1,0 +1,88 @@
+"""Running ``tcmerge`` as a child process, passwords in a 0600 pgpass file (never in argv),
+and waiting on database state (pg_locks) instead of sleeping."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from tcmerge.dburl import DatabaseRef
+from tcmerge.merge.pg import libpq_params
+
+CLI = "from tcmerge.cli.app import main; main()"
+
+
+def _pgpass_field(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
+def write_pgpass(path: Path, refs: list[DatabaseRef]) -> Path:
+    lines = []
+    for ref in refs:
+        u = ref.url
+        lines.append(":".join(_pgpass_field(x) for x in (
+            u.host, u.port, u.database, u.username, u.password)))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def bare_url(ref: DatabaseRef) -> str:
+    url: URL = ref.url.set(password=None)
+    return url.render_as_string(hide_password=False)
+
+
+def start(args: list[str], pgpass: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSFILE"] = str(pgpass)
+    return subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dict[str, Any]]:
+    out, err = proc.communicate(timeout=timeout)
+    try:
+        return proc.returncode, json.loads(out)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON (exit {proc.returncode}): {out!r} {err!r}") from None
+
+
+def admin(ref: DatabaseRef) -> psycopg.Connection[Any]:
+    return psycopg.connect(**libpq_params(ref), autocommit=True)
+
+
+def wait_until(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = (),
+               *, timeout: float = 60, proc: subprocess.Popen[str] | None = None) -> None:
+    """Poll the database until ``query`` returns true (the state, not the clock, decides)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not conn.autocommit:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(query, params).fetchone()
+        if row and row[0]:
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"tcmerge ended early ({proc.returncode}): {out} {err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {query}")
+        time.sleep(0.02)
+
+
+WAITING_ON = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE NOT l.granted AND l.relation = to_regclass(%s) AND a.application_name = %s)"
+)
+SESSION_GONE = (
+    "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'tcmerge%%' "
+    "AND datname = current_database())"
+)

@@ -1,0 +1,123 @@
+"""``tcmerge run / jobs / verify / restore`` through the CLI: JSON shape and exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
+from tcmerge.dburl import DatabaseRef
+
+from .data import TcData
+
+pytestmark = pytest.mark.postgresql
+
+ROOM = "ops@conference-1-c1.example.com"
+SOLO = "solo@conference-2-c1.example.com"
+
+
+def url(ref: DatabaseRef) -> str:
+    return ref.url.render_as_string(hide_password=False)
+
+
+def cli(*args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def sources(*dbs: TcData) -> list[str]:
+    return [arg for db in dbs for arg in ("--source", url(db.ref))]
+
+
+def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    target.room(ROOM, next_=2)
+    target.messages(ROOM, [(1, 0, "target's own")])
+    one.room(ROOM, next_=3)
+    one.messages(ROOM, [(1, 1, "from one"), (2, 2, "from one again")])
+    two.member(ROOM, "eve@example.com", "outcast")
+    two.room(SOLO, next_=3)  # held by one input only: copied straight into the target
+    two.messages(SOLO, [(1, 0, "solo 1"), (2, 1, "solo 2")])
+    before = target.digest()
+
+    code, dry = cli("run", *sources(one, two), "--target", url(target.ref), "--dry-run")
+    assert code == 0, dry
+    assert dry["ok"] is True and dry["job_id"] is None and dry["status"] == "dry-run"
+    assert dry["tables"]["tc_msgarchive"] == {"read": [1, 2, 2], "inserted": 4,
+                                              "duplicates": 0, "renumbered": 2,
+                                              "conflicts": 0}
+    assert target.digest() == before  # rolled back
+
+    code, done = cli("run", *sources(one, two), "--target", url(target.ref))
+    assert code == 0, done
+    assert done["tables"] == dry["tables"]
+    job = done["job_id"]
+    assert target.archive(ROOM) == [(1, "target's own"), (2, "from one"),
+                                    (3, "from one again")]
+    assert target.counters(ROOM) == (1, 4)
+    assert target.archive(SOLO) == [(1, "solo 1"), (2, "solo 2")]
+
+    code, listed = cli("jobs", "list", "--target", url(target.ref))
+    assert code == 0 and [j["job_id"] for j in listed["jobs"]] == [job]
+    code, shown = cli("jobs", "show", job[:-2], "--target", url(target.ref))
+    assert code == 0 and shown["status"] == "succeeded"
+    assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 4
+    assert "password" not in json.dumps(shown).lower()
+    for ref in (target.ref, one.ref):
+        assert ref.url.password not in json.dumps(shown)
+
+    code, checked = cli("verify", job, "--target", url(target.ref), *sources(one, two))
+    assert code == 0, checked
+    assert checked["ok"] is True
+
+    # a source changed after the merge: verification fails with exit 1
+    one.messages("late@conference-1-c1.example.com", [(1, 0, "late")])
+    code, checked = cli("verify", job, "--target", url(target.ref), *sources(one, two))
+    assert code == 1
+    assert [f["code"] for f in checked["findings"] if f["severity"] == "error"] == [
+        "VERIFY_SOURCE_CHANGED"]
+
+    code, restored = cli("restore", job, "--target", url(target.ref), "--yes")
+    assert code == 0, restored
+    assert restored["checksums_match"] is True
+    assert target.digest() == before
+    code, shown = cli("jobs", "show", job, "--target", url(target.ref))
+    assert shown["status"] == "restored"
+    assert target.query("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'tcmerge_snap%'"
+                        ) == [(0,)]
+
+
+def test_room_conflict_refuses_with_exit_1(tc_factory: Callable[..., TcData]) -> None:
+    target, one = tc_factory(), tc_factory()
+    target.room(ROOM, creator="alice@example.com")
+    one.room(ROOM, creator="mallory@example.com")
+    one.messages(ROOM, [(1, 0, "x")])
+    before = target.digest()
+    code, out = cli("run", *sources(one), "--target", url(target.ref))
+    assert code == 1
+    assert out["ok"] is False and out["job_id"] is None
+    assert any(f["code"] == "ROOM_CONFLICT" and f["severity"] == "error"
+               for f in out["findings"])
+    assert target.digest() == before
+
+
+def test_strict_blocks_on_warnings(tc_factory: Callable[..., TcData]) -> None:
+    target, one = tc_factory(), tc_factory()
+    target.room(ROOM, subject="a")
+    one.room(ROOM, subject="b")
+    code, out = cli("run", *sources(one), "--target", url(target.ref), "--strict")
+    assert code == 1 and out["ok"] is False
+    code, out = cli("run", *sources(one), "--target", url(target.ref))
+    assert code == 0 and out["ok"] is True
+    assert out["tables"]["tc_rooms"]["conflicts"] == 1
+
+
+def test_mssql_is_refused_before_connecting() -> None:
+    code, out = cli("run", "--source", "mssql+pyodbc://u:pw@nowhere/db",
+                    "--target", "postgresql://u@127.0.0.1:1/x")
+    assert code == 2
+    assert out["error"]["code"] == "UNSUPPORTED_DATABASE"

@@ -1,0 +1,169 @@
+"""The merge rules end to end on real PostgreSQL (copy transport unless stated)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tcmerge.merge import MergeResult, run_merge
+from tcmerge.request import MergeRequest
+
+from .data import TcData
+
+pytestmark = pytest.mark.postgresql
+
+ROOM = "ops@conference-1-c1.example.com"
+ROOM2 = "dev@conference-2-c1.example.com"
+
+
+def _dblink(db: TcData) -> None:
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
+    engine.dispose()
+
+
+def merge(target: TcData, *sources: TcData, **options: object) -> MergeResult:
+    request = MergeRequest(sources=tuple(s.ref for s in sources), target=target.ref,
+                           **options)  # type: ignore[arg-type]
+    return run_merge(request)
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_split_room_renumbers_drops_duplicates_and_keeps_bans(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    one.room(ROOM, next_=4)
+    one.messages(ROOM, [(1, 0, "first"), (2, 10, "second"), (3, 20, "third")])
+    one.member(ROOM, "bob@example.com", "member")
+    one.member(ROOM, "eve@example.com", "member")
+    two.room(ROOM, next_=4, subject="other subject")
+    # id 1 collides with a different message; id 2 is an exact duplicate of one's id 2
+    # under another id; id 3 is new
+    two.messages(ROOM, [(1, 5, "two-a"), (5, 10, "second"), (3, 30, "two-b")])
+    two.member(ROOM, "bob@example.com", "admin")       # affiliation conflict: owner wins
+    two.member(ROOM, "eve@example.com", "outcast")     # a ban beats a source's member row
+    two.room(ROOM2, next_=3)
+    two.messages(ROOM2, [(1, 0, "only here"), (2, 1, "and here")])
+
+    result = merge(target, one, two, transport=transport)
+    assert result.ok, [f.message for f in result.verification]
+    assert result.as_dict()["transport"] == transport
+    tables = result.as_dict()["tables"]
+    assert tables["tc_msgarchive"] == {"read": [0, 3, 5], "inserted": 7, "duplicates": 1,
+                                       "renumbered": 2, "conflicts": 0}
+    # owner's ids kept; two's rows renumbered above 3 in (sent_date, input, id) order
+    assert target.archive(ROOM) == [(1, "first"), (2, "second"), (3, "third"),
+                                    (4, "two-a"), (5, "two-b")]
+    assert target.archive(ROOM2) == [(1, "only here"), (2, "and here")]
+    assert target.query("SELECT msg_id, msg FROM tc_messages WHERE room_jid = :r "
+                        "ORDER BY msg_id", r=ROOM)[3:] == [(4, "<m>two-a</m>"),
+                                                          (5, "<m>two-b</m>")]
+    assert target.counters(ROOM) == (1, 6)
+    assert target.counters(ROOM2) == (1, 3)
+    assert target.query("SELECT subject FROM tc_rooms WHERE room_jid = :r", r=ROOM) == [
+        ("hello",)]
+    users = dict(target.query("SELECT real_jid, affiliation FROM tc_users"))
+    assert users == {"bob@example.com": "member", "eve@example.com": "outcast"}
+    codes = {f["code"] for f in result.as_dict()["findings"]}
+    assert {"ROOM_DIVERGED", "AFFILIATION_CONFLICT", "MSG_ID_COLLISION"} <= codes
+    assert result.job_id is not None
+
+
+def test_same_merge_twice_inserts_nothing(tc_factory: Callable[..., TcData]) -> None:
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    for i, db in enumerate((one, two)):
+        db.room(ROOM, next_=3)
+        db.messages(ROOM, [(1, i, f"m{i}a"), (2, 10 + i, f"m{i}b")])
+        db.timelog(ROOM, "bob@example.com", 0, 5)
+    first = merge(target, one, two)
+    assert first.ok
+    before = target.digest()
+    second = merge(target, one, two)
+    assert second.ok, second.as_dict()
+    assert all(t["inserted"] == 0 for t in second.as_dict()["tables"].values())
+    assert target.digest() == before
+
+
+def test_three_sources_an_empty_one_and_the_target_among_them(
+        tc_factory: Callable[..., TcData]) -> None:
+    target, one, empty, three = tc_factory(), tc_factory(), tc_factory(), tc_factory()
+    target.room(ROOM, next_=3)
+    target.messages(ROOM, [(1, 0, "t1"), (2, 5, "t2")])
+    target.timelog(ROOM, "bob@example.com", 0, 1)
+    one.room(ROOM, next_=3)
+    one.messages(ROOM, [(1, 1, "o1"), (2, 6, "t2")])  # "t2" differs: sent_date 6 vs 5
+    three.room(ROOM, next_=9)
+    three.messages(ROOM, [(7, 2, "h7"), (8, 3, "o1")])  # o1 at minute 3 is new too
+    three.room(ROOM2, next_=2)
+    three.messages(ROOM2, [(1, 0, "x")])
+    # the target itself named as a source: all of its rows are duplicates
+    result = merge(target, one, empty, target, three)
+    assert result.ok, result.as_dict()
+    t = result.as_dict()["tables"]
+    assert t["tc_msgarchive"]["read"] == [2, 2, 0, 2, 3]
+    assert t["tc_msgarchive"]["duplicates"] == 2
+    assert t["tc_msgarchive"]["renumbered"] == 4
+    # new ids above 2 in (sent_date, input, old id) order: o1(1), t2@6(input 1) last
+    assert target.archive(ROOM) == [(1, "t1"), (2, "t2"), (3, "o1"), (4, "h7"), (5, "o1"),
+                                    (6, "t2")]
+    # next_msg_id never lower than the owner's, above every id
+    assert target.counters(ROOM) == (1, 7)
+    assert t["tc_timelog"] == {"read": [1, 0, 0, 1, 0], "inserted": 0, "duplicates": 1,
+                               "renumbered": 0, "conflicts": 0}
+    assert t["tc_rooms"]["inserted"] == 1 and t["tc_rooms"]["duplicates"] == 3
+
+
+def test_long_and_non_ascii_values_survive_byte_for_byte(
+        tc_factory: Callable[..., TcData]) -> None:
+    target, one = tc_factory(), tc_factory()
+    long_body = ("Grüße, 日本語, emoji 🎉, quote ' \" backslash \\ ; tab\t" * 2000)[:60000]
+    room = "gr\u00fc\u00dfe-'\";@conference-1-c1.example.com"
+    one.room(room, subject="Ünïcødé ' \" ;", next_=3)
+    one.messages(room, [(1, 0, long_body), (2, 1, "короткий")])
+    one.member(room, "zoë@example.com", nick=f"{room}/zoë ' ;")
+    result = merge(target, one)
+    assert result.ok, result.as_dict()
+    assert target.digest() == {**one.digest()} | {"tc_rooms": target.digest()["tc_rooms"]}
+    assert target.query("SELECT body_text FROM tc_msgarchive WHERE msg_id = 1") == [
+        (long_body,)]
+    assert target.digest()["tc_rooms"] == one.digest()["tc_rooms"]  # counters consistent
+
+
+def test_union_tables_and_aft_index_renumbering(tc_factory: Callable[..., TcData]) -> None:
+    from tcmerge.schema import tables_for, tc
+
+    from .data import at
+
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+
+    def aft(index: int, name: str, minute: int) -> dict[str, object]:
+        return dict(aft_index=index, jid="a@x", to_jid="b@x", method="POST", filename=name,
+                    real_filename=name, file_type="txt", chat_type="im", file_server="fs",
+                    file_path=f"/f/{name}", file_size=1, bytes_transferred=1,
+                    timestampvalue=at(minute))
+
+    def jm(body: str) -> dict[str, object]:
+        return dict(to_jid="b@x", from_jid="a@x", sent_date=at(0), subject=None,
+                    thread_id=None, msg_type="c", direction="O", body_len=len(body),
+                    message_len=len(body), body_string=body, message_string=body,
+                    body_text=None, message_text=None, history_flag=None)
+
+    target.insert(tc.aft_log, [aft(1, "t", 0)])
+    one.insert(tc.aft_log, [aft(1, "one", 1), aft(2, "t", 0), aft(5, "five", 2)])
+    two.insert(tc.aft_log, [aft(5, "two", 3), aft(6, "six", 4)])
+    one.insert(tc.jm, [jm("hi"), jm("hi"), jm("only one")])  # identical rows inside one input
+    two.insert(tc.jm, [jm("hi"), jm("two")])
+    result = merge(target, one, two, tables=tables_for("tc,ma,mft"))
+    assert result.ok, result.as_dict()
+    t = result.as_dict()["tables"]
+    assert t["jm"]["inserted"] == 4 and t["jm"]["duplicates"] == 1
+    assert sorted(target.query("SELECT body_string FROM jm")) == [
+        ("hi",), ("hi",), ("only one",), ("two",)]
+    assert t["aft_log"] == {"read": [1, 3, 2], "inserted": 4, "duplicates": 1,
+                            "renumbered": 2, "conflicts": 0}
+    assert target.query("SELECT aft_index, filename FROM aft_log ORDER BY aft_index") == [
+        (1, "t"), (5, "five"), (6, "six"), (7, "one"), (8, "two")]
