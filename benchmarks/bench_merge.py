@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tcmerge.dburl import DatabaseRef
+from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.merge.pg import libpq_params
 from tcmerge.providers import get_provider
 from tcmerge.providers.base import DatabaseServer
@@ -113,7 +113,7 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
     if transport == "dblink":
         with connect(ref) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
-    bare = [r.url.set(password=None).render_as_string(hide_password=False)
+    bare = [without_password(r.url).render_as_string(hide_password=False)
             for r in [ref, *sources]]
     args = ["run", "--json", "--yes", "--transport", transport, "--target", bare[0]]
     for url in bare[1:]:

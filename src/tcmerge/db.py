@@ -11,11 +11,15 @@ import sqlalchemy as sa
 from tcmerge.dburl import DatabaseRef, scrub
 from tcmerge.errors import DatabaseError
 
-#: Name tcmerge's sessions carry, so that session checks can tell them from others.
+#: Name tcmerge's sessions carry ("tcmerge" or "tcmerge-<role>"), so that the session
+#: check can tell them from others; a concurrent merge is caught by its lock instead.
 APPLICATION_NAME = "tcmerge"
+#: The HA model's room service stands for IM&P's TC service: its sessions DO count.
+ROOM_SERVICE_APPLICATION = "tc-room-service"
 
 
-def create_engine(ref: DatabaseRef, **kwargs: Any) -> sa.Engine:
+def create_engine(ref: DatabaseRef, *, application_name: str = APPLICATION_NAME,
+                  **kwargs: Any) -> sa.Engine:
     """An engine for one database; the password stays inside the process.
 
     PostgreSQL sessions ask for UTF8 so that a SQL_ASCII database (which psycopg
@@ -26,7 +30,7 @@ def create_engine(ref: DatabaseRef, **kwargs: Any) -> sa.Engine:
     if ref.dialect == "postgresql":
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("client_encoding", "UTF8")
-        connect_args.setdefault("application_name", APPLICATION_NAME)
+        connect_args.setdefault("application_name", application_name)
         kwargs["connect_args"] = connect_args
     return sa.create_engine(ref.url, **kwargs)
 

@@ -67,6 +67,14 @@ def mask_url(url: URL | str) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def without_password(url: URL) -> URL:
+    """The URL with no password at all (``URL.set(password=None)`` keeps the old one)."""
+    url = url._replace(password=None)
+    if "password" in url.query:
+        url = url.difference_update_query(["password"])
+    return url
+
+
 def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
     """Parse a database URL given by the user; normalise the driver.
 

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 
-from tcmerge.db import server_reason
+from tcmerge.db import APPLICATION_NAME, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects.oracle.adapter import link_kind
 from tcmerge.dialects.oracle.ddl import (
@@ -37,7 +37,7 @@ from tcmerge.dialects.oracle.ddl import (
     check_link_password,
     probe_link,
 )
-from tcmerge.dialects.postgresql.adapter import APPLICATION_NAME, DblinkFacts
+from tcmerge.dialects.postgresql.adapter import DblinkFacts
 from tcmerge.errors import ConfigError, DatabaseError
 
 log = logging.getLogger(__name__)

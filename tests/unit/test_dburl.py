@@ -43,3 +43,12 @@ def test_scrub_and_mask() -> None:
     assert scrub("password authentication failed for hunter2", ["hunter2"]) == \
         "password authentication failed for ***"
     assert mask_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
+
+
+def test_without_password_really_removes_it() -> None:
+    from tcmerge.dburl import without_password
+
+    url = parse_database("postgresql://u:Pw-123@h/db?password=Pw-123").url
+    assert "Pw-123" not in without_password(url).render_as_string(hide_password=False)
+    # the trap this helper exists for: URL.set(password=None) keeps the password
+    assert url.set(password=None).password == "Pw-123"

@@ -11,6 +11,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tcmerge import api
 from tcmerge.cli.output import (
     Secrets,
     database,
@@ -22,29 +23,15 @@ from tcmerge.cli.output import (
     stderr,
     stdout,
 )
-from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, ConfigError
-from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, run_merge, verify_job
+from tcmerge.cli.validate import build_request
+from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK
+from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
-from tcmerge.request import MergeRequest
-from tcmerge.schema import tables_for
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 TargetOpt = Annotated[str, typer.Option("--target", help="Target database URL.")]
 
 jobs_app = typer.Typer(help="The job history kept in the target.", no_args_is_help=True)
-
-
-def build_request(sources: list[str], target: str, *, topology: str | None, group: str | None,
-                  tables: str, strict: bool, transport: str | None, snapshot: bool,
-                  dry_run: bool) -> MergeRequest:
-    if topology is not None or group is not None:
-        raise ConfigError("--topology/--group are not available in this build of `run`; "
-                          "name the databases by URL")
-    if not sources:
-        raise ConfigError("give at least one --source")
-    return MergeRequest(sources=tuple(database(s) for s in sources), target=database(target),
-                        tables=tables_for(tables), strict=strict, transport=transport,
-                        snapshot=snapshot, dry_run=dry_run)
 
 
 @contextmanager
@@ -115,9 +102,8 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """Validate, then merge in one transaction, then verify."""
         with error_boundary(as_json):
-            request = build_request(source or [], target, topology=topology, group=group,
-                                    tables=tables, strict=strict, transport=transport,
-                                    snapshot=not no_snapshot, dry_run=dry_run)
+            request = build_request(source or [], target, tables, strict, transport, topology,
+                                    group, snapshot=not no_snapshot, dry_run=dry_run)
             confirm = None
             if not yes and _interactive(as_json):
                 def confirm(pending: MergeResult) -> bool:
@@ -127,7 +113,7 @@ def register(root: typer.Typer) -> None:
                         f"Merge into {Secrets.scrub(request.target.label)}?", default=False)
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
-                    result = run_merge(request, progress=progress, confirm=confirm)
+                    result = api.run(request, progress=progress, confirm=confirm)
             except MergeFailed as exc:
                 message = Secrets.scrub(exc.message)
                 if as_json:
@@ -148,6 +134,12 @@ def register(root: typer.Typer) -> None:
             print_text(f"{result.status}: {data['elapsed_seconds']} s, "
                        f"{data['rows_per_second']:,.0f} rows/s"
                        + (f", job {result.job_id}" if result.job_id else ""))
+            assignment = result.topology_assignment
+            if assignment is not None:
+                print_text(f"topology: {assignment['database']} assigned to group "
+                           f"{assignment['group']} (previous file kept as "
+                           f"{assignment['backup']})" if assignment["assigned"]
+                           else f"topology not updated: {assignment['reason']}")
 
         finish(result, as_json=as_json, human=human)
 

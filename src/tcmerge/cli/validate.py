@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from tcmerge.api import validate
 from tcmerge.cli.output import (
     Secrets,
     error_boundary,
@@ -15,7 +16,7 @@ from tcmerge.cli.output import (
 )
 from tcmerge.request import MergeRequest
 from tcmerge.request import build_request as make_request
-from tcmerge.validate import ValidationReport, validate
+from tcmerge.validate import ValidationReport
 
 SourceOpt = Annotated[list[str], typer.Option(
     "--source", help="A source database URL (repeat for each source, in merge order).")]
@@ -31,10 +32,10 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="A presence redund
 
 def build_request(sources: list[str], target: str | None, tables: str, strict: bool,
                   transport: str | None, topology: str | None,
-                  group: str | None) -> MergeRequest:
+                  group: str | None, **options: Any) -> MergeRequest:
     """A MergeRequest from the command-line options (no connection made)."""
     request = make_request(sources, target, topology=topology, group=group, tables=tables,
-                           strict=strict, transport=transport)
+                           strict=strict, transport=transport, **options)
     Secrets.add(*request.secrets)
     return request
 

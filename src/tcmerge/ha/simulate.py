@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tcmerge.db import create_engine
+from tcmerge.db import ROOM_SERVICE_APPLICATION, create_engine
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import ConfigError, TcmergeError, UnsupportedDatabaseError
 from tcmerge.ha.rooms import (
@@ -368,7 +368,7 @@ def run_scenario(scenario: Scenario, ref: DatabaseRef | None = None, *,
             raise UnsupportedDatabaseError(
                 f"{ref.label}: the HA simulation runs on PostgreSQL or Oracle, "
                 f"not {ref.dialect}")
-        engine = create_engine(ref)
+        engine = create_engine(ref, application_name=ROOM_SERVICE_APPLICATION)
         try:
             try:
                 with engine.connect() as conn:
@@ -392,7 +392,7 @@ def run_scenario(scenario: Scenario, ref: DatabaseRef | None = None, *,
         server = provider.start_server("ha-simulate")
         db = server.create_database("tcmerge_ha_simulation")
         manage.upgrade(db)
-        engine = create_engine(db)
+        engine = create_engine(db, application_name=ROOM_SERVICE_APPLICATION)
         try:
             return Simulation(scenario, engine, seed=seed,
                               database=f"embedded PostgreSQL {server.version}").run()

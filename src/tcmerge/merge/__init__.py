@@ -5,8 +5,8 @@ from __future__ import annotations
 from tcmerge.merge.engine import (
     MergeFailed,
     analyse_merge,
-    default_transport,
-    minimal_preflight,
+    data_checks,
+    full_preflight,
     run_merge,
 )
 from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
@@ -21,8 +21,8 @@ __all__ = [
     "TableCounts",
     "VerifyReport",
     "analyse_merge",
-    "default_transport",
-    "minimal_preflight",
+    "data_checks",
+    "full_preflight",
     "restore_job",
     "run_merge",
     "verify_job",

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from tcmerge.db import connect
-from tcmerge.dburl import DatabaseRef
+from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
 from tcmerge.merge import jobs, pg
 from tcmerge.merge.checksums import table_checksums
@@ -42,10 +41,9 @@ from tcmerge.merge.transport import (
 from tcmerge.merge.verify import check_target, compare_checksums
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
-from tcmerge.schema.compare import compare_to_model, reflect
+from tcmerge.validate import ValidationReport, choose_transport, validate
 
-Preflight = Callable[[MergeRequest], Sequence[Finding]]
-TransportChooser = Callable[[MergeRequest], str]
+Preflight = Callable[[MergeRequest], ValidationReport]
 #: Asked after the analysis, before any change, with the exact counts; False cancels.
 Confirm = Callable[[MergeResult], bool]
 
@@ -65,39 +63,28 @@ class MergeFailed(TcmergeError):
         return {"code": self.code, "message": self.message}
 
 
-def minimal_preflight(request: MergeRequest) -> list[Finding]:
-    """Dialects (exit 2 before any connection), connectivity and the schema of every input.
+def full_preflight(request: MergeRequest) -> ValidationReport:
+    """Every preflight check of ``tcmerge validate`` except the data analysis.
 
-    Stands in for the full preflight (``tcmerge.validate``) until that lands.
+    run does the data analysis itself, inside its own transaction, on the rows it
+    stages (so the sources are read once).
     """
-    request.check_dialects()
-    findings: list[Finding] = []
-    seen: set[str] = set()
-    for ref in request.databases:
-        key = ref.url.render_as_string(hide_password=False)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            with connect(ref) as conn:
-                live = reflect(conn, request.tables)
-        except DatabaseError as exc:
-            findings.append(error(exc.code, exc.message, database=ref.label))
-            continue
-        findings += compare_to_model(live, request.tables, ref.label)
-    return findings
+    return validate(request)
 
 
-def default_transport(request: MergeRequest) -> str:
-    return request.transport or "copy"
+def data_checks(request: MergeRequest, report: ValidationReport) -> list[Finding]:
+    """validate's data part: stage every input, analyse conflicts, roll back.
+
+    ``report`` is the preflight already made; it is not run again.
+    """
+    result = _Merge(request, mode="validate", progress=None,
+                    preflight=lambda _request: report).execute()
+    return [f for f in result.findings if f not in report.findings]
 
 
 def public_url(ref: DatabaseRef) -> str:
     """The URL without its password (for job records)."""
-    url = ref.url.set(password=None)
-    if "password" in url.query:
-        url = url.difference_update_query(["password"])
-    return url.render_as_string(hide_password=False)
+    return without_password(ref.url).render_as_string(hide_password=False)
 
 
 def describe_inputs(request: MergeRequest) -> dict[str, Any]:
@@ -109,14 +96,12 @@ def describe_inputs(request: MergeRequest) -> dict[str, Any]:
 
 class _Merge:
     def __init__(self, request: MergeRequest, *, mode: str, progress: Progress | None,
-                 preflight: Preflight, choose_transport: TransportChooser,
-                 confirm: Confirm | None = None) -> None:
+                 preflight: Preflight, confirm: Confirm | None = None) -> None:
         self.request = request
         self.confirm = confirm
         self.mode = mode  # "run" or "validate"
         self.progress = progress
         self.preflight = preflight
-        self.choose_transport = choose_transport
         self.readers: list[SourceReader] = []
         self.job_id = jobs.new_job_id()
         self.started = jobs.utcnow()
@@ -146,7 +131,8 @@ class _Merge:
     def execute(self) -> MergeResult:
         request = self.request
         dialect = request.check_dialects()
-        findings = list(self.preflight(request))
+        report = self.preflight(request)
+        findings = list(report.findings)
         self._phase("preflight")
         if blocking(findings, strict=request.strict):
             return self._result("refused", findings, None)
@@ -155,7 +141,7 @@ class _Merge:
                 "merging Oracle databases is not executable in this build: the statements "
                 "exist (tcmerge.merge.oracle) but no Oracle server was available to prove "
                 "them; merge PostgreSQL databases")
-        transport = self.choose_transport(request)
+        transport = choose_transport(report, request.transport)
         if transport not in TRANSPORTS:
             raise DatabaseError(f"unknown transport {transport!r}")
         plan = MergePlan(inputs=[r.label for r in request.databases], transport=transport,
@@ -304,8 +290,7 @@ class _Merge:
 
 
 def run_merge(request: MergeRequest, *, progress: Progress | None = None,
-              preflight: Preflight = minimal_preflight,
-              choose_transport: TransportChooser = default_transport,
+              preflight: Preflight = full_preflight,
               confirm: Confirm | None = None) -> MergeResult:
     """Validate, then merge in one transaction, then verify (``request.dry_run``: roll back).
 
@@ -313,12 +298,10 @@ def run_merge(request: MergeRequest, *, progress: Progress | None = None,
     False); raises MergeFailed (exit 3) when the merge fails while working.
     """
     return _Merge(request, mode="run", progress=progress, preflight=preflight,
-                  choose_transport=choose_transport, confirm=confirm).execute()
+                  confirm=confirm).execute()
 
 
 def analyse_merge(request: MergeRequest, *, progress: Progress | None = None,
-                  preflight: Preflight = minimal_preflight,
-                  choose_transport: TransportChooser = default_transport) -> MergeResult:
+                  preflight: Preflight = full_preflight) -> MergeResult:
     """Validation's data part: stage the sources, analyse conflicts, roll back everything."""
-    return _Merge(request, mode="validate", progress=progress, preflight=preflight,
-                  choose_transport=choose_transport).execute()
+    return _Merge(request, mode="validate", progress=progress, preflight=preflight).execute()

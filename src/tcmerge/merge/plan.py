@@ -164,6 +164,8 @@ class MergeResult:
     snapshot: dict[str, str] = field(default_factory=dict)
     #: seconds per phase (stage, analyse, snapshot, apply, verify, commit)
     timings: dict[str, float] = field(default_factory=dict)
+    #: what ``api.run`` did to the topology file after a successful run
+    topology_assignment: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -199,4 +201,6 @@ class MergeResult:
             record["snapshot"] = dict(self.snapshot)
         if self.timings:
             record["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        if self.topology_assignment is not None:
+            record["topology"] = dict(self.topology_assignment)
         return record

@@ -9,12 +9,15 @@ needs (server versions, encodings, which transports are possible).
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from tcmerge.dialects import adapter_for
-from tcmerge.dialects.base import DialectAdapter
+from tcmerge.dialects.base import DialectAdapter, Session
 from tcmerge.dialects.oracle.adapter import OracleAdapter, link_kind
 from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.preflight import data
@@ -233,6 +236,27 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+#: A session must still be there after this many looks, this far apart, to count: a
+#: client that has just closed its connection leaves a backend that exits a moment later.
+SESSION_LOOKS = 3
+SESSION_LOOK_INTERVAL = 0.2
+
+
+def _lasting_sessions(adapter: DialectAdapter, conn: sa.Connection,
+                      exclude: set[int]) -> list[Session] | None:
+    sessions = adapter.other_sessions(conn, exclude)
+    for _ in range(SESSION_LOOKS - 1):
+        if not sessions:
+            break
+        time.sleep(SESSION_LOOK_INTERVAL)
+        again = adapter.other_sessions(conn, exclude)
+        if again is None:
+            break
+        still = {s.pid for s in again}
+        sessions = [s for s in sessions if s.pid in still]
+    return sessions
+
+
 def _sessions(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:
     """ACTIVE_SESSIONS: others connected to a source or the target (not tcmerge's own)."""
     own: dict[str, set[int]] = {}
@@ -247,7 +271,8 @@ def _sessions(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]
         if not db.connected or db.same_as is not None:
             continue
         assert db.conn is not None and db.facts is not None
-        sessions = adapter.other_sessions(db.conn, own.get(db.facts.server_identity, set()))
+        sessions = _lasting_sessions(adapter, db.conn,
+                                     own.get(db.facts.server_identity, set()))
         if sessions is None:
             findings.append(info("ACTIVE_SESSIONS",
                                  "the server does not show other sessions to this user; "

@@ -120,6 +120,8 @@ class ContainerOracleServer(DatabaseServer):
 
 
 class TestcontainersProvider(Provider):
+    __test__ = False  # not a pytest test class despite its name
+
     """Containers started through Testcontainers: PostgreSQL by default, Oracle on request."""
 
     name = "testcontainers"

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import URL
 
-from tcmerge.dburl import DatabaseRef
+from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.merge.pg import libpq_params
 
 CLI = "from tcmerge.cli.app import main; main()"
@@ -37,8 +36,7 @@ def write_pgpass(path: Path, refs: list[DatabaseRef]) -> Path:
 
 
 def bare_url(ref: DatabaseRef) -> str:
-    url: URL = ref.url.set(password=None)
-    return url.render_as_string(hide_password=False)
+    return without_password(ref.url).render_as_string(hide_password=False)
 
 
 def start(args: list[str], pgpass: Path) -> subprocess.Popen[str]:
@@ -57,7 +55,10 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dict
 
 
 def admin(ref: DatabaseRef) -> psycopg.Connection[Any]:
-    return psycopg.connect(**libpq_params(ref), autocommit=True)
+    """The test's own session (it blocks the merge mid-way); named like tcmerge's sessions
+    so that validation does not count it as a client of the database."""
+    return psycopg.connect(**libpq_params(ref), autocommit=True,
+                           application_name="tcmerge-test-blocker")
 
 
 def wait_until(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = (),
@@ -84,5 +85,5 @@ WAITING_ON = (
 )
 SESSION_GONE = (
     "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'tcmerge%%' "
-    "AND datname = current_database())"
+    "AND datname = current_database() AND pid <> pg_backend_pid())"
 )

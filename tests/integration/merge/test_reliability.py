@@ -104,16 +104,18 @@ def test_source_stopped_mid_merge_exit_3_target_unchanged_job_failed(
     fill(two, "two")
     before = target.digest()
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref, two.ref])
-    blocker = proc.admin(two.ref)
-    monitor = proc.admin(two.ref)
-    blocker.execute("BEGIN")
-    blocker.execute("LOCK TABLE tc_timelog IN ACCESS EXCLUSIVE MODE")
+    # Validation reads every input, so the merge is held on the *target* (its INSERT into
+    # tc_timelog waits on this lock) while source two's server is stopped; what remains
+    # of the merge (the rest of the apply and the check of the sources' checksums) then
+    # meets a source that is gone.
+    blocker = proc.admin(target.ref)
+    blocker.autocommit = False  # a transaction holds the lock; wait_until renews its view
+    blocker.execute("LOCK TABLE tc_timelog IN SHARE MODE")
     child = proc.start(run_args(target, one, two), pgpass)
-    # source one is staged by now, and source two's archive; its time log waits on the lock
-    proc.wait_until(monitor, proc.WAITING_ON, ("tc_timelog", "tcmerge-source"), proc=child)
-    remote.stop()
+    proc.wait_until(blocker, proc.WAITING_ON, ("tc_timelog", "tcmerge-merge"), proc=child)
+    remote.stop("immediate")
+    blocker.rollback()
     blocker.close()
-    monitor.close()
     code, out = proc.finish(child)
     assert code == 3, out
     assert out["ok"] is False and out["error"]["code"] in {"DATABASE_ERROR", "MERGE_FAILED"}

@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from tcmerge.db import APPLICATION_NAME
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
 from tcmerge.results import Finding, error
 
-APPLICATION_NAME = "tcmerge"
 _PREPARER = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 #: PostgreSQL server encodings -> Python codecs (for checking a SQL_ASCII source's bytes)
@@ -213,6 +213,11 @@ class PostgresAdapter(DialectAdapter):
             a.c.datname == sa.func.current_database(),
             a.c.backend_type == "client backend",
             a.c.pid != sa.func.pg_backend_pid(),
+            # tcmerge's own sessions, also those of a killed run that the server has not
+            # reaped yet; another merge is refused by the merge lock (MERGE_IN_PROGRESS)
+            sa.or_(a.c.application_name.is_(None),
+                   sa.and_(a.c.application_name != APPLICATION_NAME,
+                           ~a.c.application_name.startswith(APPLICATION_NAME + "-"))),
         )
         if exclude:
             query = query.where(a.c.pid.not_in(sorted(exclude)))
