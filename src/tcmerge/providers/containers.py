@@ -120,9 +120,9 @@ class ContainerOracleServer(DatabaseServer):
 
 
 class TestcontainersProvider(Provider):
-    __test__ = False  # not a pytest test class despite its name
-
     """Containers started through Testcontainers: PostgreSQL by default, Oracle on request."""
+
+    __test__ = False  # not a pytest test class despite its name
 
     name = "testcontainers"
 
