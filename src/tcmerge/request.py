@@ -74,11 +74,12 @@ class MergeRequest:
         }
 
 
-def resolve_database(text: str, topology: Topology | None) -> DatabaseRef:
+def resolve_database(text: str, topology: Topology | None,
+                     environ: Mapping[str, str] | None = None) -> DatabaseRef:
     """A database argument: a URL, or the name of a database declared in the topology."""
     if "://" in text or topology is None:
         return parse_database(text)
-    return topology.database_ref(text)
+    return topology.database_ref(text, environ)
 
 
 def build_request(
@@ -88,13 +89,15 @@ def build_request(
     topology: str | None = None,
     group: str | None = None,
     tables: str = "tc",
+    environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> MergeRequest:
     """A MergeRequest from command-line style arguments; no connection is made.
 
     With ``topology`` and ``group`` the sources default to the databases assigned
     to the group's nodes and the Text Conference service states come from the
-    nodes; database names resolve through the topology's ``databases`` table.
+    nodes; database names resolve through the topology's ``databases`` table
+    (passwords from the variables its ``password_env`` names, in ``environ``).
     """
     from tcmerge.topology import load_topology
 
@@ -111,8 +114,8 @@ def build_request(
     if target is None:
         raise ConfigError("give --target")
     return MergeRequest(
-        sources=tuple(resolve_database(s, topo) for s in sources),
-        target=resolve_database(target, topo),
+        sources=tuple(resolve_database(s, topo, environ) for s in sources),
+        target=resolve_database(target, topo, environ),
         tables=tables_for(tables),
         group=group,
         services=services,

@@ -91,3 +91,34 @@ def test_validate_takes_sources_and_services_from_topology(
                                   "--target", "merged", "--json"])
     assert stopped.exit_code == 0, stopped.stdout
     assert "SERVICE_RUNNING" not in stopped.stdout
+
+
+def test_run_assigns_the_merged_target_to_the_group(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    from tcmerge.topology import load_topology
+
+    topology = tmp_path / "cluster.toml"
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    original = topology.read_text()
+    dry = CliRunner().invoke(app, ["run", "--topology", str(topology), "--group", "sub1",
+                                   "--target", "merged", "--dry-run", "--yes", "--json"])
+    assert dry.exit_code == 0, dry.stdout
+    assert topology.read_text() == original  # a dry run assigns nothing
+
+    result = CliRunner().invoke(app, ["run", "--topology", str(topology), "--group", "sub1",
+                                      "--target", "merged", "--yes", "--json"])
+    assert result.exit_code == 0, result.stdout
+    out = json.loads(result.stdout)
+    assert out["topology"]["assigned"] is True
+    nodes = load_topology(topology).nodes
+    assert {n: nodes[n].database for n in ("1A", "1B")} == {"1A": "merged", "1B": "merged"}
+    assert (tmp_path / "cluster.toml.bak").read_text() == original
+    assert pg_server.password not in result.output  # type: ignore[attr-defined]
+    import sqlalchemy as sa
+
+    from tcmerge.db import connect
+
+    with connect(pg_server.admin_ref(topology_dbs["merged"])) as conn:
+        records = conn.execute(sa.text("SELECT t::text FROM tcmerge_jobs t")).scalars().all()
+    assert len(records) == 1 and out["job_id"] in records[0]
+    assert pg_server.password not in records[0]  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "tcmerge.cli.ha",
     "tcmerge.cli.validate",
     "tcmerge.cli.merge",
+    "tcmerge.cli.demo",
 )
 
 

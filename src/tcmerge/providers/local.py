@@ -240,6 +240,28 @@ class LocalPostgresServer(PostgresAdminMixin):
                 _kill_postmaster(self.data)
         shutil.rmtree(self.directory, ignore_errors=True)
 
+    def detach(self) -> Path:
+        """Leave the server running after this process (``demo --keep``).
+
+        It is no longer stopped at exit nor treated as a leftover by later providers;
+        the password goes to a 0600 pgpass file in the cluster directory, whose path
+        is returned (the password itself is never printed).
+        """
+        self._closed = True
+        atexit.unregister(self.close)
+        (self.directory / "owner.pid").unlink(missing_ok=True)
+        pgpass = self.directory / "pgpass"
+        fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{self.host}:{self.port}:*:{SUPERUSER}:{self.password}\n")
+        return pgpass
+
+    def stop_command(self) -> str:
+        """The shell command that stops and removes a detached server."""
+        run_as = f"runuser -u {self._user.pw_name} -- " if self._user else ""
+        return (f"{run_as}{self.bin_dir / 'pg_ctl'} -D {self.data} -m fast stop && "
+                f"rm -rf {self.directory}")
+
     @property
     def postmaster_pid(self) -> int | None:
         try:
