@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tcmerge.errors import TcmergeError
 from tcmerge.merge import (
     MergeResult,
     RestoreResult,
@@ -21,6 +22,7 @@ from tcmerge.merge import (
 from tcmerge.merge.engine import Confirm
 from tcmerge.merge.transport import Progress
 from tcmerge.request import MergeRequest, build_request
+from tcmerge.results import warning
 from tcmerge.schema.manage import check as check_schema
 from tcmerge.schema.manage import offline_sql
 from tcmerge.schema.manage import upgrade as upgrade_schema
@@ -69,9 +71,23 @@ def run(request: MergeRequest, *, progress: Progress | None = None,
                           "topology to have it assigned to the group",
             }
         else:
-            assign(request.topology, request.group, request.target.name)
-            result.topology_assignment = {
-                "assigned": True, "group": request.group, "database": request.target.name,
-                "file": request.topology, "backup": request.topology + ".bak",
-            }
+            try:
+                assign(request.topology, request.group, request.target.name)
+            except (TcmergeError, OSError) as exc:
+                # the merge is committed: say the file was not updated, do not fail the run
+                reason = exc.message if isinstance(exc, TcmergeError) else str(exc)
+                result.topology_assignment = {"assigned": False, "group": request.group,
+                                              "reason": reason}
+                result.findings.append(warning(
+                    "TOPOLOGY_NOT_UPDATED",
+                    f"the merge succeeded, but {request.topology} could not be updated: "
+                    f"{reason}",
+                    hint=f"assign database {request.target.name} to the nodes of group "
+                         f"{request.group} by hand"))
+            else:
+                result.topology_assignment = {
+                    "assigned": True, "group": request.group,
+                    "database": request.target.name, "file": request.topology,
+                    "backup": request.topology + ".bak",
+                }
     return result

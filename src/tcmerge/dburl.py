@@ -7,8 +7,10 @@ is masked whenever the URL is shown.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -50,29 +52,43 @@ class DatabaseRef:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        pw = self.url.password
-        return (*(() if pw in (None, "") else (str(pw),)), *self.extra_secrets)
+        found = [self.url.password, *(_query_values(self.url, key) for key in SECRET_QUERY_KEYS)]
+        return (*(str(s) for s in found if s), *self.extra_secrets)
 
     def __str__(self) -> str:
         return self.label
 
     def with_password(self, password: str | None) -> DatabaseRef:
-        return DatabaseRef(self.url.set(password=password), self.name, self.extra_secrets)
+        # URL.set(password=None) would keep the old password: replace the field itself
+        return DatabaseRef(self.url._replace(password=password), self.name, self.extra_secrets)
+
+
+#: Query parameters that carry secrets (libpq reads a password from the query too).
+SECRET_QUERY_KEYS = ("password", "sslpassword")
+
+
+def _query_values(url: URL, key: str) -> str | None:
+    value = url.query.get(key)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else ",".join(value)
 
 
 def mask_url(url: URL | str) -> str:
-    """The URL as text with its password replaced by ``***``."""
+    """The URL as text with its password (also one given in the query) replaced by ``***``."""
     if isinstance(url, str):
         url = make_url(url)
+    hidden = {key: MASK for key in SECRET_QUERY_KEYS if key in url.query}
+    if hidden:
+        url = url.update_query_dict(hidden)
     return url.render_as_string(hide_password=True)
 
 
 def without_password(url: URL) -> URL:
     """The URL with no password at all (``URL.set(password=None)`` keeps the old one)."""
     url = url._replace(password=None)
-    if "password" in url.query:
-        url = url.difference_update_query(["password"])
-    return url
+    present = [key for key in SECRET_QUERY_KEYS if key in url.query]
+    return url.difference_update_query(present) if present else url
 
 
 def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
@@ -95,6 +111,12 @@ def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
     driver = DEFAULT_DRIVERS.get(backend)
     if driver is not None and "+" not in url.drivername:
         url = url.set(drivername=f"{backend}+{driver}")
+    query_password = _query_values(url, "password")
+    if query_password is not None:
+        # one home for the password, so that masking and job records see it
+        url = url.difference_update_query(["password"])
+        if url.password is None:
+            url = url._replace(password=query_password)
     return DatabaseRef(url=url, name=name)
 
 
@@ -118,7 +140,12 @@ def require_mergeable(refs: Sequence[DatabaseRef]) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Remove every known secret from a text (error messages from drivers and servers)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """Remove every known secret from a text (error messages from drivers and servers).
+
+    A secret is masked where it stands as a whole token (and in its URL-quoted form),
+    so that a short password does not blank out parts of ordinary words.
+    """
+    forms = {form for s in secrets if s for form in (s, quote(s, safe=""), quote_plus(s))}
+    for secret in sorted(forms, key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", MASK, text)
     return text

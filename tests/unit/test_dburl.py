@@ -52,3 +52,26 @@ def test_without_password_really_removes_it() -> None:
     assert "Pw-123" not in without_password(url).render_as_string(hide_password=False)
     # the trap this helper exists for: URL.set(password=None) keeps the password
     assert url.set(password=None).password == "Pw-123"
+
+
+def test_password_in_the_query_is_moved_masked_and_scrubbed() -> None:
+    from tcmerge.dburl import without_password
+
+    ref = parse_database("postgresql://u@h/db?password=Qu3ry-pw&sslpassword=Key-pw")
+    assert ref.url.password == "Qu3ry-pw" and "password" not in ref.url.query
+    assert set(ref.secrets) == {"Qu3ry-pw", "Key-pw"}
+    assert "Qu3ry-pw" not in ref.label and "Key-pw" not in ref.label
+    bare = without_password(ref.url).render_as_string(hide_password=False)
+    assert "Qu3ry-pw" not in bare and "Key-pw" not in bare
+
+
+def test_scrub_masks_whole_tokens_only() -> None:
+    assert scrub("all inputs must be of one type: postgresql", ["p"]) == \
+        "all inputs must be of one type: postgresql"
+    assert scrub("password=p host=h", ["p"]) == "password=*** host=h"
+    assert scrub("url u:p%40ss@h", ["p@ss"]) == "url u:***@h"
+
+
+def test_with_password_none_really_removes_it() -> None:
+    ref = parse_database("postgresql://u:S3cret@h/db")
+    assert ref.with_password(None).url.password is None

@@ -14,6 +14,7 @@ from rich.table import Table
 from tcmerge import api
 from tcmerge.cli.output import (
     Secrets,
+    TopologyOpt,
     database,
     error_boundary,
     finish,
@@ -144,10 +145,11 @@ def register(root: typer.Typer) -> None:
         finish(result, as_json=as_json, human=human)
 
     @jobs_app.command("list")
-    def jobs_list(target: TargetOpt, as_json: JsonOpt = False) -> None:
+    def jobs_list(target: TargetOpt, topology: TopologyOpt = None,
+                  as_json: JsonOpt = False) -> None:
         """The merges recorded in the target, oldest first."""
         with error_boundary(as_json):
-            ref = database(target)
+            ref = database(target, topology, mergeable=True)
             with pg.session(ref, role="jobs") as conn:
                 records = jobs_mod.list_jobs(conn)
         if as_json:
@@ -168,10 +170,11 @@ def register(root: typer.Typer) -> None:
 
     @jobs_app.command("show")
     def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
-                  target: TargetOpt, as_json: JsonOpt = False) -> None:
+                  target: TargetOpt, topology: TopologyOpt = None,
+                  as_json: JsonOpt = False) -> None:
         """One job's full record."""
         with error_boundary(as_json):
-            ref = database(target)
+            ref = database(target, topology, mergeable=True)
             with pg.session(ref, role="jobs") as conn:
                 job = jobs_mod.get_job(conn, job_id)
         record = job.as_dict()
@@ -201,11 +204,12 @@ def register(root: typer.Typer) -> None:
                source: Annotated[list[str] | None, typer.Option(
                    "--source", help="The job's sources again, in order (for passwords).")]
                = None,
+               topology: TopologyOpt = None,
                as_json: JsonOpt = False) -> None:
         """Re-check a finished job's invariants; exit 1 when one fails."""
         with error_boundary(as_json):
-            report = verify_job(database(target), job_id,
-                                [database(s) for s in source or []] or None)
+            report = verify_job(database(target, topology, mergeable=True), job_id,
+                                [database(s, topology) for s in source or []] or None)
 
         def human() -> None:
             print_findings(report.findings, f"Verification of job {report.job_id}")
@@ -217,10 +221,11 @@ def register(root: typer.Typer) -> None:
     def restore(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
                 target: TargetOpt,
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="No prompt.")] = False,
+                topology: TopologyOpt = None,
                 as_json: JsonOpt = False) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
         with error_boundary(as_json):
-            ref = database(target)
+            ref = database(target, topology, mergeable=True)
             if not yes and _interactive(as_json) and not typer.confirm(
                     f"Restore {Secrets.scrub(ref.label)} to before job {job_id}?",
                     default=False):

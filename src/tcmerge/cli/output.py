@@ -12,13 +12,13 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, NoReturn, Protocol
+from typing import Annotated, Any, ClassVar, NoReturn, Protocol
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from tcmerge.dburl import DatabaseRef, parse_database, scrub
+from tcmerge.dburl import DatabaseRef, require_mergeable, scrub
 from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, TcmergeError
 from tcmerge.results import Finding, sort_findings
 
@@ -37,27 +37,40 @@ class Secrets:
         return scrub(text, cls.values)
 
 
-class _ScrubFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = Secrets.scrub(record.getMessage())
-        record.args = ()
-        return True
+class _ScrubbingFormatter(logging.Formatter):
+    """Scrubs the whole formatted record: message, exception text and stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return Secrets.scrub(super().format(record))
 
 
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_ScrubFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("tcmerge")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def database(text: str) -> DatabaseRef:
-    """A database argument given as a URL; its password is remembered for scrubbing."""
-    ref = parse_database(text)
+def database(text: str, topology: str | None = None, *,
+             mergeable: bool = False) -> DatabaseRef:
+    """A database argument: a URL, or a name declared in the ``--topology`` file.
+
+    Its password is remembered for scrubbing. ``mergeable`` refuses MS SQL and other
+    types tcmerge cannot merge (exit 2) before any connection is attempted.
+    """
+    from tcmerge.request import resolve_database
+    from tcmerge.topology import load_topology
+
+    ref = resolve_database(text, load_topology(topology) if topology else None)
     Secrets.add(*ref.secrets)
+    if mergeable:
+        require_mergeable([ref])
     return ref
+
+
+TopologyOpt = Annotated[str | None, typer.Option(
+    "--topology", help="Topology file whose database names may stand for URLs.")]
 
 
 class HasDict(Protocol):

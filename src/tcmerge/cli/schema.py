@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tcmerge.cli.output import (
+    TopologyOpt,
     database,
     error_boundary,
     finish,
@@ -22,12 +23,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 
 @app.command("upgrade")
-def upgrade(db: Annotated[str, typer.Argument(help="Database URL.")],
+def upgrade(db: Annotated[str, typer.Argument(help="Database URL or topology name.")],
             revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+            topology: TopologyOpt = None,
             as_json: JsonOpt = False) -> None:
     """Create or upgrade the TC schema on DB (Alembic, to head); existing tables are kept."""
     with error_boundary(as_json):
-        result = manage.upgrade(database(db), revision)
+        result = manage.upgrade(database(db, topology), revision)
     if as_json:
         print_json(result.as_dict())
     else:
@@ -46,13 +48,14 @@ def sql(dialect: Annotated[str, typer.Option("--dialect", help="postgresql or or
 
 
 @app.command("check")
-def check(db: Annotated[str, typer.Argument(help="Database URL.")],
+def check(db: Annotated[str, typer.Argument(help="Database URL or topology name.")],
           tables: Annotated[str, typer.Option(help="tc, or tc,ma,mft.")] = "tc,ma,mft",
           strict: Annotated[bool, typer.Option(help="Warnings fail too.")] = False,
+          topology: TopologyOpt = None,
           as_json: JsonOpt = False) -> None:
     """Compare the live schema of DB with the model; exit 1 on blocking findings."""
     with error_boundary(as_json):
-        report = manage.check(database(db), tables_for(tables), strict=strict)
+        report = manage.check(database(db, topology), tables_for(tables), strict=strict)
 
     def human() -> None:
         print_text(f"{report.database}: schema revision {report.revision or 'none'} "
