@@ -57,7 +57,7 @@ def test_hba_reject_and_trust_for_the_target_server(
     assert result.json["transport"] == "copy"
     rejects = result.findings("HBA_REJECTS")
     assert [f["database"] for f in rejects] == [reject.label]
-    assert rejects[0]["severity"] == "warning"
+    assert rejects[0]["severity"] == "info"  # the COPY relay will be used
     assert rejects[0]["details"]["probe"]["address"] == "127.0.0.1"
     no_password = result.findings("DBLINK_UNAVAILABLE")
     assert [f["database"] for f in no_password] == [trust.label]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,7 +167,17 @@ def _transports(adapter: DialectAdapter, request: MergeRequest,
         result.transports["dblink"] = Transport(False, "the target is not reachable")
         return
     if isinstance(adapter, PostgresAdapter):
+        if request.transport == "copy":
+            # not probed: the probe hands each source's password to the target server
+            result.transports["dblink"] = Transport(False, "not checked (--transport copy)")
+            return
         dblink = check_dblink(adapter, target, sources, required=request.transport == "dblink")
+        copy_possible = result.transports.get("copy", Transport(False, None)).possible
+        if request.transport is None and copy_possible:
+            # the merge will use the COPY relay: dblink problems only inform
+            dblink.findings = [replace(f, severity=Severity.INFO)
+                               if f.severity is Severity.WARNING else f
+                               for f in dblink.findings]
         result.findings.extend(dblink.findings)
         result.findings.extend(probe_info(dblink))
         result.transports["dblink"] = Transport(

@@ -186,9 +186,11 @@ def _path_findings(path: SourcePath, verdict: HbaVerdict | None, source: Databas
     dbname = source.ref.url.database or "DB"
     address = probe.client_address or "TARGET-SERVER-ADDRESS"
     hba_line = f"host {dbname} {user} {address}/32 scram-sha-256"
-    rejected = verdict is not None and (
-        (verdict.rule is not None and verdict.rule.method == "reject")
-        or (verdict.rule is None and not verdict.uncertain))
+    rejected = verdict is not None and not verdict.uncertain and (
+        verdict.rule is None or verdict.rule.method == "reject")
+    if probe.ok:
+        # the live connection worked: the rules' prediction cannot block it
+        make = info
     if rejected:
         assert verdict is not None
         findings.append(make(
