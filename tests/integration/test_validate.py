@@ -252,3 +252,19 @@ def test_service_running_and_choose_transport(
     broken = DatabaseRef(source.url.set(database=unique_name("nosuchdb")))
     skipped = validate(MergeRequest(sources=(broken,), target=target), data_checks=data_checks)
     assert calls == ["called"] and "DATA_NOT_CHECKED" in skipped.codes()
+
+
+def test_missing_temporary_privilege_on_the_target(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef], role: str) -> None:
+    target = dbs("tgt")
+    source = dbs("src")
+    tgt = str(target.url.database)
+    pg_server.execute(f'REVOKE TEMPORARY ON DATABASE "{tgt}" FROM PUBLIC, "{role}"')
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    temp = [f for f in result.findings("PRIVILEGE_MISSING")
+            if f.get("details", {}).get("privilege") == "TEMPORARY"]
+    assert len(temp) == 1 and temp[0]["database"] == target.label
+    assert temp[0]["hint"] == f"GRANT TEMPORARY ON DATABASE {tgt} TO {role};"
+    pg_server.execute(f'GRANT TEMPORARY ON DATABASE "{tgt}" TO "{role}"')
+    assert run_validate(target, source).exit_code == 0

@@ -135,11 +135,24 @@ class PostgresAdapter(DialectAdapter):
                 sa.text("SELECT has_schema_privilege(:s, 'CREATE')"), {"s": schema}).scalar():
             findings.append(error(
                 "PRIVILEGE_MISSING",
-                f"{facts.user} may not create tables in schema {schema} (staging tables)",
+                f"{facts.user} may not create tables in schema {schema} (the snapshot "
+                "before the merge, and the job table when it is missing)",
                 database=database,
                 hint=f"GRANT CREATE ON SCHEMA {quote(schema)} TO {user};",
                 details={"privilege": "CREATE", "object": schema}))
+        if target and not conn.execute(sa.text(
+                "SELECT has_database_privilege(current_database(), 'TEMPORARY')")).scalar():
+            findings.append(error(
+                "PRIVILEGE_MISSING",
+                f"{facts.user} may not create temporary tables (the merge stages its inputs "
+                "in them)",
+                database=database,
+                hint=f"GRANT TEMPORARY ON DATABASE {quote(facts.database)} TO {user};",
+                details={"privilege": "TEMPORARY", "object": facts.database}))
         wanted = ("SELECT", "INSERT", "UPDATE") if target else ("SELECT",)
+        if target and conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"),
+                                   {"t": qualified(schema, "tcmerge_jobs")}).scalar():
+            tables = [*tables, "tcmerge_jobs"]  # the job history is written in the merge
         for table in tables:
             name = qualified(schema, table)
             missing = [p for p in wanted if not conn.execute(
