@@ -32,6 +32,7 @@ import tomli_w
 
 from tcmerge import api
 from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.errors import ConfigError
 from tcmerge.generate import GenerationResult, GeneratorSpec, generate
 from tcmerge.ha.scenario import load_scenario
 from tcmerge.ha.simulate import SimulationResult, run_scenario
@@ -144,8 +145,12 @@ def run_demo(*, keep: bool = False, provider: str | None = None,
     result = DemoResult()
     clock = _Clock(result, on_stage)
     started = time.monotonic()
-    workdir = Path(tempfile.mkdtemp(prefix="tcmerge-demo-"))
     chosen = get_provider(provider)
+    if keep and not chosen.can_detach:
+        chosen.close()
+        raise ConfigError("--keep works with the embedded and system providers, whose "
+                          "servers tcmerge starts itself")
+    workdir = Path(tempfile.mkdtemp(prefix="tcmerge-demo-"))
     try:
         server = chosen.start_server("demo")
         result.server = f"{chosen.name} PostgreSQL {server.version}"

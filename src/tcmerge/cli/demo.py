@@ -9,7 +9,7 @@ from rich.table import Table
 
 from tcmerge.cli.ha import _print_result as print_simulation
 from tcmerge.cli.merge import summary_table
-from tcmerge.cli.output import Secrets, error_boundary, finish, print_findings, print_text, stdout
+from tcmerge.cli.output import error_boundary, finish, print_findings, print_text, stdout
 from tcmerge.cli.validate import _human as print_validation
 from tcmerge.demo import DemoResult, default_spec, run_demo
 from tcmerge.generate import GenerationResult
@@ -105,6 +105,4 @@ def register(root: typer.Typer) -> None:
             result = run_demo(keep=keep, provider=provider,
                               spec=default_spec(rooms, messages, seed),
                               on_stage=_stage(as_json))
-            if result.kept is not None:
-                Secrets.add(*[v for k, v in result.kept.items() if k == "password"])
         finish(result, as_json=as_json, human=lambda: _summary(result))

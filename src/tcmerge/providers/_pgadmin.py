@@ -66,8 +66,11 @@ class PostgresAdminMixin(DatabaseServer):
             options.append(sql.SQL("SUPERUSER"))
         if createdb:
             options.append(sql.SQL("CREATEDB"))
-        if password is not None:
-            options.append(sql.SQL("PASSWORD {}").format(sql.Literal(password)))
         with self.admin_connection() as conn:
+            if password is not None:
+                # a SCRAM verifier made here: the clear password never reaches SQL text
+                verifier = conn.pgconn.encrypt_password(
+                    password.encode(), name.encode(), b"scram-sha-256").decode()
+                options.append(sql.SQL("PASSWORD {}").format(sql.Literal(verifier)))
             conn.execute(sql.SQL("CREATE ROLE {} ").format(sql.Identifier(name))
                          + sql.SQL(" ").join(options))

@@ -105,6 +105,8 @@ class Provider(abc.ABC):
 
     name: str = ""
     dialect: str = "postgresql"
+    #: its servers are processes on this machine that can outlive tcmerge (demo --keep)
+    can_detach: bool = False
 
     def __init__(self) -> None:
         self._servers: list[DatabaseServer] = []

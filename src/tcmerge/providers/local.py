@@ -20,6 +20,7 @@ import importlib.util
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -127,10 +128,16 @@ def remove_stale_clusters(tmp: Path | None = None) -> list[Path]:
 
 
 def _kill_postmaster(data: Path, timeout: float = 30) -> None:
-    """Immediate shutdown of a postmaster (and its children); returns once it has exited."""
+    """Immediate shutdown of a postmaster (and its children); returns once it has exited.
+
+    Only a process that really is the postmaster of ``data`` is signalled: an old
+    postmaster.pid may name a pid that now belongs to something else.
+    """
     try:
         pid = int((data / "postmaster.pid").read_text().split()[0])
         process = psutil.Process(pid)
+        if str(data) not in " ".join(process.cmdline()):
+            return
         process.send_signal(signal.SIGQUIT)
         process.wait(timeout)
     except (OSError, ValueError, IndexError, psutil.Error):
@@ -258,9 +265,10 @@ class LocalPostgresServer(PostgresAdminMixin):
 
     def stop_command(self) -> str:
         """The shell command that stops and removes a detached server."""
-        run_as = f"runuser -u {self._user.pw_name} -- " if self._user else ""
-        return (f"{run_as}{self.bin_dir / 'pg_ctl'} -D {self.data} -m fast stop && "
-                f"rm -rf {self.directory}")
+        run_as = f"runuser -u {shlex.quote(self._user.pw_name)} -- " if self._user else ""
+        return (f"{run_as}{shlex.quote(str(self.bin_dir / 'pg_ctl'))} "
+                f"-D {shlex.quote(str(self.data))} -m fast stop && "
+                f"rm -rf {shlex.quote(str(self.directory))}")
 
     @property
     def postmaster_pid(self) -> int | None:
@@ -324,6 +332,7 @@ def find_embedded_bin() -> Path | None:
 
 
 class _LocalProvider(Provider):
+    can_detach = True
     @classmethod
     def bin_dir(cls) -> Path | None:
         raise NotImplementedError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy.engine import URL
 
 from tcmerge.config import Settings
@@ -24,12 +25,14 @@ class UrlPostgresServer(PostgresAdminMixin):
         self._admin = admin.url
         self.maintenance_database = admin.url.database or "postgres"
         self._created: list[str] = []
+        self._roles: list[str] = []
 
     def url(self, database: str, *, user: str | None = None, password: str | None = None,
             host: str | None = None) -> URL:
         url = self._admin.set(database=database)
         if user is not None:
-            url = url.set(username=user, password=password)
+            # _replace: URL.set(password=None) would keep the administrator's password
+            url = url._replace(username=user, password=password)
         return url.set(host=host) if host else url
 
     def create_database(self, name: str, *, owner: str | None = None,
@@ -38,10 +41,20 @@ class UrlPostgresServer(PostgresAdminMixin):
         self._created.append(name)
         return ref
 
+    def create_role(self, name: str, password: str | None, *, superuser: bool = False,
+                    createdb: bool = False) -> None:
+        super().create_role(name, password, superuser=superuser, createdb=createdb)
+        self._roles.append(name)
+
     def close(self) -> None:
+        """Drop exactly the databases and roles this provider made; the server stays."""
         while self._created:
             with contextlib.suppress(Exception):
                 self.drop_database(self._created.pop())
+        while self._roles:
+            name = self._roles.pop()
+            with contextlib.suppress(Exception), self.admin_connection() as conn:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 class UrlProvider(Provider):
