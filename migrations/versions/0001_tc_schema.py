@@ -1,4 +1,5 @@
-"""The Text Conference schema: tc_rooms, tc_users, tc_messages, tc_msgarchive, tc_timelog, jm, aft_log.
+"""The Text Conference schema: tc_rooms, tc_users, tc_messages, tc_msgarchive, tc_timelog,
+jm, aft_log.
 
 IM and Presence creates these tables itself when a database is assigned to a
 node, so online the revision creates only the tables that are absent and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
+from tcmerge.schema.guards import refuse_unless_empty
 from tcmerge.schema.types import counter, jid, long_text, short_string, timestamp
 
 revision = "0001_tc_schema"
@@ -137,7 +139,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Drops the TC tables and their data: an explicit administrator action only.
-    for name in ("aft_log", "jm", "tc_timelog", "tc_msgarchive", "tc_messages", "tc_users",
-                 "tc_rooms"):
+    # The TC tables may be IM&P's, full of chat history: only empty ones are dropped.
+    names = ("aft_log", "jm", "tc_timelog", "tc_msgarchive", "tc_messages", "tc_users",
+             "tc_rooms")
+    refuse_unless_empty(names)
+    for name in names:
         op.drop_table(name)
+

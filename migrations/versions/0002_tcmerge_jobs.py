@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
+from tcmerge.schema.guards import refuse_unless_empty
 from tcmerge.schema.types import long_text, short_string
 
 revision = "0002_tcmerge_jobs"
@@ -41,4 +42,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_unless_empty(["tcmerge_jobs"])  # the job history restore needs
     op.drop_table("tcmerge_jobs")

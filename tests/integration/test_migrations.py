@@ -124,3 +124,18 @@ def test_cli_check_unreachable_database_exits_3() -> None:
     payload = json.loads(result.stdout)
     assert payload["ok"] is False and payload["error"]["code"] == "CONNECTION_FAILED"
     assert "Sup3rSecret" not in result.output
+
+
+def test_downgrade_refuses_tables_with_rows(tc_database: DatabaseRef) -> None:
+    from tcmerge.errors import ConfigError
+
+    with connect(tc_database) as conn:
+        conn.execute(sa.insert(tc.tc_timelog).values(
+            real_jid="a@example.com", room_jid="r@conference-1-cup.example.com",
+            start=sa.func.now()))
+        conn.commit()
+    with pytest.raises(ConfigError, match="tc_timelog"):
+        manage.downgrade(tc_database, "base")
+    with connect(tc_database) as conn:  # nothing was dropped
+        assert {"tc_rooms", "tc_timelog", "tcmerge_jobs"} <= set(
+            sa.inspect(conn).get_table_names())
