@@ -58,6 +58,13 @@ def is_socket(host: str | None) -> bool:
     return host is None or host.startswith("/")
 
 
+SERVER_SIDE_PARAMETERS = frozenset({
+    "sslmode", "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "target_session_attrs", "gssencmode", "channel_binding",
+    "require_auth", "sslnegotiation", "tcp_user_timeout",
+})
+
+
 def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
                     port: int | str | None = None) -> str:
     """libpq connection string for the target server to reach ``ref`` (read-only, named).
@@ -65,9 +72,11 @@ def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
     Contains the password: pass it only as a bind parameter.
     """
     url = ref.url
+    # Only settings that mean the same on the server: file paths (sslrootcert, passfile...)
+    # name files on tcmerge's machine, not on the target server.
     params: dict[str, Any] = {
         key: value for key, value in url.query.items()
-        if isinstance(value, str) and key not in {"host", "port", "options", "application_name"}
+        if isinstance(value, str) and key in SERVER_SIDE_PARAMETERS
     }
     params.update(
         host=host or url.host,

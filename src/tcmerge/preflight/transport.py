@@ -225,6 +225,12 @@ def _path_findings(path: SourcePath, verdict: HbaVerdict | None, source: Databas
                               f"(scram-sha-256) in the source's pg_hba.conf: {hba_line}",
         "CONNECTION_FAILED": "check the source's user, password and database name",
     }
+    if source.ref.url.password is None:
+        # PGPASSWORD / .pgpass live on tcmerge's machine: the target server cannot use them
+        hints["DBLINK_UNAVAILABLE"] = hints["CONNECTION_FAILED"] = (
+            "the source's password comes from tcmerge's side (PGPASSWORD or .pgpass), which "
+            "the target server cannot read: put the password in the source URL, or use "
+            "--transport copy")
     code = probe.code or "DBLINK_UNAVAILABLE"
     findings.append(make(
         "HBA_REJECTS" if code == "HBA_REJECTS" else "DBLINK_UNAVAILABLE",
