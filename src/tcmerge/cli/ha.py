@@ -77,9 +77,11 @@ def simulate(
 @ha_app.command("scenarios")
 def scenarios() -> None:
     """List the scenarios shipped with tcmerge."""
-    for name, path in shipped_scenarios().items():
-        loaded = load_scenario(path)
-        print_text(f"{name}: {loaded.description}")
+    with error_boundary(False):
+        described = {name: load_scenario(path).description
+                     for name, path in shipped_scenarios().items()}
+    for name, description in described.items():
+        print_text(f"{name}: {description}")
 
 
 def _print_result(result: SimulationResult) -> None:

@@ -366,9 +366,9 @@ def verify_acknowledged(engine: sa.Engine, acks: Sequence[Ack]) -> LossReport:
     acked = Counter((ack.room_jid, ack.from_jid, ack.body) for ack in acks)
     stored = Counter((room, r[1], r[2]) for room, rows in archived.items() for r in rows)
     dup = sum(max(0, stored[key] - n) for key, n in acked.items())
+    present = {room: set(rows) for room, rows in archived.items()}
     for ack in acks:
-        rows = archived[ack.room_jid]
-        if (ack.msg_id, ack.from_jid, ack.body) not in rows or \
+        if (ack.msg_id, ack.from_jid, ack.body) not in present[ack.room_jid] or \
                 (ack.room_jid, ack.msg_id) not in recent:
             lost += 1
             details.append(f"{ack.room_jid} #{ack.msg_id} from {ack.from_jid} missing")

@@ -39,7 +39,7 @@ from tcmerge.ha.srm import (
     TimelineEntry,
 )
 from tcmerge.ha.states import CRITICAL_SERVICES, RequestRefusedError
-from tcmerge.results import Finding, error
+from tcmerge.results import Finding, error, info
 from tcmerge.schema.tc import tc_rooms
 
 
@@ -123,6 +123,8 @@ class SimulationResult:
     final: dict[str, tuple[str, str]]
     load_timings: list[LoadTiming] = field(default_factory=list)
     elapsed_seconds: float = 0.0
+    #: database errors the room services met (a takeover that failed says why here)
+    database_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -139,6 +141,7 @@ class SimulationResult:
                                f"{self.losses.duplicated} duplicated, "
                                f"{self.losses.out_of_order} out of order",
                                details={"messages": list(self.losses.lost_details)}))
+        found.extend(info("HA_DATABASE_ERROR", message) for message in self.database_errors)
         return found
 
     def comparable(self) -> dict[str, Any]:
@@ -337,6 +340,7 @@ class Simulation:
             moves=list(self.model.moves), losses=losses, final=self.model.states(),
             load_timings=list(self.rooms.timings),
             elapsed_seconds=time.perf_counter() - started,
+            database_errors=list(self.rooms.errors),
         )
 
 
