@@ -77,12 +77,8 @@ class PostgresAdapter(DialectAdapter):
     _read_only_option: ClassVar[str] = "-c default_transaction_read_only=on"
 
     def connect_args(self, *, read_only: bool) -> dict[str, Any]:
-        # client_encoding: a SQL_ASCII database otherwise hands back bytes that
-        # SQLAlchemy cannot parse (even its version() string).
-        args: dict[str, Any] = {"application_name": APPLICATION_NAME, "client_encoding": "utf8"}
-        if read_only:
-            args["options"] = self._read_only_option
-        return args
+        # application_name and client_encoding come from tcmerge.db.create_engine
+        return {"options": self._read_only_option} if read_only else {}
 
     def server_facts(self, conn: sa.Connection) -> ServerFacts:
         row = conn.execute(sa.text(
