@@ -1,4 +1,4 @@
-"""The transactional merge engine (PostgreSQL; Oracle statements in ``oracle``)."""
+"""The transactional merge engine (PostgreSQL; Oracle: ``oracle_engine`` and ``rules_oracle``)."""
 
 from __future__ import annotations
 

@@ -136,11 +136,12 @@ class _Merge:
         self._phase("preflight")
         if blocking(findings, strict=request.strict):
             return self._result("refused", findings, None)
+        if dialect == "oracle":
+            from tcmerge.merge.oracle_engine import run_oracle
+
+            return run_oracle(self, report, findings)
         if dialect != "postgresql":
-            raise UnsupportedDatabaseError(
-                "merging Oracle databases is not executable in this build: the statements "
-                "exist (tcmerge.merge.oracle) but no Oracle server was available to prove "
-                "them; merge PostgreSQL databases")
+            raise UnsupportedDatabaseError(f"merging {dialect} databases is not supported")
         transport = choose_transport(report, request.transport)
         if transport not in TRANSPORTS:
             raise DatabaseError(f"unknown transport {transport!r}")

@@ -77,6 +77,12 @@ class ContainerOracleServer(DatabaseServer):
         self.host = self._container.get_container_host_ip()
         self.port = int(self._container.get_exposed_port(1521))
 
+    def internal_address(self) -> tuple[str, int]:
+        """The container's own address and listener port: what the Oracle server itself
+        reaches (database links between its schemas), unlike the mapped host port."""
+        client = self._container.get_docker_client()
+        return client.bridge_ip(self._container.get_wrapped_container().id), 1521
+
     @property
     def version(self) -> str:
         engine = sa.create_engine(self.url("FREEPDB1"))

@@ -47,3 +47,12 @@ tcmerge_room_leases = sa.Table(
     sa.PrimaryKeyConstraint("room_jid", name="tcmerge_room_leases_pkey"),
     sa.Index("tcmerge_room_leases_holder", "holder"),
 )
+
+# The merge lock of Oracle targets: a merge holds LOCK TABLE ... IN EXCLUSIVE MODE on it
+# in a session of its own for the whole run (Oracle DDL commits, so the lock cannot be
+# a transaction lock of the merge session). No rows; PostgreSQL uses an advisory lock.
+tcmerge_merge_lock = sa.Table(
+    "tcmerge_merge_lock",
+    metadata,
+    sa.Column("name", short_string(30), nullable=True),
+)

@@ -1,0 +1,579 @@
+"""The Oracle merge: a plan of steps, and the executor that runs exactly those steps.
+
+Oracle DDL commits, so a run is three parts:
+
+1. *Before* the merge transaction (each DDL commits): the merge lock, taken in a
+   session of its own (``LOCK TABLE tcmerge_merge_lock IN EXCLUSIVE MODE NOWAIT``,
+   held until the end of the run, released when that session ends, also when
+   tcmerge is killed); the job table made if absent; leftovers of killed runs
+   dropped (under the lock, every ``TCM_`` object is one); one database link per
+   source (password a bind variable; private when allowed, public when it must)
+   and probed; the staging tables; the sources' checksums (direct read-only
+   sessions); staging filled with ``INSERT /*+ APPEND */ ... SELECT ... FROM
+   tc_x@link`` and committed (LOBs move inside the servers; ORA-22992 forbids
+   selecting them over a link); the links closed and dropped (nothing needs them
+   any more); the empty snapshot tables and the empty work tables of the rules.
+2. *The merge transaction*: the target's checksums and the snapshot (filled inside
+   the transaction, so it shows exactly what the merge changed), the rules
+   (``OracleRules``: analysis, then apply), verification, the job record, COMMIT.
+3. *After* it, also after a failure: staging and work tables dropped (snapshot
+   tables too, unless the merge committed), the lock session rolled back.
+
+``OraclePlan`` lists the steps as data; ``render_script`` prints them as a SQL
+script (like Alembic's offline mode). ``OracleMerge`` runs the same step lists,
+in the same order (the rules check that their work tables are filled in the order
+listed). Link passwords are bound at execution only: the script shows
+``:tcmerge_link_password``.
+
+Proven here by compilation and by a recording connection (tests/unit); the live
+path runs in tests/integration/test_merge_oracle_live.py when a Docker engine
+answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+from tcmerge.db import create_engine, server_reason
+from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects.oracle.adapter import PRIVATE_LINK, PUBLIC_LINK, OracleAdapter
+from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM
+from tcmerge.errors import DatabaseError, TcmergeError
+from tcmerge.links import OracleLinkPlan, plan_oracle_link
+from tcmerge.merge import oracle as ora
+from tcmerge.merge.jobs import JobRecord, utcnow
+from tcmerge.merge.plan import MergePlan, MergeResult
+from tcmerge.merge.rules_oracle import OracleRules, check_target, verify_statements
+from tcmerge.merge.snapshot import MergeInProgress
+from tcmerge.request import MergeRequest
+from tcmerge.results import Finding, blocking, error, info
+from tcmerge.schema.bookkeeping import tcmerge_jobs
+
+if TYPE_CHECKING:
+    from tcmerge.merge.engine import MergeFailed, _Merge
+    from tcmerge.validate import ValidationReport
+
+log = logging.getLogger(__name__)
+
+
+class Conn(Protocol):
+    """What the executor needs of a session (``sa.Connection`` fits)."""
+
+    def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: opens a session on a database for a role ("lock", "merge", "source", "jobs")
+Connector = Callable[[DatabaseRef, str], Conn]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of the plan (or a marker for work done elsewhere)."""
+
+    phase: str
+    statement: sa.ClauseElement | None
+    note: str = ""
+    session: str = "merge"  # "lock" or "merge"
+    creates: str | None = None  # the object this step makes (dropped in finally)
+    drops: str | None = None  # the object this step removes
+    secret: int | None = None  # binds the password of source ``secret`` (1-based)
+    commit: bool = False  # COMMIT after the statement
+    hook: str | None = None  # done by the executor itself (e.g. source checksums)
+    optional: bool = False  # an error is logged, not raised (closing a link)
+
+    def sql(self) -> str:
+        if self.statement is None:
+            return f"-- {self.note}"
+        return ora.compile_oracle(self.statement).strip()
+
+
+@dataclass
+class OraclePlan:
+    """Every statement of an Oracle merge, in order, built before anything runs."""
+
+    request: MergeRequest
+    token: str
+    link_kind: str  # "private" or "public"
+    snapshot: bool = True
+    links: list[OracleLinkPlan] = field(default_factory=list)
+    rules: OracleRules = field(init=False)
+
+    def __post_init__(self) -> None:
+        privileges = PRIVATE_LINK if self.link_kind == "private" else PUBLIC_LINK
+        self.links = [plan_oracle_link(ref, privileges, name=ora.link_name(self.token, i))
+                      for i, ref in enumerate(self.request.sources, 1)]
+        labels = [r.label for r in self.request.databases]
+        self.rules = OracleRules(None, self.request.tables, labels, self.token)
+
+    @property
+    def tables(self) -> list[str]:
+        return [t.name for t in self.request.tables]
+
+    def snapshot_names(self) -> dict[str, str]:
+        if not self.snapshot:
+            return {}
+        return {t: ora.snapshot_table_name(self.token, t) for t in self.tables}
+
+    def staging_names(self) -> list[str]:
+        return [ora.staging_table_name(self.token, t) for t in self.tables]
+
+    def all_names(self) -> list[str]:
+        """Every object name the run makes (tests check their lengths)."""
+        return ([link.name for link in self.links] + self.staging_names()
+                + self.rules.work_names() + list(self.snapshot_names().values()))
+
+    # -- part 1 ----------------------------------------------------------------------------
+    def lock_steps(self) -> list[Step]:
+        return [
+            Step("lock", ora.ensure_lock_table(), "the lock table, if absent", session="lock"),
+            Step("lock", ora.lock_merge(), "one merge at a time (ORA-00054: MERGE_IN_PROGRESS)",
+                 session="lock"),
+        ]
+
+    def before_steps(self) -> list[Step]:
+        meta = sa.MetaData()
+        staging = {t.name: ora.staging_table(t, self.token, meta) for t in self.request.tables}
+        steps = [
+            Step("prepare", ora.ensure_jobs_table(), "the job table, if absent"),
+            Step("cleanup", ora.drop_leftovers(), "leftovers of killed runs (under the lock)"),
+        ]
+        for i, link in enumerate(self.links, 1):
+            steps.append(Step("links", link.create, f"database link to source {i}",
+                              creates=link.name, secret=i))
+            steps.append(Step("links", link.probe, f"probe source {i} through its link"))
+        for name, table in staging.items():
+            steps.append(Step("staging", sa.schema.CreateTable(table),
+                              f"staging for {name}", creates=table.name))
+        steps.append(Step("checksums", None, "checksums of every source (read-only sessions)",
+                          hook="source_checksums"))
+        for i, link in enumerate(self.links, 1):
+            for model in self.request.tables:
+                steps.append(Step("fill", ora.stage_over_link(model, staging[model.name],
+                                                              link.name, i),
+                                  f"source {i}: {model.name}", commit=True))
+        for link in self.links:
+            steps += self.unlink_steps(link)
+        for tname, name in self.snapshot_names().items():
+            steps.append(Step("prepare", ora.create_empty_like(
+                name, f"SELECT * FROM {ora.quote(tname)}"), f"snapshot of {tname} (empty)",
+                creates=name))
+        for statement, name in zip(self.rules.prepare_statements(), self.rules.work_names(),
+                                   strict=True):
+            steps.append(Step("prepare", statement, "work table (empty)", creates=name))
+        return steps
+
+    def unlink_steps(self, link: OracleLinkPlan) -> list[Step]:
+        return [Step("unlink", link.close, f"close {link.name}", optional=True),
+                Step("unlink", link.drop, f"drop {link.name}", drops=link.name)]
+
+    # -- part 2 (listing; run by OracleMerge._transaction) --------------------------------------
+    def transaction_steps(self, recording: bool = True) -> list[Step]:
+        adapter = OracleAdapter()
+        steps = [Step("transaction", None, "BEGIN: Oracle starts the transaction with the "
+                                           "first DML")]
+        if recording and self.snapshot:
+            steps += [Step("transaction", adapter.checksum_statement(t),
+                           f"checksum of the target's {t.name}") for t in self.request.tables]
+        steps += [Step("transaction", snapshot_fill(table, name), f"snapshot of {table}")
+                  for table, name in self.snapshot_names().items()]
+        steps += [Step("transaction", sa.text(f"SELECT COUNT(*) FROM {ora.quote(t)}"),
+                       f"rows of the target's {t}") for t in self.tables]
+        for name, _query in self.rules.work_queries():
+            steps.append(Step("rules", self.rules.fill_statement(name),
+                              f"analysis: {name} (then its counts and findings are read)"))
+        for name, statement in self.rules.apply_statements():
+            steps.append(Step("apply", statement, f"apply: {name}"))
+        steps += [Step("verify", statement, f"verify: {what}")
+                  for what, statement in verify_statements(self.tables)]
+        steps.append(Step("job", job_insert(), "the job record"))
+        steps.append(Step("commit", sa.text("COMMIT"), "the merge commits"))
+        return steps
+
+    # -- part 3 ----------------------------------------------------------------------------
+    def after_steps(self, *, succeeded: bool) -> list[Step]:
+        steps = [Step("drop", ora.drop_table(n), f"drop {n}", drops=n)
+                 for n in [*self.staging_names(), *self.rules.work_names()]]
+        if not succeeded:
+            steps += [Step("drop", ora.drop_table(n), f"drop {n} (the merge did not commit)",
+                           drops=n) for n in self.snapshot_names().values()]
+        steps.append(Step("unlock", sa.text("ROLLBACK"), "release the merge lock",
+                          session="lock"))
+        return steps
+
+    def script(self, *, succeeded: bool = True) -> list[Step]:
+        return [*self.lock_steps(), *self.before_steps(), *self.transaction_steps(),
+                *self.after_steps(succeeded=succeeded)]
+
+
+def snapshot_fill(table: str, name: str) -> sa.TextClause:
+    return ora.insert_query(name, f"SELECT * FROM {ora.quote(table)}")
+
+
+def job_insert() -> sa.Insert:
+    """INSERT INTO tcmerge_jobs with bind parameters (JSON texts, no password)."""
+    return sa.insert(tcmerge_jobs)
+
+
+def job_values(job: JobRecord) -> dict[str, Any]:
+    return {"job_id": job.job_id, "status": job.status, "started_at": job.started_at,
+            "finished_at": job.finished_at, "tcmerge_version": job.tcmerge_version,
+            "inputs": json.dumps(job.inputs), "options": json.dumps(job.options),
+            "counts": json.dumps(job.counts), "error": job.error}
+
+
+def render_script(plan: OraclePlan, *, succeeded: bool = True) -> str:
+    """The whole plan as a SQL script (offline: nothing connects). PL/SQL blocks end
+    with ``/``, statements with ``;``; binds stay ``:name``."""
+    out: list[str] = [f"-- tcmerge Oracle merge, job token {plan.token}: "
+                      f"{len(plan.request.sources)} source(s) into {plan.request.target.label}"]
+    phase = None
+    for step in plan.script(succeeded=succeeded):
+        if step.phase != phase:
+            phase = step.phase
+            out.append(f"\n-- [{phase}]" + (" (lock session)" if step.session == "lock"
+                                             else ""))
+        text = step.sql()
+        if step.statement is None:
+            out.append(text)
+            continue
+        out.append(f"-- {step.note}")
+        plsql = text.startswith(("BEGIN", "DECLARE"))
+        out.append(text + ("\n/" if plsql else ";"))
+        if step.commit:
+            out.append("COMMIT;")
+    return "\n".join(out) + "\n"
+
+
+def ora_code(exc: BaseException) -> int | None:
+    """The ORA- error number of a driver error (python-oracledb puts it on args[0])."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    code = getattr(args[0], "code", None) if args else None
+    if isinstance(code, int):
+        return code
+    text = str(orig)
+    if "ORA-" in text:
+        digits = text.split("ORA-", 1)[1][:5]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+class EngineSessions:
+    """Sessions through SQLAlchemy engines (one per database), disposed at close."""
+
+    def __init__(self) -> None:
+        self.engines: dict[int, sa.Engine] = {}
+
+    def __call__(self, ref: DatabaseRef, role: str) -> Conn:
+        engine = self.engines.get(id(ref))
+        if engine is None:
+            engine = self.engines[id(ref)] = create_engine(ref)
+        try:
+            return engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseError(f"cannot connect to {ref.label}: {server_reason(exc, ref)}",
+                                code="CONNECTION_FAILED") from None
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+        self.engines.clear()
+
+
+def link_kind_of(report: ValidationReport) -> str | None:
+    kind = report.transports.get("dblink", {}).get("link")
+    return kind if kind in ("private", "public") else None
+
+
+class OracleMerge:
+    """Runs an ``OraclePlan`` for the engine's ``_Merge`` (its request, mode, recording)."""
+
+    def __init__(self, merge: _Merge, report: ValidationReport, findings: list[Finding],
+                 connect: Connector | None = None) -> None:
+        self.m = merge
+        self.request: MergeRequest = merge.request
+        self.report = report
+        self.findings = findings
+        self.sessions = EngineSessions() if connect is None else None
+        self.connect: Connector = connect or self.sessions  # type: ignore[assignment]
+        self.token = ora.job_token(merge.job_id)
+        self.created: dict[str, Step] = {}  # object name -> the step that made it
+        self.drop_for: dict[str, list[Step]] = {}
+        self.source_sums: list[dict[str, str]] = []
+        self.conn: Conn | None = None
+        self.lock: Conn | None = None
+
+    # -- running steps ---------------------------------------------------------------------
+    def _params(self, step: Step) -> dict[str, Any] | None:
+        if step.secret is None:
+            return None
+        return {PASSWORD_PARAM: self.request.sources[step.secret - 1].url.password or ""}
+
+    def _run(self, steps: list[Step]) -> None:
+        for step in steps:
+            if step.hook == "source_checksums":
+                self.source_sums = self.source_checksums()
+                continue
+            if step.statement is None:
+                continue
+            conn = self.lock if step.session == "lock" else self.conn
+            assert conn is not None
+            try:
+                conn.execute(step.statement, self._params(step))
+            except sa.exc.DBAPIError as exc:
+                if step.phase == "lock" and ora_code(exc) == ora.LOCK_BUSY:
+                    raise MergeInProgress("another merge is running on this target") from None
+                if step.optional:
+                    log.debug("%s: %s", step.note, ora_code(exc))
+                    continue
+                raise self._wrap(exc, step) from None
+            if step.creates is not None:
+                self.created[step.creates] = step
+            if step.drops is not None:
+                self.created.pop(step.drops, None)
+            if step.commit:
+                conn.commit()
+
+    def _wrap(self, exc: sa.exc.DBAPIError, step: Step) -> DatabaseError:
+        ref = (self.request.sources[step.secret - 1] if step.secret
+               else self.request.target)
+        secrets = tuple(s for r in self.request.databases for s in r.secrets)
+        reason = server_reason(exc, ref)
+        for secret in secrets:
+            reason = reason.replace(secret, "***")
+        code = "CONNECTION_FAILED" if step.phase in ("links", "fill") else "MERGE_FAILED"
+        return DatabaseError(f"{step.note}: {reason}", code=code)
+
+    def source_checksums(self) -> list[dict[str, str]]:
+        """Each source's checksums, read in one read-only transaction of its own."""
+        adapter = OracleAdapter()
+        sums: list[dict[str, str]] = []
+        for ref in self.request.sources:
+            conn = self.connect(ref, "source")
+            try:
+                conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+                one: dict[str, str] = {}
+                for table in self.request.tables:
+                    row = conn.execute(adapter.checksum_statement(table)).one()
+                    one[table.name] = f"{row[0]}:{row[1]}"
+                conn.rollback()
+                sums.append(one)
+            except sa.exc.DBAPIError as exc:
+                raise DatabaseError(f"reading checksums of {ref.label} failed: "
+                                    f"{server_reason(exc, ref)}",
+                                    code="CONNECTION_FAILED") from None
+            finally:
+                conn.close()
+        return sums
+
+    # -- the run ---------------------------------------------------------------------------
+    def execute(self) -> MergeResult:
+        m, request = self.m, self.request
+        if m.mode == "validate":
+            # staging needs DDL in the target (it commits): validate changes nothing, so
+            # the data analysis is left to run / run --dry-run
+            self.findings.append(info(
+                "DATA_NOT_CHECKED",
+                "on Oracle the merge's data analysis needs staging tables in the target "
+                "(Oracle DDL commits), so validate does not run it; `tcmerge run --dry-run` "
+                "runs it and rolls back", database=request.target.label))
+            return m._result("validated", self.findings, None)
+        kind = link_kind_of(self.report)
+        if kind is None:
+            raise DatabaseError("the target user may create no database link (needs CREATE "
+                                "DATABASE LINK, or CREATE and DROP PUBLIC DATABASE LINK)",
+                                code="PRIVILEGE_MISSING")
+        plan = OraclePlan(request, self.token, kind, snapshot=request.snapshot)
+        mplan = MergePlan(inputs=[r.label for r in request.databases], transport="dblink",
+                          tables=plan.tables)
+        succeeded = False
+        try:
+            self.lock = self.connect(request.target, "lock")
+            self.conn = self.connect(request.target, "merge")
+            self._run(plan.lock_steps())
+            self._run(plan.before_steps())
+            m._phase("stage")
+            result = self._transaction(plan, mplan)
+            succeeded = result.status == "succeeded"
+            return result
+        except MergeInProgress as exc:
+            self.findings.append(error("MERGE_IN_PROGRESS", exc.message,
+                                       database=request.target.label,
+                                       hint="wait for the other merge to finish"))
+            return m._result("refused", self.findings, mplan)
+        except (TcmergeError, sa.exc.DBAPIError) as exc:
+            self._rollback(self.conn)
+            raise self._fail(exc, mplan) from None
+        finally:
+            self._finish(plan, succeeded)
+
+    def _fail(self, exc: TcmergeError | sa.exc.DBAPIError, mplan: MergePlan) -> MergeFailed:
+        """Record the failed job (own transaction) and say so; the target is unchanged."""
+        from tcmerge.merge.engine import MergeFailed, describe_inputs
+
+        m, request = self.m, self.request
+        if isinstance(exc, TcmergeError):
+            message, code = exc.message, exc.code
+        else:
+            message, code = server_reason(exc, request.target), "MERGE_FAILED"
+        recorded = False
+        if m.recording:
+            recorded = self.record_failure(JobRecord(
+                job_id=m.job_id, status="failed", started_at=m.started, finished_at=utcnow(),
+                inputs=describe_inputs(request),
+                options={**request.describe(), "transport": mplan.transport},
+                counts={"tables": {n: c.as_dict() for n, c in mplan.counts.items()}},
+                error=f"{code}: {message}"))
+        return MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
+                           job_id=m.job_id if recorded else None)
+
+    def record_failure(self, job: JobRecord) -> bool:
+        """The failed job, in a transaction of its own (a new session)."""
+        try:
+            conn = self.connect(self.request.target, "jobs")
+        except TcmergeError:
+            return False
+        try:
+            conn.execute(ora.ensure_jobs_table())
+            conn.execute(job_insert(), job_values(job))
+            conn.commit()
+        except sa.exc.DBAPIError:
+            return False
+        finally:
+            conn.close()
+        return True
+
+    @staticmethod
+    def _rollback(conn: Conn | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                conn.rollback()
+
+    def _finish(self, plan: OraclePlan, succeeded: bool) -> None:
+        """Drop what this run made (after a failure too), then release the lock."""
+        conn = self.conn
+        if conn is not None:
+            self._rollback(conn)
+            for link in plan.links:  # a failure before the links were dropped
+                if link.name in self.created:
+                    self._quietly(plan.unlink_steps(link))
+            for step in plan.after_steps(succeeded=succeeded):
+                if step.session == "merge" and step.drops in self.created:
+                    self._quietly([step])
+            for name in list(self.created):  # anything else it made
+                if not (succeeded and name in plan.snapshot_names().values()):
+                    self._quietly([Step("drop", ora.drop_table(name), f"drop {name}",
+                                        drops=name)])
+            conn.close()
+        if self.lock is not None:
+            self._rollback(self.lock)  # releases the merge lock
+            self.lock.close()
+        if self.sessions is not None:
+            self.sessions.close()
+
+    def _quietly(self, steps: list[Step]) -> None:
+        for step in steps:
+            try:
+                self._run([step])
+            except TcmergeError as exc:
+                log.warning("could not %s: %s", step.note, exc.message)
+
+    def _transaction(self, plan: OraclePlan, mplan: MergePlan) -> MergeResult:
+        m, request = self.m, self.request
+        conn = self.conn
+        assert conn is not None
+        rules = OracleRules(conn, request.tables, mplan.inputs, self.token)
+        adapter = OracleAdapter()
+        target_before: dict[str, str] = {}
+        if m.recording and request.snapshot:
+            for table in request.tables:
+                row = conn.execute(adapter.checksum_statement(table)).one()
+                target_before[table.name] = f"{row[0]}:{row[1]}"
+        snapshot = plan.snapshot_names() if m.mode == "run" else {}
+        for tname, name in snapshot.items():
+            conn.execute(snapshot_fill(tname, name))
+        m._phase("snapshot")
+        rules.count_target()
+        rules.rooms_owners()
+        m._tell("analyse", request.target.label)
+        analysis = rules.analyse()
+        mplan.counts = analysis.counts
+        self.findings += analysis.findings
+        m._phase("analyse")
+        if blocking(self.findings, strict=request.strict):
+            conn.rollback()
+            return m._result("refused", self.findings, mplan)
+        if m.confirm is not None and not request.dry_run and not m.confirm(
+                m._result("validated", self.findings, mplan)):
+            conn.rollback()
+            return m._result("cancelled", self.findings, mplan)
+        m._tell("apply", request.target.label)
+        written = rules.apply(analysis.counts)
+        m._phase("apply")
+        for name, n in written.items():
+            if n != analysis.counts[name].inserted:
+                raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
+                                    " expected; the merge is rolled back", code="MERGE_FAILED")
+        m._tell("verify", request.target.label)
+        verification = check_target(conn, analysis.counts, analysis.bans_expected,
+                                    request.target.label)
+        after = self.source_checksums()
+        from tcmerge.merge.verify import compare_checksums
+
+        for ref, before, now in zip(request.sources, self.source_sums, after, strict=True):
+            verification += compare_checksums(ref.label, before, now)
+        m._phase("verify")
+        if blocking(verification):
+            conn.rollback()
+            return m._result("verification-failed", self.findings, mplan,
+                             verification=verification)
+        if request.dry_run:
+            conn.rollback()
+            return m._result("dry-run", self.findings, mplan, verification=verification)
+        from tcmerge.merge.engine import describe_inputs
+
+        job = JobRecord(
+            job_id=m.job_id, status="succeeded", started_at=m.started, finished_at=utcnow(),
+            inputs=describe_inputs(request),
+            options={**request.describe(), "transport": mplan.transport},
+            counts={
+                "tables": {n: c.as_dict() for n, c in analysis.counts.items()},
+                "source_checksums": self.source_sums,
+                "target_checksums_before": target_before,
+                "snapshot": snapshot,
+                "bans_expected": analysis.bans_expected,
+                "bans_not_applied": analysis.bans_not_applied,
+                "findings": [f.as_dict() for f in self.findings],
+                "dialect": "oracle",
+            })
+        conn.execute(job_insert(), job_values(job))
+        conn.commit()
+        m._phase("commit")
+        return m._result("succeeded", self.findings, mplan, job_id=m.job_id,
+                         verification=verification, snapshot=snapshot)
+
+
+def run_oracle(merge: _Merge, report: ValidationReport, findings: list[Finding],
+               connect: Connector | None = None) -> MergeResult:
+    """The engine's entry for Oracle inputs (after the preflight passed)."""
+    return OracleMerge(merge, report, findings, connect).execute()
+
+
+def iter_sql(plan: OraclePlan) -> Iterator[str]:
+    """Every statement's Oracle text (tests search them for secrets and lengths)."""
+    for step in plan.script(succeeded=False) + plan.after_steps(succeeded=True):
+        yield step.sql()
