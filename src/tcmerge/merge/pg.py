@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
-from tcmerge.errors import DatabaseError
+from tcmerge.errors import DatabaseError, UnsupportedDatabaseError
 
 PgConn = psycopg.Connection[Any]
 
@@ -57,6 +57,11 @@ def wrap(exc: BaseException, ref: DatabaseRef, doing: str) -> DatabaseError:
 
 def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> PgConn:
     """Connect to ``ref``; CONNECTION_FAILED (exit 3) without secrets when it fails."""
+    if ref.dialect != "postgresql":
+        # jobs, verify and restore read the job history through psycopg only
+        raise UnsupportedDatabaseError(
+            f"{ref.label}: this command supports PostgreSQL targets; on {ref.dialect} the "
+            "job record and snapshot tables are written but read back by SQL only")
     params = libpq_params(ref)
     options = params.pop("options", "")
     try:
