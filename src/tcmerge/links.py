@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -247,6 +248,7 @@ def oracle_database_link(conn: sa.Connection, ref: DatabaseRef,
         conn.execute(plan.probe)
         yield plan.name
     finally:
+        pending = sys.exc_info()[1]  # the failure that ended the block, if any
         try:
             conn.rollback()  # a link in use by a transaction cannot be dropped (ORA-02080)
             try:
@@ -255,5 +257,11 @@ def oracle_database_link(conn: sa.Connection, ref: DatabaseRef,
                 log.debug("database link %s was not open", plan.name)
             conn.execute(plan.drop)
         except sa.exc.DBAPIError as exc:
-            log.warning("could not drop database link %s: %s", plan.name,
-                        server_reason(exc, ref))
+            reason = server_reason(exc, ref)
+            log.warning("could not drop database link %s: %s", plan.name, reason)
+            if pending is None:
+                # nothing else failed: a link left behind is itself the failure
+                raise DatabaseError(
+                    f"database link {plan.name} could not be dropped: {reason}; drop it "
+                    f"by hand (DROP {'PUBLIC ' if plan.public else ''}DATABASE LINK "
+                    f"{plan.name})", code="LINK_NOT_REMOVED") from None
