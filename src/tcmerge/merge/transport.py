@@ -30,7 +30,13 @@ from psycopg import sql
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import pg
-from tcmerge.merge.checksums import checksum_query
+from tcmerge.merge.checksums import (
+    checksum_query,
+    proven_unchanged,
+    shape_query,
+    snapshot_xmin_query,
+    unchanged_query,
+)
 from tcmerge.merge.pg import PgConn
 
 STAGING_PREFIX = "tcm_s_"
@@ -147,6 +153,31 @@ class SourceReader(abc.ABC):
         """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
 
     @abc.abstractmethod
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        """Run one statement on the source; its rows, ``width`` text columns each."""
+
+    def mark(self, tables: Iterable[str]) -> tuple[str, dict[str, str]]:
+        """In the staging snapshot: its xmin and each table's shape (see checksums.py)."""
+        try:
+            xmin = self.text_rows(snapshot_xmin_query(), 1)[0][0]
+            shapes = {t: (self.text_rows(shape_query(t), 1) or [("",)])[0][0] or ""
+                      for t in tables}
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading the snapshot of") from None
+        return xmin, shapes
+
+    def unchanged_since(self, before: dict[str, str], xmin: str,
+                        shapes: dict[str, str]) -> bool:
+        """After ``finish``: True when the source provably holds exactly the rows whose
+        checksums ``before`` are (taken in the snapshot of ``xmin``); False when that
+        cannot be proven this cheap way (then compare full checksums)."""
+        try:
+            now = {t: self.text_rows(unchanged_query(t, xmin), 3)[0] for t in before}
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading") from None
+        return proven_unchanged(before, xmin, shapes, now)
+
+    @abc.abstractmethod
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
         """Move the rows of ``select`` (on the source) into ``dest`` (on the target)."""
@@ -208,6 +239,11 @@ class CopySource(SourceReader):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         return result
+
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        assert self.conn is not None
+        return [tuple("" if v is None else str(v) for v in row[:width])
+                for row in self.conn.execute(query).fetchall()]
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
@@ -317,6 +353,13 @@ class DblinkSource(SourceReader):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         return result
+
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        columns = sql.SQL(", ").join(sql.SQL("c{} text").format(sql.SQL(str(i)))
+                                     for i in range(width))
+        rows = self.target.execute(sql.SQL("SELECT * FROM {}(%s, %s) AS t({})").format(
+            self._fn("dblink"), columns), (self.link, query.as_string(self.target))).fetchall()
+        return [tuple("" if v is None else str(v) for v in row) for row in rows]
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
