@@ -26,6 +26,13 @@ def checksum_query(table: str) -> sql.Composed:
     ).format(sql.Identifier(table))
 
 
+def checksums_query(tables: Iterable[str]) -> sql.Composed:
+    """One statement, one row per table: (table, count, hash sum), as ``checksum_query``."""
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}::text, q.* FROM ({}) AS q").format(sql.Literal(t), checksum_query(t))
+        for t in tables)
+
+
 def table_checksums(conn: PgConn, tables: Iterable[str]) -> dict[str, str]:
     """``{table: "count:hashsum"}`` for each table, in the connection's current snapshot."""
     result: dict[str, str] = {}

@@ -201,6 +201,7 @@ class _Merge:
             # each source in one read-only snapshot, kept until all of it is staged:
             # its checksums are those of exactly what is merged
             reader.open()
+            reader.start_checksums(names)
             reader.stage_holders(names)
         rules.rooms_owners()
         rules.count_target()
@@ -227,7 +228,7 @@ class _Merge:
                         table, self.progress, in_rooms(table.name, shared))
                 else:
                     staged[table.name][reader.inp] = reader.stage(table, self.progress)
-            before.append(reader.checksums(names))
+            before.append(reader.staged_checksums())
             marks.append(reader.mark(names))
             reader.finish()
         rules.staged, rules.direct = staged, direct

@@ -108,3 +108,29 @@ def test_the_cheap_proof_holds_for_an_untouched_source_only(
     finally:
         reader.close()
         conn.close()
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_staging_checksums_come_from_a_second_session_in_the_same_snapshot(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    _fill(one)
+    conn = mpg.open_session(target.ref, role="test")
+    reader = TRANSPORTS[transport](one.ref, 1, conn)
+    try:
+        reader.open()
+        reader.start_checksums(NAMES)
+        side = getattr(reader, "side_thread" if transport == "copy" else "side_sent")
+        assert side, "the checksums run beside the staging session"
+        # written after the snapshot: in neither the staged rows nor their checksums
+        _change(one, CHANGES["one value"])
+        sums = reader.staged_checksums()
+        assert sums == reader.checksums(NAMES)  # the staging session's own view
+        reader.finish()
+        assert reader.checksums(NAMES)["tc_msgarchive"] != sums["tc_msgarchive"]
+        assert reader.checksums(NAMES)["tc_rooms"] == sums["tc_rooms"]
+    finally:
+        reader.close()
+        conn.close()
