@@ -115,11 +115,22 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
             conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     bare = [without_password(r.url).render_as_string(hide_password=False)
             for r in [ref, *sources]]
-    args = ["run", "--json", "--yes", "--transport", transport, "--target", bare[0]]
-    for url in bare[1:]:
-        args += ["--source", url]
+    # dblink connects from the target server, which cannot read this client's pgpass
+    # file: the databases are named in a topology file whose password_env names a
+    # variable of the child's environment (never an argument)
+    topology = pgpass.with_suffix(".toml")
+    names = ["target", *(f"source{i}" for i in range(1, len(sources) + 1))]
+    topology.write_text('[cluster]\nname = "bench"\ndomain = "example.com"\nid = "bench"\n'
+                        + "".join(f'[databases.{n}]\nurl = "{u}"\n'
+                                  f'password_env = "TCMERGE_BENCH_PASSWORD"\n'
+                                  for n, u in zip(names, bare, strict=True)))
+    args = ["run", "--json", "--yes", "--transport", transport, "--topology", str(topology),
+            "--target", names[0]]
+    for name in names[1:]:
+        args += ["--source", name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSFILE"] = str(pgpass)
+    env["TCMERGE_BENCH_PASSWORD"] = ref.url.password or ""
     start = time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", "from tcmerge.cli.app import main; main()",
                               *args], env=env, stdout=subprocess.PIPE, text=True)
@@ -127,6 +138,7 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.monotonic() - start
+    topology.unlink()
     child.returncode = os.waitstatus_to_exitcode(status)
     result = json.loads(out)
     if child.returncode != 0:

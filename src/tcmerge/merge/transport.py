@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,7 +31,14 @@ from psycopg import sql
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import pg
-from tcmerge.merge.checksums import checksum_query
+from tcmerge.merge.checksums import (
+    checksum_query,
+    checksums_query,
+    proven_unchanged,
+    shape_query,
+    snapshot_xmin_query,
+    unchanged_query,
+)
 from tcmerge.merge.pg import PgConn
 
 STAGING_PREFIX = "tcm_s_"
@@ -147,6 +155,45 @@ class SourceReader(abc.ABC):
         """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
 
     @abc.abstractmethod
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        """Run one statement on the source; its rows, ``width`` text columns each."""
+
+    def start_checksums(self, tables: Iterable[str]) -> None:
+        """Right after ``open``: start the staging snapshot's checksums. Transports that can
+        compute them in a second source session sharing the snapshot (while the rows are
+        moved) do so; otherwise ``staged_checksums`` computes them."""
+        self.sum_tables = list(tables)
+
+    def staged_checksums(self) -> dict[str, str]:
+        """The checksums of the staging snapshot (call before ``finish``)."""
+        return self.checksums(self.sum_tables)
+
+    def _sums(self, rows: list[tuple[str, ...]]) -> dict[str, str]:
+        found = {r[0]: f"{r[1]}:{r[2]}" for r in rows}
+        return {t: found[t] for t in self.sum_tables}
+
+    def mark(self, tables: Iterable[str]) -> tuple[str, dict[str, str]]:
+        """In the staging snapshot: its xmin and each table's shape (see checksums.py)."""
+        try:
+            xmin = self.text_rows(snapshot_xmin_query(), 1)[0][0]
+            shapes = {t: (self.text_rows(shape_query(t), 1) or [("",)])[0][0] or ""
+                      for t in tables}
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading the snapshot of") from None
+        return xmin, shapes
+
+    def unchanged_since(self, before: dict[str, str], xmin: str,
+                        shapes: dict[str, str]) -> bool:
+        """After ``finish``: True when the source provably holds exactly the rows whose
+        checksums ``before`` are (taken in the snapshot of ``xmin``); False when that
+        cannot be proven this cheap way (then compare full checksums)."""
+        try:
+            now = {t: self.text_rows(unchanged_query(t, xmin), 3)[0] for t in before}
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading") from None
+        return proven_unchanged(before, xmin, shapes, now)
+
+    @abc.abstractmethod
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
         """Move the rows of ``select`` (on the source) into ``dest`` (on the target)."""
@@ -187,6 +234,65 @@ class CopySource(SourceReader):
     def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
         super().__init__(ref, inp, target)
         self.conn: PgConn | None = None
+        #: the second session computing the staging snapshot's checksums, and its thread
+        self.side: PgConn | None = None
+        self.side_thread: threading.Thread | None = None
+        self.side_result: list[tuple[str, ...]] | BaseException | None = None
+
+    def start_checksums(self, tables: Iterable[str]) -> None:
+        super().start_checksums(tables)
+        assert self.conn is not None
+        try:
+            row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
+        except psycopg.Error:
+            # no exported snapshots here: the staging session computes them later
+            try:
+                self.conn.execute("ROLLBACK")
+                pg.begin_read_only(self.conn)
+            except psycopg.Error as exc:
+                raise self._fail(exc, "opening") from None
+            return
+        assert row is not None
+        self.side = pg.open_session(self.ref, role="source", autocommit=True)
+        try:
+            pg.begin_read_only(self.side)
+            self.side.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                sql.Literal(str(row[0]))))
+        except psycopg.Error as exc:
+            raise self._fail(exc, "opening") from None
+        self.side_thread = threading.Thread(target=self._side_sums, args=(self.side,),
+                                            name=f"tcmerge-checksums-{self.inp}", daemon=True)
+        self.side_thread.start()
+
+    def _side_sums(self, side: PgConn) -> None:
+        try:
+            rows = side.execute(checksums_query(self.sum_tables)).fetchall()
+            self.side_result = [tuple(str(v) for v in r) for r in rows]
+        except BaseException as exc:  # handed to the merge's thread
+            self.side_result = exc
+
+    def staged_checksums(self) -> dict[str, str]:
+        if self.side_thread is None:
+            return super().staged_checksums()
+        self.side_thread.join()
+        self.side_thread = None
+        result, self.side_result = self.side_result, None
+        self._close_side()
+        if isinstance(result, BaseException) or result is None:
+            raise self._fail(result or RuntimeError("no result"),
+                             "reading checksums of") from None
+        return self._sums(result)
+
+    def _close_side(self) -> None:
+        side, self.side = self.side, None
+        if side is None:
+            return
+        if self.side_thread is not None:
+            with contextlib.suppress(psycopg.Error):
+                side.cancel()
+            self.side_thread.join()
+            self.side_thread = None
+        side.close()
 
     def open(self) -> None:
         self.conn = pg.open_session(self.ref, role="source", autocommit=True)
@@ -208,6 +314,11 @@ class CopySource(SourceReader):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         return result
+
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        assert self.conn is not None
+        return [tuple("" if v is None else str(v) for v in row[:width])
+                for row in self.conn.execute(query).fetchall()]
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
@@ -241,6 +352,7 @@ class CopySource(SourceReader):
             raise self._fail(exc, "reading") from None
 
     def close(self) -> None:
+        self._close_side()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -281,6 +393,10 @@ class DblinkSource(SourceReader):
         self.schema = ""
         self.connected = False
         self.in_snapshot = False
+        #: the second link computing the staging snapshot's checksums (dblink_send_query)
+        self.side = f"tcmerge_sum_{inp}"
+        self.side_connected = False
+        self.side_sent = False
 
     def _fn(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
@@ -304,6 +420,57 @@ class DblinkSource(SourceReader):
             raise self._fail(exc, "opening") from None
         self.in_snapshot = True
 
+    def start_checksums(self, tables: Iterable[str]) -> None:
+        super().start_checksums(tables)
+        self.target.execute("SAVEPOINT tcmerge_checksums")
+        try:
+            snapshot = self.text_rows(sql.SQL("SELECT pg_export_snapshot()"), 1)[0][0]
+        except psycopg.Error:
+            # no exported snapshots here: the staging link computes them later
+            self.target.execute("ROLLBACK TO SAVEPOINT tcmerge_checksums")
+            try:
+                self._exec("ROLLBACK")
+                self._exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except psycopg.Error as exc:
+                raise self._fail(exc, "opening") from None
+            return
+        self.target.execute("RELEASE SAVEPOINT tcmerge_checksums")
+        dblink_connect(self.target, self.schema, self.side, self.ref)
+        self.side_connected = True
+        try:
+            for statement in ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                              sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                                  sql.Literal(snapshot)).as_string(self.target)):
+                self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
+                    self._fn("dblink_exec")), (self.side, statement))
+            self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
+                self._fn("dblink_send_query")),
+                (self.side, checksums_query(self.sum_tables).as_string(self.target)))
+        except psycopg.Error as exc:
+            raise self._fail(exc, "opening") from None
+        self.side_sent = True
+
+    def staged_checksums(self) -> dict[str, str]:
+        if not self.side_sent:
+            return super().staged_checksums()
+        get = sql.SQL("SELECT * FROM {}(%s) AS t(t text, n text, h text)").format(
+            self._fn("dblink_get_result"))
+        try:
+            rows = self.target.execute(get, (self.side,)).fetchall()
+            self.target.execute(get, (self.side,)).fetchall()  # the end of the results
+            self.side_sent = False
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading checksums of") from None
+        self._close_side()
+        return self._sums([tuple(str(v) for v in r) for r in rows])
+
+    def _close_side(self) -> None:
+        if self.side_connected and not self.target.broken and not self.target.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.target.execute(sql.SQL("SELECT {}(%s)").format(
+                    self._fn("dblink_disconnect")), (self.side,))
+        self.side_connected = False
+
     def checksums(self, tables: Iterable[str]) -> dict[str, str]:
         result: dict[str, str] = {}
         try:
@@ -317,6 +484,13 @@ class DblinkSource(SourceReader):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         return result
+
+    def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
+        columns = sql.SQL(", ").join(sql.SQL("c{} text").format(sql.SQL(str(i)))
+                                     for i in range(width))
+        rows = self.target.execute(sql.SQL("SELECT * FROM {}(%s, %s) AS t({})").format(
+            self._fn("dblink"), columns), (self.link, query.as_string(self.target))).fetchall()
+        return [tuple("" if v is None else str(v) for v in row) for row in rows]
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
@@ -350,6 +524,7 @@ class DblinkSource(SourceReader):
             self.in_snapshot = False
 
     def close(self) -> None:
+        self._close_side()
         if self.connected and not self.target.broken and not self.target.closed:
             # inside the merge transaction; a failed transaction drops the link with the
             # session anyway

@@ -1,0 +1,136 @@
+"""Sources are checksummed once: after the merge a cheap proof (row count, every row's
+creator older than the staging snapshot, the table's shape) shows them unchanged, and
+when it cannot, the full checksums decide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tcmerge.merge import MergeResult, run_merge
+from tcmerge.merge import pg as mpg
+from tcmerge.merge.transport import TRANSPORTS
+from tcmerge.request import MergeRequest
+
+from .data import TcData
+
+pytestmark = pytest.mark.postgresql
+
+ROOM = "ops@conference-1-c1.example.com"
+NAMES = ["tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog"]
+
+#: changes made to a source between its staging and the end of the merge
+CHANGES = {
+    "nothing": [],
+    # rewrites a row with the same values: the cheap proof fails, the checksums are equal
+    "same values": ["UPDATE tc_msgarchive SET body_string = body_string WHERE msg_id = 1"],
+    "one value": ["UPDATE tc_msgarchive SET body_string = 'edited' WHERE msg_id = 1"],
+    # the same row count
+    "delete and insert": [
+        "DELETE FROM tc_msgarchive WHERE msg_id = 2",
+        "INSERT INTO tc_msgarchive SELECT 9, to_jid, from_jid, nick_jid, sent_date, msg_type, "
+        "body_len, message_len, body_string, message_string, body_text, message_text, subject "
+        "FROM tc_msgarchive WHERE msg_id = 1"],
+    # no row is rewritten, yet every row's text changes
+    "column added": ["ALTER TABLE tc_timelog ADD COLUMN note text DEFAULT 'x'"],
+}
+
+
+def _dblink(db: TcData) -> None:
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
+    engine.dispose()
+
+
+def _fill(db: TcData) -> None:
+    db.room(ROOM, next_=4)
+    db.messages(ROOM, [(1, 0, "first"), (2, 1, "second"), (3, 2, "third")])
+    db.member(ROOM, "bob@example.com")
+    db.timelog(ROOM, "bob@example.com", 0, 5)
+
+
+def _change(db: TcData, statements: list[str]) -> None:
+    engine = db.engine()
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_source_changed_during_the_merge_fails_verification(
+        tc_factory: Callable[..., TcData], transport: str, change: str) -> None:
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    _fill(one)
+    before = target.digest()
+
+    def confirm(_result: MergeResult) -> bool:
+        # after staging and analysis, before the apply and the verification
+        _change(one, CHANGES[change])
+        return True
+
+    request = MergeRequest(sources=(one.ref,), target=target.ref, transport=transport)
+    result = run_merge(request, confirm=confirm)
+    errors = [f.code for f in result.verification if f.severity == "error"]
+    if change in ("nothing", "same values"):
+        assert result.status == "succeeded" and errors == [], errors
+        assert target.count("tc_msgarchive") == 3
+    else:
+        assert result.status == "verification-failed"
+        assert errors == ["VERIFY_SOURCE_CHANGED"]
+        assert target.digest() == before  # rolled back
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_the_cheap_proof_holds_for_an_untouched_source_only(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    _fill(one)
+    conn = mpg.open_session(target.ref, role="test")
+    reader = TRANSPORTS[transport](one.ref, 1, conn)
+    try:
+        reader.open()
+        sums = reader.checksums(NAMES)
+        xmin, shapes = reader.mark(NAMES)
+        reader.finish()
+        assert xmin.isdigit() and all(shapes[n].split(":")[0].isdigit() for n in NAMES)
+        assert reader.unchanged_since(sums, xmin, shapes) is True
+        _change(one, CHANGES["same values"])
+        assert reader.unchanged_since(sums, xmin, shapes) is False
+        assert reader.checksums(NAMES) == sums  # the full comparison: equal
+    finally:
+        reader.close()
+        conn.close()
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_staging_checksums_come_from_a_second_session_in_the_same_snapshot(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    _fill(one)
+    conn = mpg.open_session(target.ref, role="test")
+    reader = TRANSPORTS[transport](one.ref, 1, conn)
+    try:
+        reader.open()
+        reader.start_checksums(NAMES)
+        side = getattr(reader, "side_thread" if transport == "copy" else "side_sent")
+        assert side, "the checksums run beside the staging session"
+        # written after the snapshot: in neither the staged rows nor their checksums
+        _change(one, CHANGES["one value"])
+        sums = reader.staged_checksums()
+        assert sums == reader.checksums(NAMES)  # the staging session's own view
+        reader.finish()
+        assert reader.checksums(NAMES)["tc_msgarchive"] != sums["tc_msgarchive"]
+        assert reader.checksums(NAMES)["tc_rooms"] == sums["tc_rooms"]
+    finally:
+        reader.close()
+        conn.close()
