@@ -24,12 +24,8 @@ from typing import Any
 
 import psycopg
 
-from tcmerge.generate import (
-    GeneratorSpec,
-    copy_blocks,
-    generate,
-    libpq_params,
-)
+from tcmerge.db import libpq_params
+from tcmerge.generate import GeneratorSpec, copy_blocks, generate
 from tcmerge.providers import get_provider
 from tcmerge.schema import manage
 

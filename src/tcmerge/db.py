@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from tcmerge.dburl import DatabaseRef, scrub
 from tcmerge.errors import DatabaseError
@@ -16,6 +17,22 @@ from tcmerge.errors import DatabaseError
 APPLICATION_NAME = "tcmerge"
 #: The HA model's room service stands for IM&P's TC service: its sessions DO count.
 ROOM_SERVICE_APPLICATION = "tc-room-service"
+
+
+def libpq_params(target: DatabaseRef | URL) -> dict[str, Any]:
+    """libpq keyword parameters for a PostgreSQL URL: host, port, user, password, dbname
+    and the URL's query options (``?host=/socket/dir``, ``sslmode``...).
+
+    For psycopg.connect in this process only: the password stays in memory.
+    """
+    url = target.url if isinstance(target, DatabaseRef) else target
+    params: dict[str, Any] = {
+        "host": url.host, "port": url.port, "user": url.username,
+        "password": url.password, "dbname": url.database,
+    }
+    for key, value in url.query.items():
+        params[key] = value if isinstance(value, str) else value[-1]
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def create_engine(ref: DatabaseRef, *, application_name: str = APPLICATION_NAME,

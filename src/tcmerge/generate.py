@@ -54,10 +54,9 @@ from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
-from tcmerge.db import server_reason
+from tcmerge.db import libpq_params, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import ConfigError, DatabaseError
-from tcmerge.providers._pgadmin import psycopg_params
 from tcmerge.schema import tc
 
 # ---------------------------------------------------------------------------------------
@@ -899,14 +898,6 @@ def _blocks(builder: _Builder, renderer: _Renderer, db: int) -> Iterator[tuple[s
 # loading
 # ---------------------------------------------------------------------------------------
 
-def libpq_params(ref: DatabaseRef) -> dict[str, Any]:
-    """libpq keywords for a PostgreSQL ref: host/port/user/password/dbname and URL query
-    options (``?host=/socket/dir``, ``sslmode``...). The password stays in memory."""
-    params = psycopg_params(ref.url)
-    for key, value in ref.url.query.items():
-        params[key] = value if isinstance(value, str) else value[-1]
-    return params
-
 
 def _connect(ref: DatabaseRef) -> psycopg.Connection[Any]:
     try:
@@ -1011,4 +1002,4 @@ def generate(databases: Sequence[DatabaseRef], spec: GeneratorSpec = GeneratorSp
 
 __all__ = ["BASE_TIME", "COLUMNS", "OVERLAP_KINDS", "STRING_LIMIT", "TABLES",
            "GenerationResult", "GeneratorSpec", "copy_blocks", "copy_escape", "copy_line",
-           "generate", "generate_rows", "libpq_params", "overlap_of", "ts_text", "ts_value"]
+           "generate", "generate_rows", "overlap_of", "ts_text", "ts_value"]

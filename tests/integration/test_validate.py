@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
+from tcmerge.db import libpq_params
 from tcmerge.dburl import DatabaseRef
-from tcmerge.providers._pgadmin import psycopg_params
 from tcmerge.providers.base import DatabaseServer
 from tcmerge.request import MergeRequest
 from tcmerge.testing.plugin import unique_name
@@ -164,7 +164,7 @@ def test_another_session_is_named(
         pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
     target = dbs("tgt", dblink=True)
     source = dbs("src")
-    params = psycopg_params(source.url)
+    params = libpq_params(source.url)
     with psycopg.connect(**params, application_name="cisco-xcp-text-conf"):
         result = run_validate(target, source)
     sessions = result.findings("ACTIVE_SESSIONS")

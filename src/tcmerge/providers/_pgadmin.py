@@ -7,24 +7,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import URL
 
+from tcmerge.db import libpq_params
 from tcmerge.dburl import DatabaseRef
 from tcmerge.providers.base import DatabaseServer
 
 _ENCODING = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-def psycopg_params(url: URL) -> dict[str, Any]:
-    """libpq keyword parameters for a URL (password passed in memory, never in argv)."""
-    params: dict[str, Any] = {
-        "host": url.host,
-        "port": url.port,
-        "user": url.username,
-        "password": url.password,
-        "dbname": url.database,
-    }
-    return {k: v for k, v in params.items() if v is not None}
 
 
 class PostgresAdminMixin(DatabaseServer):
@@ -32,7 +20,7 @@ class PostgresAdminMixin(DatabaseServer):
 
     def admin_connection(self, database: str | None = None) -> psycopg.Connection[Any]:
         url = self.url(database or self.maintenance_database)
-        return psycopg.connect(**psycopg_params(url), autocommit=True)
+        return psycopg.connect(**libpq_params(url), autocommit=True)
 
     @property
     def version(self) -> str:
