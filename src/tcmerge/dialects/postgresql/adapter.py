@@ -243,10 +243,11 @@ class PostgresAdapter(DialectAdapter):
         return sizes
 
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
-        # md5 of each whole row's text, aggregated in hash order: independent of row order.
+        # The digest the merge engine uses (tcmerge.merge.checksums): the sum of a 64-bit
+        # hash of each row's text, independent of row order and computed without a sort.
         return sa.text(
-            "SELECT count(*), md5(coalesce(string_agg(s.h, '' ORDER BY s.h), '')) "
-            f"FROM (SELECT md5(t::text) AS h FROM {quote(table.name)} t) s"
+            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text "
+            f"FROM {quote(table.name)} AS t"
         )
 
     # -- encodings ----------------------------------------------------------------------------
