@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -35,32 +35,48 @@ TargetOpt = Annotated[str, typer.Option("--target", help="Target database URL.")
 jobs_app = typer.Typer(help="The job history kept in the target.", no_args_is_help=True)
 
 
+class LiveProgress:
+    """Per table rows and rate on a terminal (stderr), as the engine reports them."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
+                            TextColumn("{task.fields[rate]}"), console=stderr,
+                            transient=False)
+        self.tasks: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, what: str, where: str, rows: int) -> None:
+        bar, key = self.bar, (what, where)
+        if key not in self.tasks:
+            for task in bar.tasks:
+                bar.update(task.id, rate="")
+            label = f"{what} ← {Secrets.scrub(where)}" if rows or what.startswith(
+                "tc_") or what in ("jm", "aft_log") else f"{what}…"
+            self.tasks[key] = bar.add_task(label, total=None, rate="")
+        task_id = self.tasks[key]
+        elapsed = bar.tasks[task_id].elapsed or 0.0
+        rate = f"{rows / elapsed:,.0f} rows/s" if elapsed > 0.2 and rows else ""
+        bar.update(task_id, completed=rows, rate=rate)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop redrawing (a question is being asked), then go on."""
+        self.bar.stop()
+        try:
+            yield
+        finally:
+            self.bar.start()
+
+
 @contextmanager
-def live_progress(enabled: bool) -> Iterator[Callable[[str, str, int], None] | None]:
-    """Per table rows and rate on a terminal (stderr); nothing otherwise."""
+def live_progress(enabled: bool) -> Iterator[LiveProgress | None]:
+    """A LiveProgress on a terminal; None (silent) otherwise."""
     if not enabled:
         yield None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                  TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=stderr, transient=False) as bar:
-        tasks: dict[tuple[str, str], Any] = {}
-
-        def update(what: str, where: str, rows: int) -> None:
-            key = (what, where)
-            if key not in tasks:
-                for task in bar.tasks:
-                    bar.update(task.id, rate="")
-                label = f"{what} ← {Secrets.scrub(where)}" if rows or what.startswith(
-                    "tc_") or what in ("jm", "aft_log") else f"{what}…"
-                tasks[key] = bar.add_task(label, total=None, rate="")
-            task_id = tasks[key]
-            task = bar.tasks[task_id]
-            elapsed = task.elapsed or 0.0
-            rate = f"{rows / elapsed:,.0f} rows/s" if elapsed > 0.2 and rows else ""
-            bar.update(task_id, completed=rows, rate=rate)
-
-        yield update
+    progress = LiveProgress()
+    with progress.bar:
+        yield progress
 
 
 def summary_table(result: MergeResult) -> Table:
@@ -105,15 +121,17 @@ def register(root: typer.Typer) -> None:
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run)
-            confirm = None
-            if not yes and _interactive(as_json):
-                def confirm(pending: MergeResult) -> bool:
-                    print_findings(pending.findings, "Validation findings")
-                    stdout.print(summary_table(pending))
-                    return typer.confirm(
-                        f"Merge into {Secrets.scrub(request.target.label)}?", default=False)
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
+                    confirm = None
+                    if not yes and _interactive(as_json):
+                        def confirm(pending: MergeResult) -> bool:
+                            with progress.paused() if progress else nullcontext():
+                                print_findings(pending.findings, "Validation findings")
+                                stdout.print(summary_table(pending))
+                                return typer.confirm(
+                                    f"Merge into {Secrets.scrub(request.target.label)}?",
+                                    default=False)
                     result = api.run(request, progress=progress, confirm=confirm)
             except MergeFailed as exc:
                 message = Secrets.scrub(exc.message)
