@@ -15,6 +15,8 @@ from tcmerge.errors import DatabaseError
 #: Name tcmerge's sessions carry ("tcmerge" or "tcmerge-<role>"), so that the session
 #: check can tell them from others; a concurrent merge is caught by its lock instead.
 APPLICATION_NAME = "tcmerge"
+#: The PostgreSQL advisory lock a merge holds on its target for its whole transaction.
+MERGE_LOCK_KEY = 0x74636D65726765  # "tcmerge"
 #: The HA model's room service stands for IM&P's TC service: its sessions DO count.
 ROOM_SERVICE_APPLICATION = "tc-room-service"
 

@@ -268,3 +268,18 @@ def test_missing_temporary_privilege_on_the_target(
     assert temp[0]["hint"] == f"GRANT TEMPORARY ON DATABASE {tgt} TO {role};"
     pg_server.execute(f'GRANT TEMPORARY ON DATABASE "{tgt}" TO "{role}"')
     assert run_validate(target, source).exit_code == 0
+
+
+def test_merge_in_progress_on_the_target(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    from tcmerge.db import MERGE_LOCK_KEY
+
+    target = dbs("tgt")
+    source = dbs("src")
+    # a merge's session: it holds the target's merge lock (named as tcmerge's sessions are)
+    with psycopg.connect(**libpq_params(target.url), application_name="tcmerge-merge") as held:
+        held.execute("SELECT pg_advisory_xact_lock(%s)", (MERGE_LOCK_KEY,))
+        busy = run_validate(target, source)
+    assert busy.exit_code == 1
+    assert [f["database"] for f in busy.findings("MERGE_IN_PROGRESS")] == [target.label]
+    assert run_validate(target, source).exit_code == 0

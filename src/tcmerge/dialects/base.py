@@ -103,6 +103,10 @@ class DialectAdapter(abc.ABC):
                            tables: list[str], target: bool) -> list[Finding]:
         """PRIVILEGE_MISSING findings, each with the exact statement that grants it."""
 
+    def merge_in_progress(self, conn: sa.Connection) -> bool | None:
+        """Whether another tcmerge run holds this target's merge lock (None: cannot tell)."""
+        return None
+
     @abc.abstractmethod
     def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
         """Other sessions on the same database; None when the server does not tell."""

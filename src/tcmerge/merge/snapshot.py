@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tcmerge.db import MERGE_LOCK_KEY
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import FindingsBlock
 from tcmerge.merge import jobs, pg
@@ -24,7 +25,6 @@ from tcmerge.merge.pg import PgConn
 
 SNAPSHOT_PREFIX = "tcmerge_snap_"
 #: One key for every tcmerge change to a target: merges and restores exclude each other.
-MERGE_LOCK_KEY = 0x74636D65726765  # "tcmerge"
 
 
 def snapshot_names(job_id: str, tables: list[str]) -> dict[str, str]:

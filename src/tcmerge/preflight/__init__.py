@@ -86,6 +86,7 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
     _data(adapter, request, result)
     findings.extend(_space(adapter, request, result))
     findings.extend(_sessions(adapter, result))
+    findings.extend(_merge_lock(adapter, result))
     return result
 
 
@@ -265,6 +266,17 @@ def _lasting_sessions(adapter: DialectAdapter, conn: sa.Connection,
         still = {s.pid for s in again}
         sessions = [s for s in sessions if s.pid in still]
     return sessions
+
+
+def _merge_lock(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:
+    """MERGE_IN_PROGRESS: another tcmerge run is merging into the target right now."""
+    target = result.target
+    if not target.connected or target.conn is None:
+        return []
+    if adapter.merge_in_progress(target.conn):
+        return [error("MERGE_IN_PROGRESS", "another tcmerge run is merging into the target",
+                      database=target.label, hint="wait for the other merge to finish")]
+    return []
 
 
 def _sessions(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:

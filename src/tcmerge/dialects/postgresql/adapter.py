@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from tcmerge.db import APPLICATION_NAME
+from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
 from tcmerge.results import Finding, error
@@ -213,6 +213,14 @@ class PostgresAdapter(DialectAdapter):
         return member
 
     # -- sessions, sizes, digests ----------------------------------------------------------------
+    def merge_in_progress(self, conn: sa.Connection) -> bool | None:
+        # a bigint advisory key shows in pg_locks as classid (high half), objid (low half)
+        return bool(conn.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND d.datname = current_database() "
+            "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 AND l.granted)"),
+            {"high": MERGE_LOCK_KEY >> 32, "low": MERGE_LOCK_KEY & 0xFFFFFFFF}).scalar())
+
     def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
         a = cat.pg_stat_activity
         # pg_stat_activity is a snapshot per transaction: read it in a fresh one.
