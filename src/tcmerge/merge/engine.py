@@ -214,15 +214,16 @@ class _Merge:
         if self.mode == "run" and request.snapshot:
             snapshot = take_snapshot(conn, self.job_id, names)
         self._phase("snapshot")
-        shared = rules.shared_rooms()
         direct_ok = {t.name for t in request.tables
                      if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
         staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
         for reader in self.readers:
+            shared = rules.shared_rooms(reader.inp)
             for table in request.tables:
                 if table.name in direct_ok:
-                    # rows of rooms no other input holds go straight into the target table
+                    # rows of rooms no other input holds, and the owner's rows of shared
+                    # rooms, go straight into the target table
                     direct[table.name][reader.inp] = reader.direct(
                         table, in_rooms(table.name, shared, negate=True), self.progress)
                     staged[table.name][reader.inp] = reader.stage(

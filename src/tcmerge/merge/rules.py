@@ -6,6 +6,10 @@ sources in the order given (staged). ``analyse`` builds small work tables
 findings; ``apply`` inserts from staging through the work tables. Everything
 runs in the caller's transaction; work tables are TEMP and dropped at its end.
 
+For the direct tables (tc_msgarchive, tc_messages) only later inputs' rows of shared
+rooms are staged: the owner's rows keep their ids and are copied straight into the
+target table, where the work tables read them as the owner's (``_TARGET_AS_OWNER``).
+
 Row equality ("equal in every column but msg_id") is judged on the md5 of the
 row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
 separators are quoted); duplicates are judged across inputs, never within one
@@ -54,6 +58,12 @@ def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
         tcast=cast_list(table), t=_ident(table.name), cols=column_list(table),
         s=_ident(staging_name(table.name)),
     )
+
+
+#: In the archive work tables, the target table's rows of a shared room are the owner's:
+#: the target's own rows (input 0 then owns the room) and, for direct tables, the owner
+#: source's rows copied straight in (only later inputs' rows of shared rooms are staged).
+_TARGET_AS_OWNER = sql.SQL("CASE WHEN x.inp = 0 THEN r.owner ELSE x.inp END AS inp")
 
 
 @dataclass
@@ -163,10 +173,12 @@ class PgRules:
             "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
             target=target))
 
-    def shared_rooms(self) -> list[str]:
-        """Rooms held by more than one input (their rows go through staging)."""
-        return [str(r[0]) for r in self._rows(sql.SQL(
-            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid"))]
+    def shared_rooms(self, inp: int) -> list[str]:
+        """Rooms held by more than one input that input ``inp`` does not own: its rows of
+        them go through staging (the owner's rows keep their ids and go straight in)."""
+        return [str(r[0]) for r in self.conn.execute(sql.SQL(
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 AND owner <> %s "
+            "ORDER BY room_jid"), (inp,)).fetchall()]
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         t = tc.tc_rooms
@@ -269,18 +281,18 @@ class PgRules:
             t = tc.tc_msgarchive
             self._work("tcm_w_arch", _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT x.inp, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
+                "FROM (SELECT {inp}, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
                 "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
                 "ON r.room_jid = x.to_jid AND r.nholders > 1) AS a",
-                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
         if have_msg:
             t = tc.tc_messages
             self._work("tcm_w_msg", _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT x.inp, x.room_jid, x.msg_id, x.stamp AS d, "
+                "FROM (SELECT {inp}, x.room_jid, x.msg_id, x.stamp AS d, "
                 "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
                 "ON r.room_jid = x.room_jid AND r.nholders > 1) AS a",
-                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
         empty = sql.SQL("SELECT NULL::smallint AS inp, NULL::text AS room_jid, "
                         "NULL::bigint AS msg_id, NULL::timestamp AS d, NULL::smallint AS owner, "
                         "NULL::text AS h, false AS dup WHERE false")
