@@ -43,6 +43,8 @@ from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
 from tcmerge.validate import ValidationReport, choose_transport, validate
 
+#: work_mem of the merge transaction's analysis and apply (when the server's is lower)
+WORK_MEM = "256MB"
 Preflight = Callable[[MergeRequest], ValidationReport]
 #: Asked after the analysis, before any change, with the exact counts; False cancels.
 Confirm = Callable[[MergeResult], bool]
@@ -236,6 +238,11 @@ class _Merge:
         rules.staged, rules.direct = staged, direct
         self._phase("stage")
         self._tell("analyse", request.target.label)
+        # the analysis and apply sort and hash whole staged tables: enough memory for
+        # them not to spill to temporary files (this transaction only; never lowered)
+        conn.execute("SELECT set_config('work_mem', %s, true) "
+                     "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
+                     (WORK_MEM, WORK_MEM))
         analysis = rules.analyse()
         plan.counts = analysis.counts
         findings += analysis.findings

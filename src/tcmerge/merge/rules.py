@@ -26,7 +26,7 @@ from psycopg import sql
 
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
-from tcmerge.merge.transport import cast_list, column_list, staging_name
+from tcmerge.merge.transport import cast_list, column_list, room_indexed_query, staging_name
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema import tc
 
@@ -426,9 +426,23 @@ class PgRules:
             parts.append("SELECT to_jid AS room_jid, msg_id FROM tc_msgarchive")
         if "tc_messages" in self.tables:
             parts.append("SELECT room_jid, msg_id FROM tc_messages")
-        self._work("tcm_w_ids", sql.SQL(
-            "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
-            "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
+        cols = {"tc_msgarchive": "to_jid", "tc_messages": "room_jid"}
+        present = [n for n in cols if n in self.tables]
+        if present and all(self._one(room_indexed_query(n)) == 1 for n in present):
+            # per room, its lowest and highest id from the primary-key index (two probes
+            # per table), not an aggregate over every row of the merged tables
+            ends = [_q("(SELECT {f}(msg_id) FROM {t} WHERE {c} = w.room_jid)",
+                       f=sql.SQL(f), t=_ident(n), c=_ident(cols[n]))
+                    for f in ("min", "max") for n in present]
+            half = len(present)
+            self._work("tcm_w_ids", _q(
+                "SELECT room_jid, lo, hi FROM (SELECT w.room_jid, least({lo}) AS lo, "
+                "greatest({hi}) AS hi FROM tcm_w_room AS w) AS x WHERE hi IS NOT NULL",
+                lo=sql.SQL(", ").join(ends[:half]), hi=sql.SQL(", ").join(ends[half:])))
+        else:
+            self._work("tcm_w_ids", sql.SQL(
+                "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
+                "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
         counters = [c for c in t.columns if c.name not in ("start_msg_id", "next_msg_id")]
         inserted = self._x(_q(
             "INSERT INTO {t} ({cols}, start_msg_id, next_msg_id) "
