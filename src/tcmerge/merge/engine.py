@@ -43,6 +43,8 @@ from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
 from tcmerge.validate import ValidationReport, choose_transport, validate
 
+#: work_mem of the merge transaction's analysis and apply (when the server's is lower)
+WORK_MEM = "256MB"
 Preflight = Callable[[MergeRequest], ValidationReport]
 #: Asked after the analysis, before any change, with the exact counts; False cancels.
 Confirm = Callable[[MergeResult], bool]
@@ -214,15 +216,16 @@ class _Merge:
         if self.mode == "run" and request.snapshot:
             snapshot = take_snapshot(conn, self.job_id, names)
         self._phase("snapshot")
-        shared = rules.shared_rooms()
         direct_ok = {t.name for t in request.tables
                      if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
         staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
         for reader in self.readers:
+            shared = rules.shared_rooms(reader.inp)
             for table in request.tables:
                 if table.name in direct_ok:
-                    # rows of rooms no other input holds go straight into the target table
+                    # rows of rooms no other input holds, and the owner's rows of shared
+                    # rooms, go straight into the target table
                     direct[table.name][reader.inp] = reader.direct(
                         table, in_rooms(table.name, shared, negate=True), self.progress)
                     staged[table.name][reader.inp] = reader.stage(
@@ -235,6 +238,11 @@ class _Merge:
         rules.staged, rules.direct = staged, direct
         self._phase("stage")
         self._tell("analyse", request.target.label)
+        # the analysis and apply sort and hash whole staged tables: enough memory for
+        # them not to spill to temporary files (this transaction only; never lowered)
+        conn.execute("SELECT set_config('work_mem', %s, true) "
+                     "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
+                     (WORK_MEM, WORK_MEM))
         analysis = rules.analyse()
         plan.counts = analysis.counts
         findings += analysis.findings

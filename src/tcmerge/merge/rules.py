@@ -6,6 +6,10 @@ sources in the order given (staged). ``analyse`` builds small work tables
 findings; ``apply`` inserts from staging through the work tables. Everything
 runs in the caller's transaction; work tables are TEMP and dropped at its end.
 
+For the direct tables (tc_msgarchive, tc_messages) only later inputs' rows of shared
+rooms are staged: the owner's rows keep their ids and are copied straight into the
+target table, where the work tables read them as the owner's (``_TARGET_AS_OWNER``).
+
 Row equality ("equal in every column but msg_id") is judged on the md5 of the
 row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
 separators are quoted); duplicates are judged across inputs, never within one
@@ -22,7 +26,7 @@ from psycopg import sql
 
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
-from tcmerge.merge.transport import cast_list, column_list, staging_name
+from tcmerge.merge.transport import cast_list, column_list, room_indexed_query, staging_name
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema import tc
 
@@ -54,6 +58,12 @@ def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
         tcast=cast_list(table), t=_ident(table.name), cols=column_list(table),
         s=_ident(staging_name(table.name)),
     )
+
+
+#: In the archive work tables, the target table's rows of a shared room are the owner's:
+#: the target's own rows (input 0 then owns the room) and, for direct tables, the owner
+#: source's rows copied straight in (only later inputs' rows of shared rooms are staged).
+_TARGET_AS_OWNER = sql.SQL("CASE WHEN x.inp = 0 THEN r.owner ELSE x.inp END AS inp")
 
 
 @dataclass
@@ -163,10 +173,12 @@ class PgRules:
             "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
             target=target))
 
-    def shared_rooms(self) -> list[str]:
-        """Rooms held by more than one input (their rows go through staging)."""
-        return [str(r[0]) for r in self._rows(sql.SQL(
-            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid"))]
+    def shared_rooms(self, inp: int) -> list[str]:
+        """Rooms held by more than one input that input ``inp`` does not own: its rows of
+        them go through staging (the owner's rows keep their ids and go straight in)."""
+        return [str(r[0]) for r in self.conn.execute(sql.SQL(
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 AND owner <> %s "
+            "ORDER BY room_jid"), (inp,)).fetchall()]
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         t = tc.tc_rooms
@@ -269,18 +281,18 @@ class PgRules:
             t = tc.tc_msgarchive
             self._work("tcm_w_arch", _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT x.inp, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
+                "FROM (SELECT {inp}, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
                 "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
                 "ON r.room_jid = x.to_jid AND r.nholders > 1) AS a",
-                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
         if have_msg:
             t = tc.tc_messages
             self._work("tcm_w_msg", _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT x.inp, x.room_jid, x.msg_id, x.stamp AS d, "
+                "FROM (SELECT {inp}, x.room_jid, x.msg_id, x.stamp AS d, "
                 "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
                 "ON r.room_jid = x.room_jid AND r.nholders > 1) AS a",
-                h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
         empty = sql.SQL("SELECT NULL::smallint AS inp, NULL::text AS room_jid, "
                         "NULL::bigint AS msg_id, NULL::timestamp AS d, NULL::smallint AS owner, "
                         "NULL::text AS h, false AS dup WHERE false")
@@ -414,9 +426,23 @@ class PgRules:
             parts.append("SELECT to_jid AS room_jid, msg_id FROM tc_msgarchive")
         if "tc_messages" in self.tables:
             parts.append("SELECT room_jid, msg_id FROM tc_messages")
-        self._work("tcm_w_ids", sql.SQL(
-            "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
-            "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
+        cols = {"tc_msgarchive": "to_jid", "tc_messages": "room_jid"}
+        present = [n for n in cols if n in self.tables]
+        if present and all(self._one(room_indexed_query(n)) == 1 for n in present):
+            # per room, its lowest and highest id from the primary-key index (two probes
+            # per table), not an aggregate over every row of the merged tables
+            ends = [_q("(SELECT {f}(msg_id) FROM {t} WHERE {c} = w.room_jid)",
+                       f=sql.SQL(f), t=_ident(n), c=_ident(cols[n]))
+                    for f in ("min", "max") for n in present]
+            half = len(present)
+            self._work("tcm_w_ids", _q(
+                "SELECT room_jid, lo, hi FROM (SELECT w.room_jid, least({lo}) AS lo, "
+                "greatest({hi}) AS hi FROM tcm_w_room AS w) AS x WHERE hi IS NOT NULL",
+                lo=sql.SQL(", ").join(ends[:half]), hi=sql.SQL(", ").join(ends[half:])))
+        else:
+            self._work("tcm_w_ids", sql.SQL(
+                "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
+                "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
         counters = [c for c in t.columns if c.name not in ("start_msg_id", "next_msg_id")]
         inserted = self._x(_q(
             "INSERT INTO {t} ({cols}, start_msg_id, next_msg_id) "

@@ -115,10 +115,39 @@ def source_select(table: sa.Table, inp: int | None,
     return query
 
 
-def holders_select(inp: int, tables: Iterable[str]) -> sql.Composed:
-    """Every room a source holds in any room-keyed table: (inp, room_jid)."""
-    parts = [sql.SQL("SELECT {}::text AS room_jid FROM {}").format(
-        sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)) for t in tables if t in ROOM_COLUMN]
+def room_indexed_query(table: str) -> sql.Composed:
+    """One row, 1 or 0: ``table`` has a valid plain btree index led by its room
+    column (in the column's collation), so its distinct rooms can be read by skip scan."""
+    return sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_attribute AS a "
+        "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "JOIN pg_class AS ic ON ic.oid = i.indexrelid JOIN pg_am AS am ON am.oid = ic.relam "
+        "WHERE i.indrelid = to_regclass(quote_ident({t})) AND a.attname = {c} "
+        "AND am.amname = 'btree' AND i.indisvalid AND i.indpred IS NULL "
+        "AND i.indexprs IS NULL AND i.indcollation[0] = a.attcollation)::int").format(
+            t=sql.Literal(table), c=sql.Literal(ROOM_COLUMN[table]))
+
+
+def holders_select(inp: int, tables: Iterable[str],
+                   indexed: Iterable[str] = ()) -> sql.Composed:
+    """Every room a source holds in any room-keyed table: (inp, room_jid).
+
+    Tables in ``indexed`` (see ``room_indexed_query``) are read by a skip scan of that
+    index (one probe per room, a recursive query) instead of a scan of every row."""
+    skip = set(indexed)
+    parts = []
+    for t in tables:
+        if t not in ROOM_COLUMN:
+            continue
+        col, tab = sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)
+        if t in skip:
+            parts.append(sql.SQL(
+                "SELECT j::text AS room_jid FROM (WITH RECURSIVE r(j) AS ("
+                "SELECT min({c}) FROM {t} UNION ALL SELECT (SELECT min({c}) FROM {t} "
+                "WHERE {c} > r.j) FROM r WHERE r.j IS NOT NULL) "
+                "SELECT j FROM r WHERE j IS NOT NULL) AS s").format(c=col, t=tab))
+        else:
+            parts.append(sql.SQL("SELECT {}::text AS room_jid FROM {}").format(col, tab))
     return sql.SQL("SELECT DISTINCT {}::smallint, room_jid FROM ({}) AS h").format(
         sql.Literal(inp), sql.SQL(" UNION ").join(parts))
 
@@ -211,7 +240,14 @@ class SourceReader(abc.ABC):
                           _typed(table), table.name, progress)
 
     def stage_holders(self, tables: Iterable[str]) -> int:
-        return self.relay(holders_select(self.inp, tables), HOLDERS,
+        tables = [t for t in tables if t in ROOM_COLUMN]
+        try:
+            # tc_rooms and tc_users hold a row or a few per room: a plain scan is cheaper
+            indexed = [t for t in tables if t in DIRECT_TABLES
+                       if self.text_rows(room_indexed_query(t), 1)[0][0] == "1"]
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading the indexes of") from None
+        return self.relay(holders_select(self.inp, tables, indexed), HOLDERS,
                           sql.SQL("inp, room_jid"),
                           [sql.SQL("inp smallint"), sql.SQL("room_jid text")], "rooms", None)
 

@@ -167,3 +167,44 @@ def test_union_tables_and_aft_index_renumbering(tc_factory: Callable[..., TcData
                             "renumbered": 2, "conflicts": 0}
     assert target.query("SELECT aft_index, filename FROM aft_log ORDER BY aft_index") == [
         (1, "t"), (5, "five"), (6, "six"), (7, "one"), (8, "two")]
+
+
+def _room_indexed(db: TcData, table: str) -> bool:
+    from tcmerge.merge.transport import room_indexed_query
+
+    engine = db.engine()
+    with engine.connect() as conn:
+        text = room_indexed_query(table).as_string(conn.connection.driver_connection)
+        value = conn.exec_driver_sql(text).scalar()
+    engine.dispose()
+    return value == 1
+
+
+def test_rooms_and_counters_found_without_room_indexes(
+        tc_factory: Callable[..., TcData]) -> None:
+    """Rooms and id ranges are read by index probes when a btree index leads with the room
+    column; without one (here: primary keys dropped) the row scans give the same merge."""
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    one.room(ROOM, next_=4)
+    one.messages(ROOM, [(1, 0, "first"), (2, 10, "second"), (3, 20, "third")])
+    two.room(ROOM, next_=4)
+    two.messages(ROOM, [(1, 5, "two-a"), (5, 10, "second"), (3, 30, "two-b")])
+    two.room(ROOM2, next_=3)
+    two.messages(ROOM2, [(1, 0, "only here"), (2, 1, "and here")])
+    assert _room_indexed(two, "tc_msgarchive") and _room_indexed(target, "tc_messages")
+    for db in (two, target):
+        engine = db.engine()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE tc_msgarchive DROP CONSTRAINT tc_msgarchive_pkey")
+            conn.exec_driver_sql("ALTER TABLE tc_messages DROP CONSTRAINT tc_messages_pkey")
+        engine.dispose()
+    assert not _room_indexed(two, "tc_msgarchive") and not _room_indexed(target, "tc_messages")
+
+    result = merge(target, one, two)
+    assert result.ok, [f.message for f in result.verification]
+    assert result.as_dict()["tables"]["tc_msgarchive"]["renumbered"] == 2
+    assert target.archive(ROOM) == [(1, "first"), (2, "second"), (3, "third"),
+                                    (4, "two-a"), (5, "two-b")]
+    assert target.archive(ROOM2) == [(1, "only here"), (2, "and here")]
+    assert target.counters(ROOM) == (1, 6)
+    assert target.counters(ROOM2) == (1, 3)
