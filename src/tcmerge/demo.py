@@ -20,6 +20,7 @@ as it completes; it never prints.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import tempfile
 import time
@@ -195,7 +196,8 @@ def run_demo(*, keep: bool = False, provider: str | None = None,
             result.kept = {
                 **{name: _public(ref) for name, ref in refs.items()},
                 "PGPASSFILE": str(pgpass),
-                "stop": server.stop_command(),
+                # the kept topology file goes with the server
+                "stop": f"{server.stop_command()} && rm -rf {shlex.quote(str(workdir))}",
                 "topology": str(topology),
             }
         return result

@@ -69,3 +69,4 @@ def test_demo_keep_leaves_a_usable_server_without_printing_passwords() -> None:
     finally:
         subprocess.run(kept["stop"], shell=True, check=True, capture_output=True)
     assert not pgpass.parent.exists()
+    assert not Path(kept["topology"]).parent.exists()
