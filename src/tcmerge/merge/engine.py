@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
@@ -163,20 +164,29 @@ class _Merge:
             message = exc.message if isinstance(exc, TcmergeError) else pg.wrap(
                 exc, request.target, "merging into").message
             code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
-            recorded = False
-            if self.recording:
-                recorded = jobs.record_failure(request.target, jobs.JobRecord(
-                    job_id=self.job_id, status="failed", started_at=self.started,
-                    finished_at=jobs.utcnow(), inputs=describe_inputs(request),
-                    options={**request.describe(), "transport": transport},
-                    counts={"tables": {n: c.as_dict() for n, c in plan.counts.items()}},
-                    error=f"{code}: {message}"))
+            recorded = self._record_failure(plan, f"{code}: {message}")
             raise MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
                               job_id=self.job_id if recorded else None) from None
+        except BaseException as exc:  # interrupted, or a bug: still roll back and record
+            self._rollback(conn)
+            self._record_failure(plan, f"{type(exc).__name__}: interrupted or internal error")
+            raise
         finally:
             for reader in self.readers:
                 reader.close()
             conn.close()
+
+    def _record_failure(self, plan: MergePlan, error_text: str) -> bool:
+        """The failed job, in a session of its own (the merge's was rolled back)."""
+        if not self.recording:
+            return False
+        request = self.request
+        return jobs.record_failure(request.target, jobs.JobRecord(
+            job_id=self.job_id, status="failed", started_at=self.started,
+            finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+            options={**request.describe(), "transport": plan.transport},
+            counts={"tables": {n: c.as_dict() for n, c in plan.counts.items()}},
+            error=error_text))
 
     def _rollback(self, conn: pg.PgConn) -> None:
         if not conn.closed and not conn.broken:
@@ -192,6 +202,11 @@ class _Merge:
             conn.execute("SET client_connection_check_interval = 1000")
         if self.mode == "run" and not try_merge_lock(conn):
             raise MergeInProgress("another merge is running on this target")
+        if self.mode == "run":
+            # No other writer until commit: the snapshot, the checksums and the rules all
+            # see the same target (SHARE lets readers through and blocks writers).
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
+                sql.SQL(", ").join(sql.Identifier(n) for n in names)))
         if self.mode == "run":
             jobs.ensure_jobs_table(conn)
         create_staging(conn, request.tables)

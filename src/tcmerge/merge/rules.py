@@ -293,6 +293,14 @@ class PgRules:
                 "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
                 "ON r.room_jid = x.room_jid AND r.nholders > 1) AS a",
                 inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+        if have_arch and have_msg:
+            # Rule 3: a recent message follows its archive row (same input, room and old
+            # id): kept and renumbered together, or dropped together as a duplicate. Only a
+            # recent message without an archive row is judged on its own columns.
+            self._x(sql.SQL(
+                "UPDATE tcm_w_msg AS m SET dup = a.dup FROM tcm_w_arch AS a "
+                "WHERE a.room_jid = m.room_jid AND a.inp = m.inp AND a.msg_id = m.msg_id "
+                "AND a.dup IS DISTINCT FROM m.dup"))
         empty = sql.SQL("SELECT NULL::smallint AS inp, NULL::text AS room_jid, "
                         "NULL::bigint AS msg_id, NULL::timestamp AS d, NULL::smallint AS owner, "
                         "NULL::text AS h, false AS dup WHERE false")
@@ -454,9 +462,10 @@ class PgRules:
             cols=sql.SQL(", ").join(sql.Identifier(c.name) for c in counters),
             scols=sql.SQL(", ").join(sql.Identifier("s", c.name) for c in counters)))
         updated = self._x(sql.SQL(
-            "UPDATE tc_rooms AS t SET start_msg_id = i.lo, "
+            # rule 4 for every target room, touching only what is wrong: next_msg_id
+            # above every id; start_msg_id lowered to the lowest id kept, never raised
+            "UPDATE tc_rooms AS t SET start_msg_id = least(t.start_msg_id, i.lo), "
             "next_msg_id = greatest(t.next_msg_id, i.hi + 1) FROM tcm_w_ids AS i "
             "WHERE i.room_jid = t.room_jid AND t.room_jid IN (SELECT room_jid FROM tcm_w_room "
-            "WHERE owner = 0) AND (t.start_msg_id IS DISTINCT FROM i.lo "
-            "OR t.next_msg_id <= i.hi)"))
+            "WHERE owner = 0) AND (t.start_msg_id > i.lo OR t.next_msg_id <= i.hi)"))
         return inserted, updated

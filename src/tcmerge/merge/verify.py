@@ -86,8 +86,13 @@ def _counter_check(conn: PgConn, tables: list[str]) -> sql.Composed:
 
 
 def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: str | None,
-                 database: str) -> list[Finding]:
-    """The invariants that only need the target (and the job's counts)."""
+                 database: str, *, exact: bool = True) -> list[Finding]:
+    """The invariants that only need the target (and the job's counts).
+
+    ``exact``: inside the merge the row counts must equal the job's; later (``verify
+    JOB``), other merges and the TC service itself may have added rows, so only fewer
+    rows than the job left is an error.
+    """
     out: list[Finding] = []
     where = {"database": database}
     for name, c in counts.items():
@@ -99,10 +104,14 @@ def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: st
         now = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
         expected = c.read[0] + c.inserted
-        if now != expected:
+        if now < expected or (exact and now != expected):
             out.append(error("VERIFY_COUNT_MISMATCH",
                              f"{name} has {now} rows; the job expects {c.read[0]} existing + "
                              f"{c.inserted} inserted = {expected}", table=name, **where))
+        elif now != expected:
+            out.append(info("VERIFY_ROWS_ADDED_SINCE",
+                            f"{name} has {now - expected} row(s) more than the job left "
+                            "(later merges or the TC service)", table=name, **where))
     for name, key in KEYS.items():
         if name in counts and not _has_unique(conn, name, key):
             dup = conn.execute(sql.SQL(
@@ -122,11 +131,17 @@ def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: st
                                  + ", ".join(bad[1] or []), table="tc_rooms", **where))
     if bans_expected is not None and "tc_users" in counts:
         now_bans = target_bans(conn)
-        if now_bans != bans_expected:
+        have, want = int(now_bans.split(":")[0]), int(bans_expected.split(":")[0])
+        if now_bans != bans_expected and (exact or have < want):
             out.append(error("VERIFY_BAN_LOST",
-                             f"the target's bans ({now_bans.split(':')[0]}) differ from the "
-                             f"bans the merge must keep ({bans_expected.split(':')[0]})",
-                             table="tc_users", **where))
+                             f"the target's bans ({have}) differ from the bans the merge "
+                             f"must keep ({want})", table="tc_users", **where))
+        elif now_bans != bans_expected:
+            out.append(warning("VERIFY_BANS_CHANGED_SINCE",
+                               f"the target has {have - want} more ban(s) than the job left "
+                               "(later merges or the TC service): the digest cannot prove "
+                               "that none of the job's bans was lifted", table="tc_users",
+                               **where))
     return out
 
 
@@ -168,7 +183,7 @@ def verify_job(target: DatabaseRef, job_id: str,
             counts = {name: TableCounts.from_dict(name, c)
                       for name, c in job.counts.get("tables", {}).items()}
             report.findings += check_target(conn, counts, job.counts.get("bans_expected"),
-                                            target.label)
+                                            target.label, exact=False)
             report.checked += ["accounted", "counts", "unique ids", "counters", "bans"]
         except psycopg.Error as exc:
             raise pg.wrap(exc, target, "verifying") from None

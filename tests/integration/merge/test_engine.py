@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from tcmerge.merge import MergeResult, run_merge
 from tcmerge.request import MergeRequest
@@ -208,3 +209,63 @@ def test_rooms_and_counters_found_without_room_indexes(
     assert target.archive(ROOM2) == [(1, "only here"), (2, "and here")]
     assert target.counters(ROOM) == (1, 6)
     assert target.counters(ROOM2) == (1, 3)
+
+
+def test_recent_messages_follow_their_archive_rows(
+        tc_factory: Callable[..., TcData]) -> None:
+    """Rule 3: tc_messages takes the archive's mapping, even when the two tables alone
+    would judge a message differently (review finding)."""
+    room = "ops@conference-1-cup.example.com"
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    # source one: "a", "b" archived; its recent buffer was cleared
+    one.room(room, next_=3)
+    one.messages(room, [(1, 1, "a"), (2, 2, "b")], recent=False)
+    # source two: "b" again (an archive duplicate) whose recent copy one no longer has,
+    # and "ok" from bob in the same minute as alice's "ok" (archive rows differ by sender,
+    # the recent packets are equal)
+    two.room(room, next_=9)
+    two.messages(room, [(7, 2, "b")])
+    one.messages(room, [(3, 5, "ok")])
+    two.messages(room, [(8, 5, "ok")], sender="bob@example.com")
+    result = merge(target, one, two)
+    assert result.ok, result.as_dict()
+    archive = target.query("SELECT msg_id, from_jid, body_string FROM tc_msgarchive "
+                           "ORDER BY msg_id")
+    recent = target.query("SELECT msg_id, msg FROM tc_messages ORDER BY msg_id")
+    by_id = {int(r[0]): (r[1], r[2]) for r in archive}
+    assert [v for v in by_id.values()] == [
+        ("alice@example.com", "a"), ("alice@example.com", "b"),
+        ("alice@example.com", "ok"), ("bob@example.com", "ok")]
+    # every recent message has an archive row with the same id and body
+    for msg_id, msg in recent:
+        assert int(msg_id) in by_id and msg == f"<m>{by_id[int(msg_id)][1]}</m>"
+    # bob's "ok" was kept in the archive (renumbered to 4): its recent copy is kept with it
+    assert (4, "<m>ok</m>") in [(int(i), m) for i, m in recent]
+    # the duplicate "b" of source two is dropped from both tables
+    assert [int(i) for i, m in recent if m == "<m>b</m>"] == []
+
+
+def test_verify_of_an_earlier_job_after_a_later_merge(
+        tc_factory: Callable[..., TcData]) -> None:
+    """Later merges add rows: verifying the first job must not call that a failure."""
+    from tcmerge.merge import verify_job
+
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    one.room("a@conference-1-cup.example.com", next_=2)
+    one.messages("a@conference-1-cup.example.com", [(1, 1, "x")])
+    two.room("b@conference-2-cup.example.com", next_=2)
+    two.messages("b@conference-2-cup.example.com", [(1, 1, "y")])
+    first = merge(target, one)
+    assert first.ok and first.job_id
+    assert merge(target, two).ok
+    report = verify_job(target.ref, first.job_id, [one.ref])
+    assert report.ok, [f.as_dict() for f in report.findings]
+    assert "VERIFY_ROWS_ADDED_SINCE" in {f.code for f in report.findings}
+    engine = target.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM tc_msgarchive"))  # fewer rows than job 1 left
+    finally:
+        engine.dispose()
+    lost = verify_job(target.ref, first.job_id, [one.ref])
+    assert not lost.ok
