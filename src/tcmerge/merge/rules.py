@@ -380,24 +380,18 @@ class PgRules:
     def apply(self, counts: dict[str, TableCounts]) -> dict[str, int]:
         """Insert every kept row; repair the counters. Returns rows written per table."""
         written: dict[str, int] = {}
-        if "tc_msgarchive" in self.tables:
-            t = tc.tc_msgarchive
+        # the two message tables: the owner's rows, and later inputs' rows the id map keeps
+        for t, room, keep in ((tc.tc_msgarchive, "to_jid", "arch_keep"),
+                              (tc.tc_messages, "room_jid", "msg_keep")):
+            if t.name not in self.tables:
+                continue
             written[t.name] = self._x(_q(
                 "INSERT INTO {t} ({cols}) SELECT coalesce(m.new_id, s.msg_id), {rest} "
-                "FROM {s} AS s JOIN tcm_w_room AS r ON r.room_jid = s.to_jid "
-                "LEFT JOIN tcm_w_idmap AS m ON m.room_jid = s.to_jid AND m.inp = s.inp "
-                "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.arch_keep",
+                "FROM {s} AS s JOIN tcm_w_room AS r ON r.room_jid = s.{room} "
+                "LEFT JOIN tcm_w_idmap AS m ON m.room_jid = s.{room} AND m.inp = s.inp "
+                "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.{keep}",
                 t=_ident(t.name), cols=column_list(t), s=_ident(staging_name(t.name)),
-                rest=self._rest(t, "msg_id")))
-        if "tc_messages" in self.tables:
-            t = tc.tc_messages
-            written[t.name] = self._x(_q(
-                "INSERT INTO {t} ({cols}) SELECT coalesce(m.new_id, s.msg_id), {rest} "
-                "FROM {s} AS s JOIN tcm_w_room AS r ON r.room_jid = s.room_jid "
-                "LEFT JOIN tcm_w_idmap AS m ON m.room_jid = s.room_jid AND m.inp = s.inp "
-                "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.msg_keep",
-                t=_ident(t.name), cols=column_list(t), s=_ident(staging_name(t.name)),
-                rest=self._rest(t, "msg_id")))
+                rest=self._rest(t, "msg_id"), room=_ident(room), keep=_ident(keep)))
         if "tc_users" in self.tables:
             t = tc.tc_users
             written[t.name] = self._x(_q(
