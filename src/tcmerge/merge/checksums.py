@@ -5,8 +5,7 @@ for the same multiset of rows whatever their physical order, computed in one
 scan without sorting. Sessions use ISO DateStyle (see ``pg.SESSION_OPTIONS``)
 so the row text is the same in every session.
 
-Written here because ``tcmerge.checksums`` (validate issue) was not on main yet;
-the integrator may point callers at that module instead.
+The statement is the PostgreSQL adapter's ``TABLE_DIGEST`` (validation uses it too).
 """
 
 from __future__ import annotations
@@ -15,15 +14,13 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
+from tcmerge.dialects.postgresql.adapter import TABLE_DIGEST
 from tcmerge.merge.pg import PgConn
 
 
 def checksum_query(table: str) -> sql.Composed:
     """One row: (count, hash sum as text) of ``table``."""
-    return sql.SQL(
-        "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text "
-        "FROM {} AS t"
-    ).format(sql.Identifier(table))
+    return sql.SQL(TABLE_DIGEST).format(sql.Identifier(table))
 
 
 def checksums_query(tables: Iterable[str]) -> sql.Composed:

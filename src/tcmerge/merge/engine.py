@@ -213,13 +213,13 @@ class _Merge:
         reader_cls = TRANSPORTS[plan.transport]
         self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
         rules = PgRules(conn, request.tables, plan.inputs)
-        before: list[dict[str, str]] = []
         marks: list[tuple[str, dict[str, str]]] = []
         for reader in self.readers:
             # each source in one read-only snapshot, kept until all of it is staged:
             # its checksums are those of exactly what is merged
             reader.open()
-            reader.start_checksums(names)
+            if self.mode == "run":
+                reader.prepare_checksums(names)
             reader.stage_holders(names)
         rules.rooms_owners()
         rules.count_target()
@@ -247,10 +247,13 @@ class _Merge:
                         table, self.progress, in_rooms(table.name, shared))
                 else:
                     staged[table.name][reader.inp] = reader.stage(table, self.progress)
-            before.append(reader.staged_checksums())
-            marks.append(reader.mark(names))
+            if self.mode == "run":
+                marks.append(reader.mark(names))
             reader.finish()
         rules.staged, rules.direct = staged, direct
+        for reader in self.readers:
+            # the sources compute their checksums while the target analyses
+            reader.send_checksums()
         self._phase("stage")
         self._tell("analyse", request.target.label)
         # the analysis and apply sort and hash whole staged tables: enough memory for
@@ -259,6 +262,9 @@ class _Merge:
                      "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
                      (WORK_MEM, WORK_MEM))
         analysis = rules.analyse()
+        # collected before any prompt: no source session waits on the user
+        before = [reader.staged_checksums() for reader in self.readers] \
+            if self.mode == "run" else []
         plan.counts = analysis.counts
         findings += analysis.findings
         self._phase("analyse")

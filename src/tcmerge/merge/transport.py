@@ -32,7 +32,6 @@ from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import pg
 from tcmerge.merge.checksums import (
-    checksum_query,
     checksums_query,
     proven_unchanged,
     shape_query,
@@ -175,31 +174,58 @@ class SourceReader(abc.ABC):
         self.ref = ref
         self.inp = inp
         self.target = target
+        #: the tables whose checksums are taken (None: none), and the result
+        self.sum_tables: list[str] | None = None
+        self.sums: dict[str, str] | None = None
 
     @abc.abstractmethod
     def open(self) -> None: ...
 
-    @abc.abstractmethod
     def checksums(self, tables: Iterable[str]) -> dict[str, str]:
         """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
+        tables = list(tables)
+        try:
+            rows = self.text_rows(checksums_query(tables), 3)
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading checksums of") from None
+        return self._sums(rows, tables)
 
     @abc.abstractmethod
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         """Run one statement on the source; its rows, ``width`` text columns each."""
 
-    def start_checksums(self, tables: Iterable[str]) -> None:
-        """Right after ``open``: start the staging snapshot's checksums. Transports that can
-        compute them in a second source session sharing the snapshot (while the rows are
-        moved) do so; otherwise ``staged_checksums`` computes them."""
+    def prepare_checksums(self, tables: Iterable[str]) -> None:
+        """Right after ``open``: make the staging snapshot's checksums computable later.
+
+        Transports that can share the snapshot with a second source session open it
+        here; ``send_checksums`` starts the computation there, so that it runs while
+        the target analyses (one busy core) rather than beside the staging. Otherwise
+        ``finish`` computes them in the staging session before ending the snapshot."""
         self.sum_tables = list(tables)
 
-    def staged_checksums(self) -> dict[str, str]:
-        """The checksums of the staging snapshot (call before ``finish``)."""
-        return self.checksums(self.sum_tables)
+    def send_checksums(self) -> None:  # noqa: B027 - nothing to start without a side session
+        """Start computing the staging snapshot's checksums (after ``finish``)."""
 
-    def _sums(self, rows: list[tuple[str, ...]]) -> dict[str, str]:
+    def staged_checksums(self) -> dict[str, str]:
+        """The checksums of the staging snapshot (after ``send_checksums``)."""
+        if self.sums is None:
+            raise DatabaseError(f"no checksums were taken of {self.ref.label}")
+        return self.sums
+
+    def _sums_in_snapshot(self) -> None:
+        """In ``finish``, before the snapshot ends: the checksums, when no second session
+        holds the snapshot."""
+        if self.sum_tables is not None and self.sums is None and not self.has_side():
+            self.sums = self.checksums(self.sum_tables)
+
+    def has_side(self) -> bool:
+        return False
+
+    @staticmethod
+    def _sums(rows: list[tuple[str, ...]], tables: Iterable[str]) -> dict[str, str]:
+        """``checksums_query`` rows as ``{table: "count:digest"}``, in ``tables`` order."""
         found = {r[0]: f"{r[1]}:{r[2]}" for r in rows}
-        return {t: found[t] for t in self.sum_tables}
+        return {t: found[t] for t in tables}
 
     def mark(self, tables: Iterable[str]) -> tuple[str, dict[str, str]]:
         """In the staging snapshot: its xmin and each table's shape (see checksums.py)."""
@@ -275,13 +301,13 @@ class CopySource(SourceReader):
         self.side_thread: threading.Thread | None = None
         self.side_result: list[tuple[str, ...]] | BaseException | None = None
 
-    def start_checksums(self, tables: Iterable[str]) -> None:
-        super().start_checksums(tables)
+    def prepare_checksums(self, tables: Iterable[str]) -> None:
+        super().prepare_checksums(tables)
         assert self.conn is not None
         try:
             row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
         except psycopg.Error:
-            # no exported snapshots here: the staging session computes them later
+            # no exported snapshots here: ``finish`` computes them in this session
             try:
                 self.conn.execute("ROLLBACK")
                 pg.begin_read_only(self.conn)
@@ -296,13 +322,20 @@ class CopySource(SourceReader):
                 sql.Literal(str(row[0]))))
         except psycopg.Error as exc:
             raise self._fail(exc, "opening") from None
+
+    def has_side(self) -> bool:
+        return self.side is not None
+
+    def send_checksums(self) -> None:
+        if self.side is None or self.side_thread is not None or self.sums is not None:
+            return
         self.side_thread = threading.Thread(target=self._side_sums, args=(self.side,),
                                             name=f"tcmerge-checksums-{self.inp}", daemon=True)
         self.side_thread.start()
 
     def _side_sums(self, side: PgConn) -> None:
         try:
-            rows = side.execute(checksums_query(self.sum_tables)).fetchall()
+            rows = side.execute(checksums_query(self.sum_tables or ())).fetchall()
             self.side_result = [tuple(str(v) for v in r) for r in rows]
         except BaseException as exc:  # handed to the merge's thread
             self.side_result = exc
@@ -317,7 +350,8 @@ class CopySource(SourceReader):
         if isinstance(result, BaseException) or result is None:
             raise self._fail(result or RuntimeError("no result"),
                              "reading checksums of") from None
-        return self._sums(result)
+        self.sums = self._sums(result, self.sum_tables or ())
+        return self.sums
 
     def _close_side(self) -> None:
         side, self.side = self.side, None
@@ -338,18 +372,6 @@ class CopySource(SourceReader):
             pg.begin_read_only(self.conn)
         except psycopg.Error as exc:
             raise self._fail(exc, "opening") from None
-
-    def checksums(self, tables: Iterable[str]) -> dict[str, str]:
-        assert self.conn is not None
-        result: dict[str, str] = {}
-        try:
-            for table in tables:
-                row = self.conn.execute(checksum_query(table)).fetchone()
-                assert row is not None
-                result[table] = f"{row[0]}:{row[1]}"
-        except psycopg.Error as exc:
-            raise self._fail(exc, "reading checksums of") from None
-        return result
 
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         assert self.conn is not None
@@ -382,6 +404,7 @@ class CopySource(SourceReader):
 
     def finish(self) -> None:
         assert self.conn is not None
+        self._sums_in_snapshot()
         try:
             self.conn.execute("COMMIT")
         except psycopg.Error as exc:
@@ -456,13 +479,13 @@ class DblinkSource(SourceReader):
             raise self._fail(exc, "opening") from None
         self.in_snapshot = True
 
-    def start_checksums(self, tables: Iterable[str]) -> None:
-        super().start_checksums(tables)
+    def prepare_checksums(self, tables: Iterable[str]) -> None:
+        super().prepare_checksums(tables)
         self.target.execute("SAVEPOINT tcmerge_checksums")
         try:
             snapshot = self.text_rows(sql.SQL("SELECT pg_export_snapshot()"), 1)[0][0]
         except psycopg.Error:
-            # no exported snapshots here: the staging link computes them later
+            # no exported snapshots here: ``finish`` computes them through the staging link
             self.target.execute("ROLLBACK TO SAVEPOINT tcmerge_checksums")
             try:
                 self._exec("ROLLBACK")
@@ -479,11 +502,22 @@ class DblinkSource(SourceReader):
                                   sql.Literal(snapshot)).as_string(self.target)):
                 self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
                     self._fn("dblink_exec")), (self.side, statement))
-            self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
-                self._fn("dblink_send_query")),
-                (self.side, checksums_query(self.sum_tables).as_string(self.target)))
         except psycopg.Error as exc:
             raise self._fail(exc, "opening") from None
+
+    def has_side(self) -> bool:
+        return self.side_connected
+
+    def send_checksums(self) -> None:
+        if not self.side_connected or self.side_sent or self.sums is not None:
+            return
+        try:
+            # asynchronous: the source computes while the target works on
+            self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
+                self._fn("dblink_send_query")),
+                (self.side, checksums_query(self.sum_tables or ()).as_string(self.target)))
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading checksums of") from None
         self.side_sent = True
 
     def staged_checksums(self) -> dict[str, str]:
@@ -498,7 +532,9 @@ class DblinkSource(SourceReader):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         self._close_side()
-        return self._sums([tuple(str(v) for v in r) for r in rows])
+        self.sums = self._sums([tuple(str(v) for v in r) for r in rows],
+                               self.sum_tables or ())
+        return self.sums
 
     def _close_side(self) -> None:
         if self.side_connected and not self.target.broken and not self.target.closed:
@@ -506,20 +542,6 @@ class DblinkSource(SourceReader):
                 self.target.execute(sql.SQL("SELECT {}(%s)").format(
                     self._fn("dblink_disconnect")), (self.side,))
         self.side_connected = False
-
-    def checksums(self, tables: Iterable[str]) -> dict[str, str]:
-        result: dict[str, str] = {}
-        try:
-            for table in tables:
-                text = checksum_query(table).as_string(self.target)
-                row = self.target.execute(
-                    sql.SQL("SELECT * FROM {}(%s, %s) AS t(n bigint, h text)").format(
-                        self._fn("dblink")), (self.link, text)).fetchone()
-                assert row is not None
-                result[table] = f"{row[0]}:{row[1]}"
-        except psycopg.Error as exc:
-            raise self._fail(exc, "reading checksums of") from None
-        return result
 
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         columns = sql.SQL(", ").join(sql.SQL("c{} text").format(sql.SQL(str(i)))
@@ -553,6 +575,7 @@ class DblinkSource(SourceReader):
 
     def finish(self) -> None:
         if self.in_snapshot:
+            self._sums_in_snapshot()
             try:
                 self._exec("COMMIT")
             except psycopg.Error as exc:

@@ -13,6 +13,12 @@ from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
 from tcmerge.results import Finding, error
 
+#: One table's digest, shared with the merge engine (tcmerge.merge.checksums): row count
+#: and the sum of a 64-bit hash of each row's text; independent of row order, one scan,
+#: no sort. The sum of bigints is exact (numeric result, accumulated in 128 bits).
+TABLE_DIGEST = ("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
+                "FROM {} AS t")
+
 _PREPARER = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 #: PostgreSQL server encodings -> Python codecs (for checking a SQL_ASCII source's bytes)
@@ -251,12 +257,7 @@ class PostgresAdapter(DialectAdapter):
         return sizes
 
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
-        # The digest the merge engine uses (tcmerge.merge.checksums): the sum of a 64-bit
-        # hash of each row's text, independent of row order and computed without a sort.
-        return sa.text(
-            "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text "
-            f"FROM {quote(table.name)} AS t"
-        )
+        return sa.text(TABLE_DIGEST.format(quote(table.name)))
 
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
