@@ -4,7 +4,8 @@ Two sources with N tc_msgarchive rows each (rooms N/50, tc_messages 10 %, two me
 room, timelog N/10; 20 % of the rooms in both sources with colliding msg_ids), generated
 server-side with SQL, merged into an empty target with each transport by ``tcmerge run``
 in a child process (passwords in a 0600 pgpass file). Prints wall time, rows/s, the
-child's peak RSS (wait4 rusage), and the baseline measured in the same run: a plain
+child's peak RSS (wait4 rusage), and the baseline measured in the same run (with
+``--repeat N``, N interleaved rounds and their medians): a plain
 binary COPY of the same tables into an empty database (the same tables and keys; the
 second source into a second schema) with no merge logic.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,6 +153,8 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000",
                         help="tc_msgarchive rows per source; several: 200000,2000000")
     parser.add_argument("--transports", default="copy,dblink")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of baseline and merges, interleaved; medians are printed")
     options = parser.parse_args()
     provider = get_provider()
     try:
@@ -175,15 +179,30 @@ def main() -> None:
                     generate(conn, k, n)
                 sources.append(ref)
             with connect(sources[0]) as conn:
-                total = sum(int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(t))).fetchone()[0]) for t in TABLES)  # type: ignore[index]
+                counts = [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(t))).fetchone() for t in TABLES]
+                total = sum(int(row[0]) for row in counts if row is not None)
             total *= 2
-            base = baseline(server, template, sources)
+            # baseline and merges alternate, ``--repeat`` rounds: on a shared machine the
+            # medians of interleaved runs compare like with like
+            bases: list[float] = []
+            runs: dict[str, list[tuple[float, int, dict[str, Any]]]] = {}
+            for _ in range(options.repeat):
+                bases.append(baseline(server, template, sources))
+                for transport in options.transports.split(","):
+                    runs.setdefault(transport, []).append(
+                        merge(server, template, sources, transport, pgpass))
+            base = statistics.median(bases)
+            spread = f"  (runs: {', '.join(f'{b:.2f}' for b in bases)})" if len(bases) > 1 else ""
             print(f"{n:>10,} {'baseline':<9} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
-                  f"{'-':>7}", flush=True)
-            for transport in options.transports.split(","):
-                elapsed, rss, result = merge(server, template, sources, transport, pgpass)
+                  f"{'-':>7}{spread}", flush=True)
+            for transport, results in runs.items():
+                results.sort(key=lambda r: r[0])
+                elapsed, _, result = results[len(results) // 2]
+                rss = max(r[1] for r in results)
                 phases = " ".join(f"{k}={v:.1f}" for k, v in result.get("timings", {}).items())
+                if len(results) > 1:
+                    phases += f"  (runs: {', '.join(f'{r[0]:.2f}' for r in results)})"
                 print(f"{n:>10,} {transport:<9} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
                       f"{elapsed / base:>8.2f} {rss:>7}  {phases}", flush=True)
         pgpass.unlink()

@@ -51,6 +51,9 @@ DIRECT_TABLES = ("tc_msgarchive", "tc_messages")
 #: Tables without a usable key get a row number so work tables can point at rows.
 NUMBERED = ("tc_timelog", "jm", "aft_log")
 DBLINK_FETCH_ROWS = 10_000
+#: The checksum session works beside the target's analysis: one process, no parallel
+#: workers taking cores from it when source and target share a machine.
+SIDE_SETTINGS = "SET max_parallel_workers_per_gather = 0"
 
 #: progress(table, input label, rows so far)
 Progress = Callable[[str, str, int], None]
@@ -317,6 +320,7 @@ class CopySource(SourceReader):
         assert row is not None
         self.side = pg.open_session(self.ref, role="source", autocommit=True)
         try:
+            self.side.execute(SIDE_SETTINGS)
             pg.begin_read_only(self.side)
             self.side.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                 sql.Literal(str(row[0]))))
@@ -497,7 +501,7 @@ class DblinkSource(SourceReader):
         dblink_connect(self.target, self.schema, self.side, self.ref)
         self.side_connected = True
         try:
-            for statement in ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            for statement in (SIDE_SETTINGS, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                               sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                                   sql.Literal(snapshot)).as_string(self.target)):
                 self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
