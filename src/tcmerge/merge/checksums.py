@@ -1,11 +1,12 @@
 """Order-independent table checksums computed inside the server (PostgreSQL).
 
-A checksum is ``<row count>:<sum of a 64-bit hash of each row's text>``: equal
-for the same multiset of rows whatever their physical order, computed in one
-scan without sorting. Sessions use ISO DateStyle (see ``pg.SESSION_OPTIONS``)
+A checksum is ``<row count>:<sum of a 64-bit hash of each row>``: equal for the
+same multiset of rows whatever their physical order, computed in one scan
+without sorting. Sessions use ISO DateStyle (see ``pg.SESSION_OPTIONS``)
 so the row text is the same in every session.
 
-The statement is the PostgreSQL adapter's ``TABLE_DIGEST`` (validation uses it too).
+The text method's statement is the PostgreSQL adapter's ``TABLE_DIGEST`` (validation
+uses it too).
 """
 
 from __future__ import annotations
@@ -17,24 +18,75 @@ from psycopg import sql
 from tcmerge.dialects.postgresql.adapter import TABLE_DIGEST
 from tcmerge.merge.pg import PgConn
 
+#: Digest methods. ``text``: a hash of each row's text form (every PostgreSQL). ``record``
+#: (PostgreSQL 14+): hash_record_extended, a hash of each column's value by its type's own
+#: hash function, about twice as cheap (no text conversion). Only for tables whose columns
+#: all have types whose hash tells every distinct text apart (so not numeric: 1.0 = 1.00;
+#: char(n) values are stored padded)
+#: and deterministic collations. A record digest is written ``<count>:r<sum>``, so a stored
+#: value says how to recompute it.
+TEXT, RECORD = "text", "record"
+RECORD_TYPES = ("text", "varchar", "bpchar", "int2", "int4", "int8", "timestamp", "timestamptz", "date",
+                "bool", "bytea")
 
-def checksum_query(table: str) -> sql.Composed:
-    """One row: (count, hash sum as text) of ``table``."""
+
+def checksum_query(table: str, method: str = TEXT) -> sql.Composed:
+    """One row: (count, digest as text) of ``table``."""
+    if method == RECORD:
+        return sql.SQL("SELECT count(*), 'r' || coalesce(sum(hash_record_extended(t, 0)), 0)"
+                       "::text FROM {} AS t").format(sql.Identifier(table))
     return sql.SQL(TABLE_DIGEST).format(sql.Identifier(table))
 
 
-def checksums_query(tables: Iterable[str]) -> sql.Composed:
-    """One statement, one row per table: (table, count, hash sum), as ``checksum_query``."""
+def checksums_query(methods: dict[str, str]) -> sql.Composed:
+    """One statement, one row per table: (table, count, digest), as ``checksum_query``."""
     return sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}::text, q.* FROM ({}) AS q").format(sql.Literal(t), checksum_query(t))
-        for t in tables)
+        sql.SQL("SELECT {}::text, q.* FROM ({}) AS q").format(
+            sql.Literal(t), checksum_query(t, m)) for t, m in methods.items())
 
 
-def table_checksums(conn: PgConn, tables: Iterable[str]) -> dict[str, str]:
-    """``{table: "count:hashsum"}`` for each table, in the connection's current snapshot."""
+def record_blockers_query(tables: Iterable[str]) -> sql.Composed:
+    """PostgreSQL 14+: one row per listed table that cannot use the record method."""
+    return sql.SQL(
+        "SELECT DISTINCT c.relname::text FROM pg_class c JOIN pg_attribute a "
+        "ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+        "WHERE c.oid = ANY(ARRAY[{}]) "
+        "AND (a.atttypid <> ALL(ARRAY[{}]::regtype[]) "
+        "OR NOT coalesce(co.collisdeterministic, true))"
+    ).format(sql.SQL(", ").join(sql.SQL("to_regclass({})").format(
+        sql.Literal(sql.Identifier(t).as_string(None))) for t in tables),
+             sql.SQL(", ").join(sql.Literal(t) for t in RECORD_TYPES))
+
+
+def choose_methods(version: int, tables: Iterable[str], blocked: Iterable[str]) -> dict[str, str]:
+    """The method per table: record where the server and the columns allow it."""
+    no = set(blocked)
+    return {t: RECORD if version >= 140000 and t not in no else TEXT for t in tables}
+
+
+def recorded_methods(values: dict[str, str]) -> dict[str, str]:
+    """The methods that produced stored ``count:digest`` values."""
+    return {t: RECORD if v.split(":", 1)[-1].startswith("r") else TEXT
+            for t, v in values.items()}
+
+
+def methods_for(conn: PgConn, tables: Iterable[str]) -> dict[str, str]:
+    tables = list(tables)
+    version = conn.info.server_version
+    blocked = [str(r[0]) for r in conn.execute(record_blockers_query(tables)).fetchall()] \
+        if version >= 140000 else []
+    return choose_methods(version, tables, blocked)
+
+
+def table_checksums(conn: PgConn, tables: Iterable[str],
+                    methods: dict[str, str] | None = None) -> dict[str, str]:
+    """``{table: "count:digest"}`` in the connection's current snapshot; ``methods`` (as
+    ``recorded_methods`` gives) to recompute stored values, else the best available."""
+    methods = methods if methods is not None else methods_for(conn, tables)
     result: dict[str, str] = {}
-    for table in tables:
-        row = conn.execute(checksum_query(table)).fetchone()
+    for table, method in methods.items():
+        row = conn.execute(checksum_query(table, method)).fetchone()
         assert row is not None
         result[table] = f"{row[0]}:{row[1]}"
     return result

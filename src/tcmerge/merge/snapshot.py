@@ -20,7 +20,7 @@ from tcmerge.db import MERGE_LOCK_KEY
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import FindingsBlock
 from tcmerge.merge import jobs, pg
-from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.checksums import recorded_methods, table_checksums
 from tcmerge.merge.pg import PgConn
 
 SNAPSHOT_PREFIX = "tcmerge_snap_"
@@ -106,7 +106,7 @@ def _restore(conn: PgConn, job_id: str) -> RestoreResult:
             sql.Identifier(table), sql.Identifier(snapshot)))
         result.tables[table] = cur.rowcount
     before = dict(job.counts.get("target_checksums_before") or {})
-    now = table_checksums(conn, list(snap))
+    now = table_checksums(conn, list(before), recorded_methods(before))
     result.checksums_match = all(now.get(t) == before.get(t) for t in before)
     if not result.checksums_match:
         conn.rollback()

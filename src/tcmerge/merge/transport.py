@@ -33,7 +33,9 @@ from tcmerge.errors import DatabaseError
 from tcmerge.merge import pg
 from tcmerge.merge.checksums import (
     checksums_query,
+    choose_methods,
     proven_unchanged,
+    record_blockers_query,
     shape_query,
     snapshot_xmin_query,
     unchanged_query,
@@ -179,19 +181,35 @@ class SourceReader(abc.ABC):
         self.target = target
         #: the tables whose checksums are taken (None: none), and the result
         self.sum_tables: list[str] | None = None
+        self.sum_methods: dict[str, str] = {}
         self.sums: dict[str, str] | None = None
 
     @abc.abstractmethod
     def open(self) -> None: ...
 
     def checksums(self, tables: Iterable[str]) -> dict[str, str]:
-        """Checksums in the staging snapshot (before ``finish``) or a new one (after)."""
+        """Checksums in the staging snapshot (before ``finish``) or a new one (after); by
+        the methods of the staging snapshot's checksums when those are taken."""
         tables = list(tables)
         try:
-            rows = self.text_rows(checksums_query(tables), 3)
+            rows = self.text_rows(checksums_query(self.methods(tables)), 3)
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         return self._sums(rows, tables)
+
+    def methods(self, tables: list[str]) -> dict[str, str]:
+        """The digest method per table (see checksums.py), chosen once per source."""
+        missing = [t for t in tables if t not in self.sum_methods]
+        if missing:
+            try:
+                version = int(self.text_rows(
+                    sql.SQL("SELECT current_setting('server_version_num')"), 1)[0][0])
+                blocked = [r[0] for r in self.text_rows(record_blockers_query(missing), 1)] \
+                    if version >= 140000 else []
+            except psycopg.Error as exc:
+                raise self._fail(exc, "reading the columns of") from None
+            self.sum_methods.update(choose_methods(version, missing, blocked))
+        return {t: self.sum_methods[t] for t in tables}
 
     @abc.abstractmethod
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
@@ -205,6 +223,7 @@ class SourceReader(abc.ABC):
         the target analyses (one busy core) rather than beside the staging. Otherwise
         ``finish`` computes them in the staging session before ending the snapshot."""
         self.sum_tables = list(tables)
+        self.methods(self.sum_tables)
 
     def send_checksums(self) -> None:  # noqa: B027 - nothing to start without a side session
         """Start computing the staging snapshot's checksums (after ``finish``)."""
@@ -333,13 +352,14 @@ class CopySource(SourceReader):
     def send_checksums(self) -> None:
         if self.side is None or self.side_thread is not None or self.sums is not None:
             return
-        self.side_thread = threading.Thread(target=self._side_sums, args=(self.side,),
+        query = checksums_query(self.methods(self.sum_tables or []))
+        self.side_thread = threading.Thread(target=self._side_sums, args=(self.side, query),
                                             name=f"tcmerge-checksums-{self.inp}", daemon=True)
         self.side_thread.start()
 
-    def _side_sums(self, side: PgConn) -> None:
+    def _side_sums(self, side: PgConn, query: sql.Composed) -> None:
         try:
-            rows = side.execute(checksums_query(self.sum_tables or ())).fetchall()
+            rows = side.execute(query).fetchall()
             self.side_result = [tuple(str(v) for v in r) for r in rows]
         except BaseException as exc:  # handed to the merge's thread
             self.side_result = exc
@@ -519,7 +539,8 @@ class DblinkSource(SourceReader):
             # asynchronous: the source computes while the target works on
             self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
                 self._fn("dblink_send_query")),
-                (self.side, checksums_query(self.sum_tables or ()).as_string(self.target)))
+                (self.side, checksums_query(self.methods(self.sum_tables or []))
+                 .as_string(self.target)))
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         self.side_sent = True

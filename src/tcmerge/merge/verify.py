@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import jobs, pg
-from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.checksums import recorded_methods, table_checksums
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.results import Finding, Report, error, info, warning
@@ -208,7 +208,8 @@ def _check_sources(job: jobs.JobRecord,
         try:
             with pg.session(ref, role="verify") as conn:
                 pg.begin_read_only(conn)
-                now = table_checksums(conn, list(before[i]))
+                now = table_checksums(conn, list(before[i]),
+                                      recorded_methods(before[i]))
         except (DatabaseError, psycopg.Error) as exc:
             reason = exc.message if isinstance(exc, DatabaseError) else pg.wrap(
                 exc, ref, "reading").message
