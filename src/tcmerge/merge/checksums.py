@@ -26,8 +26,8 @@ from tcmerge.merge.pg import PgConn
 #: and deterministic collations. A record digest is written ``<count>:r<sum>``, so a stored
 #: value says how to recompute it.
 TEXT, RECORD = "text", "record"
-RECORD_TYPES = ("text", "varchar", "bpchar", "int2", "int4", "int8", "timestamp", "timestamptz", "date",
-                "bool", "bytea")
+RECORD_TYPES = ("text", "varchar", "bpchar", "int2", "int4", "int8", "timestamp",
+                "timestamptz", "date", "bool", "bytea")
 
 
 def checksum_query(table: str, method: str = TEXT) -> sql.Composed:

@@ -223,6 +223,7 @@ class _Merge:
             reader.stage_holders(names)
         rules.rooms_owners()
         rules.count_target()
+        rules.target_keys()
         # the target as it is before the first row is written: checksums and snapshot
         target_before: dict[str, str] = {}
         snapshot: dict[str, str] = {}
@@ -235,10 +236,15 @@ class _Merge:
                      if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
         staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
+        all_shared = rules.all_shared_rooms() if direct_ok else []
         for reader in self.readers:
             shared = rules.shared_rooms(reader.inp)
             for table in request.tables:
                 if table.name in direct_ok:
+                    if all_shared:
+                        # what the analysis needs of every row of shared rooms, digested
+                        # on the source
+                        reader.stage_keys(table, in_rooms(table.name, all_shared))
                     # rows of rooms no other input holds, and the owner's rows of shared
                     # rooms, go straight into the target table
                     direct[table.name][reader.inp] = reader.direct(

@@ -8,7 +8,9 @@ runs in the caller's transaction; work tables are TEMP and dropped at its end.
 
 For the direct tables (tc_msgarchive, tc_messages) only later inputs' rows of shared
 rooms are staged: the owner's rows keep their ids and are copied straight into the
-target table, where the work tables read them as the owner's (``_TARGET_AS_OWNER``).
+target table. The analysis of the message tables reads only their keys tables (room,
+msg_id, date and row digest of every row of a shared room, from every input; computed
+on the sources while copying, and on the target for its own rows before any write).
 
 Row equality ("equal in every column but msg_id") is judged on the md5 of the
 row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
@@ -26,7 +28,16 @@ from psycopg import sql
 
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
-from tcmerge.merge.transport import cast_list, column_list, room_indexed_query, staging_name
+from tcmerge.merge.transport import (
+    DATE_COLUMN,
+    ROOM_COLUMN,
+    cast_list,
+    column_list,
+    keys_name,
+    room_indexed_query,
+    row_digest,
+    staging_name,
+)
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema import tc
 
@@ -42,10 +53,7 @@ def _ident(name: str) -> sql.Identifier:
 
 
 def _row_hash(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
-    """md5 of the row's text form over every column but ``exclude`` (staging types)."""
-    cols = [c for c in table.columns if c.name not in exclude]
-    cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
-    return _q("md5(ROW({cols})::text)", cols=cast_list(cast, prefix))
+    return row_digest(table, exclude, prefix)
 
 
 def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
@@ -58,12 +66,6 @@ def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
         tcast=cast_list(table), t=_ident(table.name), cols=column_list(table),
         s=_ident(staging_name(table.name)),
     )
-
-
-#: In the archive work tables, the target table's rows of a shared room are the owner's:
-#: the target's own rows (input 0 then owns the room) and, for direct tables, the owner
-#: source's rows copied straight in (only later inputs' rows of shared rooms are staged).
-_TARGET_AS_OWNER = sql.SQL("CASE WHEN x.inp = 0 THEN r.owner ELSE x.inp END AS inp")
 
 
 @dataclass
@@ -173,6 +175,29 @@ class PgRules:
             "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
             target=target))
 
+    def _shared_keys(self, table: sa.Table, source: sql.Composable,
+                     staged: bool) -> sql.Composed:
+        """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
+        return _q("SELECT {inp}::smallint, x.{room}::text, x.msg_id::bigint, "
+                  "x.{d}::timestamp, {h} FROM {src} AS x JOIN tcm_w_room AS r "
+                  "ON r.room_jid = x.{room} AND r.nholders > 1",
+                  inp=sql.SQL("x.inp") if staged else sql.Literal(0),
+                  room=_ident(ROOM_COLUMN[table.name]), d=_ident(DATE_COLUMN[table.name]),
+                  h=_row_hash(table, ("msg_id",), "x"), src=source)
+
+    def target_keys(self) -> None:
+        """The keys of the target's own rows of shared rooms: before anything is written."""
+        for name in DATE_COLUMN:
+            if name in self.tables:
+                self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
+                           k=_ident(keys_name(name)),
+                           q=self._shared_keys(self.tables[name], _ident(name), False)))
+
+    def all_shared_rooms(self) -> list[str]:
+        """Rooms held by more than one input."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid").fetchall()]
+
     def shared_rooms(self, inp: int) -> list[str]:
         """Rooms held by more than one input that input ``inp`` does not own: its rows of
         them go through staging (the owner's rows keep their ids and go straight in)."""
@@ -277,22 +302,19 @@ class PgRules:
     def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
         have_arch = "tc_msgarchive" in self.tables
         have_msg = "tc_messages" in self.tables
-        if have_arch:
-            t = tc.tc_msgarchive
-            self._work("tcm_w_arch", _q(
+        for name, work in (("tc_msgarchive", "tcm_w_arch"), ("tc_messages", "tcm_w_msg")):
+            if name not in self.tables:
+                continue
+            if name not in self.direct:
+                # every source row was staged: their keys are computed here
+                self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
+                           k=_ident(keys_name(name)), q=self._shared_keys(
+                               self.tables[name], _ident(staging_name(name)), True)))
+            self._work(work, _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT {inp}, x.to_jid AS room_jid, x.msg_id, x.sent_date AS d, "
-                "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
-                "ON r.room_jid = x.to_jid AND r.nholders > 1) AS a",
-                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
-        if have_msg:
-            t = tc.tc_messages
-            self._work("tcm_w_msg", _q(
-                "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT {inp}, x.room_jid, x.msg_id, x.stamp AS d, "
-                "r.owner, {h} AS h FROM ({all}) AS x JOIN tcm_w_room AS r "
-                "ON r.room_jid = x.room_jid AND r.nholders > 1) AS a",
-                inp=_TARGET_AS_OWNER, h=_row_hash(t, ("msg_id",), "x"), all=_all_rows(t)))
+                "FROM (SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, k.h FROM {k} AS k "
+                "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid) AS a",
+                k=_ident(keys_name(name))))
         if have_arch and have_msg:
             # Rule 3: a recent message follows its archive row (same input, room and old
             # id): kept and renumbered together, or dropped together as a duplicate. Only a

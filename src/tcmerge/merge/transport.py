@@ -50,6 +50,9 @@ ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_users": "room_jid", "tc_msgarchive": 
                "tc_messages": "room_jid"}
 #: Tables whose rows of rooms held by one input only go straight into the target table.
 DIRECT_TABLES = ("tc_msgarchive", "tc_messages")
+#: Per message table, its date column: with the room and msg_id, what renumbering needs.
+DATE_COLUMN = {"tc_msgarchive": "sent_date", "tc_messages": "stamp"}
+KEYS_PREFIX = "tcm_s_keys_"
 #: Tables without a usable key get a row number so work tables can point at rows.
 NUMBERED = ("tc_timelog", "jm", "aft_log")
 DBLINK_FETCH_ROWS = 10_000
@@ -92,11 +95,55 @@ def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(parts)
 
 
+def keys_name(table: str) -> str:
+    return KEYS_PREFIX + table
+
+
+def row_digest(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None,
+               encoding: str | None = None) -> sql.Composed:
+    """md5 of the row's text form (staging types) over every column but ``exclude``.
+
+    The text form is injective (NULL and '' differ, separators are quoted). With
+    ``encoding`` (on a source) the text is hashed as it will be in the target's encoding,
+    so a source and the target compute the same digest for the same row."""
+    cols = [c for c in table.columns if c.name not in exclude]
+    cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
+    text = sql.SQL("ROW({})::text").format(cast_list(cast, prefix))
+    if encoding is not None:
+        text = sql.SQL("convert_to({}, {})").format(text, sql.Literal(encoding))
+    return sql.SQL("md5({})").format(text)
+
+
+def keys_select(table: sa.Table, inp: int, where: sql.Composable | None,
+                encoding: str | None = None) -> sql.Composed:
+    """(inp, room, msg_id, date, digest of every column but msg_id) of a message table:
+    all the analysis needs of a row (see ``create_staging``)."""
+    name = table.name
+    query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp, {} "
+                    "FROM {}").format(
+        sql.Literal(inp), sql.Identifier(ROOM_COLUMN[name]), sql.Identifier(DATE_COLUMN[name]),
+        row_digest(table, ("msg_id",), None, encoding), sql.Identifier(name))
+    return query if where is None else query + sql.SQL(" WHERE ") + where
+
+
+KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d, h")
+KEYS_TYPES: list[sql.Composable] = [
+    sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("msg_id bigint"),
+    sql.SQL("d timestamp"), sql.SQL("h text")]
+
+
 def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
-    """TEMP staging tables, dropped at the end of the merge transaction."""
+    """TEMP staging tables, dropped at the end of the merge transaction.
+
+    Besides one per table: the holders table, and per message table a keys table with,
+    for every row of a room held by several inputs (whatever path the row takes), its
+    room, msg_id, date and digest, computed where the row is (a source or the target)."""
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text NOT NULL)"
                          " ON COMMIT DROP").format(sql.Identifier(HOLDERS)))
     for table in tables:
+        if table.name in DATE_COLUMN:
+            conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                sql.Identifier(keys_name(table.name)), sql.SQL(", ").join(KEYS_TYPES)))
         columns: list[sql.Composable] = [sql.SQL("inp smallint NOT NULL")]
         if table.name in NUMBERED:
             columns.append(sql.SQL("rn bigint GENERATED ALWAYS AS IDENTITY"))
@@ -286,6 +333,12 @@ class SourceReader(abc.ABC):
         """Copy the rows of ``table`` matching ``where`` straight into the target's table."""
         return self.relay(source_select(table, None, where), table.name, column_list(table),
                           _typed(table), table.name, progress)
+
+    def stage_keys(self, table: sa.Table, where: sql.Composable) -> int:
+        """The keys (see ``create_staging``) of the rows of ``table`` matching ``where``,
+        digests computed on the source."""
+        return self.relay(keys_select(table, self.inp, where, pg.server_encoding(self.target)),
+                          keys_name(table.name), KEYS_COLUMNS, KEYS_TYPES, table.name, None)
 
     def stage_holders(self, tables: Iterable[str]) -> int:
         tables = [t for t in tables if t in ROOM_COLUMN]

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tcmerge.merge import MergeResult, run_merge
+from tcmerge.providers import DatabaseServer
 from tcmerge.request import MergeRequest
 
 from .data import TcData
@@ -269,3 +270,33 @@ def test_verify_of_an_earlier_job_after_a_later_merge(
         engine.dispose()
     lost = verify_job(target.ref, first.job_id, [one.ref])
     assert not lost.ok
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_duplicates_are_found_across_encodings(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        transport: str) -> None:
+    """A LATIN1 source's rows are digested as their UTF-8 text: an accented row equal to
+    one the UTF-8 target holds is a duplicate; a row differing by one accent is not."""
+    from tcmerge.schema import manage
+    from tcmerge.testing.plugin import unique_name
+
+    target = tc_factory()
+    if transport == "dblink":
+        _dblink(target)
+    name = unique_name("latin")
+    one = TcData(embedded_server.create_database(name, encoding="LATIN1"))
+    try:
+        manage.upgrade(one.ref)
+        room = "café@conference-1-c1.example.com"
+        target.room(room, next_=3)
+        target.messages(room, [(1, 0, "déjà vu"), (2, 1, "naïve")])
+        one.room(room, next_=3)
+        one.messages(room, [(1, 0, "déjà vu"), (2, 1, "naive")])
+        result = merge(target, one, transport=transport)
+        assert result.ok, result.as_dict()
+        counts = result.plan.counts["tc_msgarchive"] if result.plan else None
+        assert counts is not None and (counts.duplicates, counts.inserted) == (1, 1)
+        assert target.archive(room) == [(1, "déjà vu"), (2, "naïve"), (3, "naive")]
+    finally:
+        embedded_server.drop_database(name)
