@@ -180,8 +180,14 @@ def xml_attr(text: str) -> str:
 
 # Lookup tables for the hot path: "YYYY-MM-DD " per day, "HH:MM:SS." per second of a day.
 _DAYS: list[str] = []
-_SECONDS = [f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
-_MILLIS = [f"{m:03d}" for m in range(1000)]
+
+
+@functools.cache
+def _clock() -> tuple[list[str], list[str]]:
+    """"HH:MM:SS." per second of a day and "mmm" per millisecond (built on first use: the
+    CLI imports this module for every command)."""
+    return ([f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60)
+             for s in range(60)], [f"{m:03d}" for m in range(1000)])
 
 
 def _day_texts(days: int) -> list[str]:
@@ -196,7 +202,8 @@ def ts_text(ms: int) -> str:
     day, rest = divmod(ms, 86_400_000)
     second, milli = divmod(rest, 1000)
     days = _DAYS if day < len(_DAYS) else _day_texts(day + 366)
-    return f"{days[day]}{_SECONDS[second]}{_MILLIS[milli]}"
+    seconds, millis = _clock()
+    return f"{days[day]}{seconds[second]}{millis[milli]}"
 
 
 def ts_value(ms: int) -> datetime:
@@ -741,7 +748,7 @@ class _Renderer:
         rj = room.jid
         append = out.append
         per_sender: dict[_Sender, tuple[str, str]] = {}
-        seconds, millis = _SECONDS, _MILLIS
+        seconds, millis = _clock()
         days = _day_texts(room.msgs[-1][1] // 86_400_000 + 1) if room.msgs else _DAYS
         for msg_id, t, sender, b, s in room.msgs:
             fixed = per_sender.get(sender)
