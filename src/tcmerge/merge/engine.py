@@ -243,7 +243,7 @@ class _Merge:
                 if table.name in direct_ok:
                     if all_shared:
                         # what the analysis needs of every row of shared rooms, digested
-                        # on the source
+                        # on the source (beside the copy when a side session is open)
                         reader.stage_keys(table, in_rooms(table.name, all_shared))
                     # rows of rooms no other input holds, and the owner's rows of shared
                     # rooms, go straight into the target table
@@ -258,6 +258,7 @@ class _Merge:
             reader.finish()
         rules.staged, rules.direct = staged, direct
         for reader in self.readers:
+            reader.load_keys()
             # the sources compute their checksums while the target analyses
             reader.send_checksums()
         self._phase("stage")

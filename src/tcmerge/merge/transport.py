@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -56,6 +57,7 @@ KEYS_PREFIX = "tcm_s_keys_"
 #: Tables without a usable key get a row number so work tables can point at rows.
 NUMBERED = ("tc_timelog", "jm", "aft_log")
 DBLINK_FETCH_ROWS = 10_000
+SPOOL_BLOCK = 1 << 20
 #: The checksum session works beside the target's analysis: one process, no parallel
 #: workers taking cores from it when source and target share a machine.
 SIDE_SETTINGS = "SET max_parallel_workers_per_gather = 0"
@@ -340,6 +342,9 @@ class SourceReader(abc.ABC):
         return self.relay(keys_select(table, self.inp, where, pg.server_encoding(self.target)),
                           keys_name(table.name), KEYS_COLUMNS, KEYS_TYPES, table.name, None)
 
+    def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
+        """After staging: keys computed in the background are put into the target."""
+
     def stage_holders(self, tables: Iterable[str]) -> int:
         tables = [t for t in tables if t in ROOM_COLUMN]
         try:
@@ -374,7 +379,9 @@ class CopySource(SourceReader):
         #: the second session computing the staging snapshot's checksums, and its thread
         self.side: PgConn | None = None
         self.side_thread: threading.Thread | None = None
-        self.side_result: list[tuple[str, ...]] | BaseException | None = None
+        self.side_result: Any = None
+        #: keys spooled by the side session: (table, temporary file)
+        self.spools: list[tuple[str, IO[bytes]]] = []
 
     def prepare_checksums(self, tables: Iterable[str]) -> None:
         super().prepare_checksums(tables)
@@ -393,6 +400,8 @@ class CopySource(SourceReader):
         self.side = pg.open_session(self.ref, role="source", autocommit=True)
         try:
             self.side.execute(SIDE_SETTINGS)
+            # like the staging session: what it sends is in the target's encoding
+            pg.set_client_encoding(self.side, pg.server_encoding(self.target))
             pg.begin_read_only(self.side)
             self.side.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                 sql.Literal(str(row[0]))))
@@ -406,29 +415,77 @@ class CopySource(SourceReader):
         if self.side is None or self.side_thread is not None or self.sums is not None:
             return
         query = checksums_query(self.methods(self.sum_tables or []))
-        self.side_thread = threading.Thread(target=self._side_sums, args=(self.side, query),
-                                            name=f"tcmerge-checksums-{self.inp}", daemon=True)
-        self.side_thread.start()
-
-    def _side_sums(self, side: PgConn, query: sql.Composed) -> None:
-        try:
-            rows = side.execute(query).fetchall()
-            self.side_result = [tuple(str(v) for v in r) for r in rows]
-        except BaseException as exc:  # handed to the merge's thread
-            self.side_result = exc
+        self._side_run(lambda side: [tuple(str(v) for v in r)
+                                     for r in side.execute(query).fetchall()])
 
     def staged_checksums(self) -> dict[str, str]:
         if self.side_thread is None:
             return super().staged_checksums()
+        rows = self._side_wait("reading checksums of")
+        self._close_side()
+        self.sums = self._sums(rows, self.sum_tables or ())
+        return self.sums
+
+    def stage_keys(self, table: sa.Table, where: sql.Composable) -> int:
+        """With a side session: the keys are spooled to a temporary file by it while this
+        session moves rows (``load_keys`` puts them into the target)."""
+        if self.side is None:
+            return super().stage_keys(table, where)
+        self._side_wait("reading keys of")  # one statement at a time in the side session
+        query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
+            keys_select(table, self.inp, where, pg.server_encoding(self.target)))
+        spool = tempfile.TemporaryFile(prefix="tcmerge-keys-")  # noqa: SIM115 - closed by load_keys or close
+        self.spools.append((table.name, spool))
+
+        def spool_keys(side: PgConn) -> None:
+            with side.cursor().copy(query) as out:
+                for block in out:
+                    spool.write(block)
+
+        self._side_run(spool_keys)
+        return 0
+
+    def load_keys(self) -> None:
+        self._side_wait("reading keys of")
+        spools, self.spools = self.spools, []
+        for name, spool in spools:
+            with spool:
+                spool.seek(0)
+                copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+                    sql.Identifier(keys_name(name)), KEYS_COLUMNS)
+                try:
+                    with self.target.cursor().copy(copy_in) as into:
+                        while block := spool.read(SPOOL_BLOCK):
+                            into.write(block)
+                except psycopg.Error as exc:
+                    raise pg.wrap(exc, self.ref, "writing keys of") from None
+
+    def _side_run(self, work: Callable[[PgConn], Any]) -> None:
+        """Run ``work`` on the side session in a thread; ``_side_wait`` gives its result."""
+        assert self.side is not None and self.side_thread is None
+        side = self.side
+
+        def run() -> None:
+            try:
+                self.side_result = work(side)
+            except BaseException as exc:  # handed to the merge's thread
+                self.side_result = exc
+
+        self.side_thread = threading.Thread(target=run, name=f"tcmerge-side-{self.inp}",
+                                            daemon=True)
+        self.side_thread.start()
+
+    def _side_wait(self, doing: str) -> Any:
+        """The result of the side session's work (None when nothing runs); its error as a
+        DatabaseError."""
+        if self.side_thread is None:
+            return None
         self.side_thread.join()
         self.side_thread = None
         result, self.side_result = self.side_result, None
-        self._close_side()
-        if isinstance(result, BaseException) or result is None:
-            raise self._fail(result or RuntimeError("no result"),
-                             "reading checksums of") from None
-        self.sums = self._sums(result, self.sum_tables or ())
-        return self.sums
+        if isinstance(result, BaseException):
+            raise self._fail(result, doing) from None
+        return result
 
     def _close_side(self) -> None:
         side, self.side = self.side, None
@@ -440,6 +497,9 @@ class CopySource(SourceReader):
             self.side_thread.join()
             self.side_thread = None
         side.close()
+        for _name, spool in self.spools:
+            spool.close()
+        self.spools = []
 
     def open(self) -> None:
         self.conn = pg.open_session(self.ref, role="source", autocommit=True)
