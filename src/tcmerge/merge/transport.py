@@ -14,6 +14,12 @@ Two PostgreSQL transports fill them:
             connection string as a bind parameter), opens a cursor in a read-only
             repeatable-read transaction and inserts it into staging in chunks
             (``dblink_fetch``); plain ``dblink()`` would materialise everything.
+
+Rows of rooms held by one input, and the owner's rows of shared rooms, of the message
+tables go straight into the target's tables (``direct``); of every row of a shared room
+the keys table gets (room, msg_id, date, digest), computed on the source. A second source
+session sharing the staging snapshot (when the source exports snapshots) spools those keys
+while rows are copied and computes the checksums while the target analyses.
 """
 
 from __future__ import annotations
