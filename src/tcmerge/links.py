@@ -67,8 +67,11 @@ SERVER_SIDE_PARAMETERS = frozenset({
 
 
 def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
-                    port: int | str | None = None) -> str:
-    """libpq connection string for the target server to reach ``ref`` (read-only, named).
+                    port: int | str | None = None, application_name: str = APPLICATION_NAME,
+                    options: str = "") -> str:
+    """libpq connection string for the target server to reach ``ref`` (read-only, named;
+    ``options`` adds session settings). Validation's probes and the merge's dblink
+    transport both connect with it.
 
     Contains the password: pass it only as a bind parameter.
     """
@@ -85,8 +88,8 @@ def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
         dbname=url.database,
         user=url.username,
         password=url.password,
-        application_name=APPLICATION_NAME,
-        options=READ_ONLY_OPTIONS,
+        application_name=application_name,
+        options=f"{READ_ONLY_OPTIONS} {options}".strip(),
     )
     params.setdefault("connect_timeout", "10")
     return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})

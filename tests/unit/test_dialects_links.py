@@ -77,6 +77,11 @@ def test_dblink_conninfo_is_read_only_named_and_quoted() -> None:
     assert info["password"] == SECRET and info["sslmode"] == "require"
     assert info["application_name"] == "tcmerge"
     assert info["options"] == "-c default_transaction_read_only=on"
+    # the merge's dblink transport: its name and session settings, still read-only
+    merge = conninfo_to_dict(dblink_conninfo(ref, application_name="tcmerge-dblink",
+                                             options="-c DateStyle=ISO,YMD"))
+    assert merge["application_name"] == "tcmerge-dblink" and merge["host"] == "db2"
+    assert merge["options"] == "-c default_transaction_read_only=on -c DateStyle=ISO,YMD"
 
 
 def test_choose_transport() -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
@@ -40,14 +39,6 @@ def libpq_params(ref: DatabaseRef) -> dict[str, Any]:
     for key, value in url.query.items():
         params[key] = value if isinstance(value, str) else value[-1]
     return {k: v for k, v in params.items() if v is not None}
-
-
-def conninfo(ref: DatabaseRef) -> str:
-    """A libpq connection string (escaped by psycopg) for a server-side client such as dblink.
-
-    It contains the password: only ever pass it as a bind parameter.
-    """
-    return make_conninfo(**libpq_params(ref))
 
 
 def wrap(exc: BaseException, ref: DatabaseRef, doing: str) -> DatabaseError:

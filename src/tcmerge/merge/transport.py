@@ -35,8 +35,10 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
+from tcmerge.db import APPLICATION_NAME
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
+from tcmerge.links import dblink_conninfo
 from tcmerge.merge import pg
 from tcmerge.merge.checksums import (
     checksums_query,
@@ -575,8 +577,8 @@ def dblink_connect(conn: PgConn, schema: str, name: str, ref: DatabaseRef) -> No
     The connection string (password included) is a bind parameter: it is never part
     of SQL text, of this process's arguments, or of an error message.
     """
-    info = pg.conninfo(ref) + " " + psycopg.conninfo.make_conninfo(
-        options=pg.SESSION_OPTIONS, application_name="tcmerge-dblink")
+    info = dblink_conninfo(ref, application_name=f"{APPLICATION_NAME}-dblink",
+                           options=pg.SESSION_OPTIONS)
     try:
         conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(
             sql.Identifier(schema)), (name, info))
