@@ -82,9 +82,13 @@ def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
         key: value for key, value in url.query.items()
         if isinstance(value, str) and key in SERVER_SIDE_PARAMETERS
     }
+    # a host (a socket directory, say) given as a URL parameter counts as the URL's host
+    query_host = url.query.get("host")
+    if isinstance(query_host, tuple):
+        query_host = query_host[0] if query_host else None
     params.update(
-        host=host or url.host,
-        port=port or url.port,
+        host=host or query_host or url.host,
+        port=port or url.port or url.query.get("port"),
         dbname=url.database,
         user=url.username,
         password=url.password,

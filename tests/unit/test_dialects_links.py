@@ -82,6 +82,10 @@ def test_dblink_conninfo_is_read_only_named_and_quoted() -> None:
                                              options="-c DateStyle=ISO,YMD"))
     assert merge["application_name"] == "tcmerge-dblink" and merge["host"] == "db2"
     assert merge["options"] == "-c default_transaction_read_only=on -c DateStyle=ISO,YMD"
+    # a socket directory given as a URL parameter is the host; client file paths stay out
+    local = parse_database("postgresql://tc@/tc?host=/run/pg&port=5499&sslrootcert=/home/x/ca")
+    info = conninfo_to_dict(dblink_conninfo(local))
+    assert (info["host"], info["port"]) == ("/run/pg", "5499") and "sslrootcert" not in info
 
 
 def test_choose_transport() -> None:
