@@ -36,6 +36,7 @@ from tcmerge.merge.transport import (
     cast_list,
     column_list,
     keys_name,
+    keys_select,
     room_indexed_query,
     row_digest,
     staging_name,
@@ -52,10 +53,6 @@ def _q(text: str, **parts: sql.Composable) -> sql.Composed:
 
 def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
-
-
-def _row_hash(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None) -> sql.Composed:
-    return row_digest(table, exclude, prefix)
 
 
 def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
@@ -177,15 +174,11 @@ class PgRules:
             "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
             target=target))
 
-    def _shared_keys(self, table: sa.Table, source: sql.Composable,
-                     staged: bool) -> sql.Composed:
+    def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
         """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
-        return _q("SELECT {inp}::smallint, x.{room}::text, x.msg_id::bigint, "
-                  "x.{d}::timestamp, {h} FROM {src} AS x JOIN tcm_w_room AS r "
-                  "ON r.room_jid = x.{room} AND r.nholders > 1",
-                  inp=sql.SQL("x.inp") if staged else sql.Literal(0),
-                  room=_ident(ROOM_COLUMN[table.name]), d=_ident(DATE_COLUMN[table.name]),
-                  h=_row_hash(table, ("msg_id",), "x"), src=source)
+        return keys_select(table, sql.SQL("inp") if staged else 0, _q(
+            "{room} IN (SELECT room_jid FROM tcm_w_room WHERE nholders > 1)",
+            room=_ident(ROOM_COLUMN[table.name])), source=source)
 
     def target_keys(self) -> None:
         """The keys of the target's own rows of shared rooms: before anything is written."""
@@ -193,7 +186,7 @@ class PgRules:
             if name in self.tables:
                 self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
                            k=_ident(keys_name(name)),
-                           q=self._shared_keys(self.tables[name], _ident(name), False)))
+                           q=self._shared_keys(self.tables[name], name, False)))
 
     def all_shared_rooms(self) -> list[str]:
         """Rooms held by more than one input."""
@@ -250,7 +243,7 @@ class PgRules:
 
     def _analyse_users(self, result: Analysis) -> TableCounts:
         t = tc.tc_users
-        h = _row_hash(t, ("room_jid", "real_jid"))
+        h = row_digest(t, ("room_jid", "real_jid"))
         self._work("tcm_w_users_all", _q(
             "SELECT a.inp, a.room_jid, a.real_jid, a.affiliation, {h} AS h FROM ({all}) AS a",
             h=h, all=_all_rows(t)))
@@ -311,7 +304,7 @@ class PgRules:
                 # every source row was staged: their keys are computed here
                 self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
                            k=_ident(keys_name(name)), q=self._shared_keys(
-                               self.tables[name], _ident(staging_name(name)), True)))
+                               self.tables[name], staging_name(name), True)))
             self._work(work, _q(
                 "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
                 "FROM (SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, k.h FROM {k} AS k "
@@ -371,7 +364,7 @@ class PgRules:
         self._work(f"tcm_w_{name}", _q(
             "SELECT inp, rn FROM (SELECT a.inp, a.rn, "
             "a.inp > min(a.inp) OVER (PARTITION BY {h}) AS dup FROM ({all}) AS a) AS x "
-            "WHERE inp > 0 AND NOT dup", h=_row_hash(t, (), "a"), all=_all_rows(t, "rn")))
+            "WHERE inp > 0 AND NOT dup", h=row_digest(t, (), "a"), all=_all_rows(t, "rn")))
         read = self._read(name)
         inserted = int(self._one(_q("SELECT count(*) FROM {w}", w=_ident(f"tcm_w_{name}"))))
         return TableCounts(name, read, inserted=inserted,
@@ -389,7 +382,7 @@ class PgRules:
             "SELECT c.inp, c.rn, c.collides, CASE WHEN c.collides THEN top.top + row_number() "
             "OVER (PARTITION BY c.collides ORDER BY c.timestampvalue, c.inp, c.aft_index) "
             "ELSE c.aft_index END AS new_index FROM c, top WHERE c.inp > 0",
-            h=_row_hash(t, ("aft_index",), "x"), all=_all_rows(t, "rn")))
+            h=row_digest(t, ("aft_index",), "x"), all=_all_rows(t, "rn")))
         read = self._read("aft_log")
         inserted, ren = (int(x) for x in self._rows(sql.SQL(
             "SELECT count(*), count(*) FILTER (WHERE collides) FROM tcm_w_aft"))[0])

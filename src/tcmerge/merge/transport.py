@@ -124,15 +124,17 @@ def row_digest(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = N
     return sql.SQL("md5({})").format(text)
 
 
-def keys_select(table: sa.Table, inp: int, where: sql.Composable | None,
-                encoding: str | None = None) -> sql.Composed:
-    """(inp, room, msg_id, date, digest of every column but msg_id) of a message table:
-    all the analysis needs of a row (see ``create_staging``)."""
+def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composable | None,
+                encoding: str | None = None, source: str | None = None) -> sql.Composed:
+    """(inp, room, msg_id, date, digest of every column but msg_id) of a message table's
+    rows in ``source`` (default: the table itself; a staging table carries ``inp``): all
+    the analysis needs of a row (see ``create_staging``)."""
     name = table.name
     query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp, {} "
                     "FROM {}").format(
-        sql.Literal(inp), sql.Identifier(ROOM_COLUMN[name]), sql.Identifier(DATE_COLUMN[name]),
-        row_digest(table, ("msg_id",), None, encoding), sql.Identifier(name))
+        sql.Literal(inp) if isinstance(inp, int) else inp, sql.Identifier(ROOM_COLUMN[name]),
+        sql.Identifier(DATE_COLUMN[name]), row_digest(table, ("msg_id",), None, encoding),
+        sql.Identifier(source or name))
     return query if where is None else query + sql.SQL(" WHERE ") + where
 
 
