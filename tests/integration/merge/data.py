@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
 from tcmerge.dburl import DatabaseRef
+from tcmerge.merge import pg as mpg
+from tcmerge.merge.transport import TRANSPORTS, SourceReader
 from tcmerge.schema import tc
 
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0)
@@ -102,3 +106,21 @@ class TcData:
                 f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' "
                 f"ORDER BY t::text)), '') FROM {table} AS t")[0][0])
         return out
+
+
+@contextmanager
+def source_reader(target: TcData, source: TcData, transport: str) -> Iterator[SourceReader]:
+    """A transport's reader of ``source`` (input 1) working for a session on ``target``
+    (dblink installed there when needed); closed afterwards."""
+    if transport == "dblink":
+        engine = target.engine()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
+        engine.dispose()
+    session = mpg.open_session(target.ref, role="test")
+    reader = TRANSPORTS[transport](source.ref, 1, session)
+    try:
+        yield reader
+    finally:
+        reader.close()
+        session.close()

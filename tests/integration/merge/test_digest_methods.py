@@ -17,9 +17,8 @@ from tcmerge.merge.checksums import (
     recorded_methods,
     table_checksums,
 )
-from tcmerge.merge.transport import TRANSPORTS
 
-from .data import TcData
+from .data import TcData, source_reader
 
 pytestmark = pytest.mark.postgresql
 
@@ -101,13 +100,9 @@ def test_both_methods_see_every_change_and_stored_values_say_their_method(
 def test_a_source_reader_takes_record_digests_in_its_snapshot(
         tc_factory: Callable[..., TcData], transport: str) -> None:
     target, one = tc_factory(), tc_factory()
-    if transport == "dblink":
-        _exec(target, "CREATE EXTENSION IF NOT EXISTS dblink")
     one.room(ROOM, next_=2)
     one.messages(ROOM, [(1, 0, "first")])
-    conn = mpg.open_session(target.ref, role="test")
-    reader = TRANSPORTS[transport](one.ref, 1, conn)
-    try:
+    with source_reader(target, one, transport) as reader:
         reader.open()
         reader.prepare_checksums(TC)
         reader.finish()
@@ -118,6 +113,3 @@ def test_a_source_reader_takes_record_digests_in_its_snapshot(
             modern = direct.info.server_version >= 140000
         assert sums == expected
         assert all(v.split(":")[1].startswith("r") for v in sums.values()) == modern
-    finally:
-        reader.close()
-        conn.close()

@@ -9,11 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from tcmerge.merge import MergeResult, run_merge
-from tcmerge.merge import pg as mpg
-from tcmerge.merge.transport import TRANSPORTS
 from tcmerge.request import MergeRequest
 
-from .data import TcData
+from .data import TcData, source_reader
 
 pytestmark = pytest.mark.postgresql
 
@@ -90,12 +88,8 @@ def test_a_source_changed_during_the_merge_fails_verification(
 def test_the_cheap_proof_holds_for_an_untouched_source_only(
         tc_factory: Callable[..., TcData], transport: str) -> None:
     target, one = tc_factory(), tc_factory()
-    if transport == "dblink":
-        _dblink(target)
     _fill(one)
-    conn = mpg.open_session(target.ref, role="test")
-    reader = TRANSPORTS[transport](one.ref, 1, conn)
-    try:
+    with source_reader(target, one, transport) as reader:
         reader.open()
         sums = reader.checksums(NAMES)
         xmin, shapes = reader.mark(NAMES)
@@ -105,21 +99,14 @@ def test_the_cheap_proof_holds_for_an_untouched_source_only(
         _change(one, CHANGES["same values"])
         assert reader.unchanged_since(sums, xmin, shapes) is False
         assert reader.checksums(NAMES) == sums  # the full comparison: equal
-    finally:
-        reader.close()
-        conn.close()
 
 
 @pytest.mark.parametrize("transport", ["copy", "dblink"])
 def test_staging_checksums_come_later_from_a_second_session_in_the_same_snapshot(
         tc_factory: Callable[..., TcData], transport: str) -> None:
     target, one = tc_factory(), tc_factory()
-    if transport == "dblink":
-        _dblink(target)
     _fill(one)
-    conn = mpg.open_session(target.ref, role="test")
-    reader = TRANSPORTS[transport](one.ref, 1, conn)
-    try:
+    with source_reader(target, one, transport) as reader:
         reader.open()
         reader.prepare_checksums(NAMES)
         assert reader.has_side(), "a second session shares the staging snapshot"
@@ -133,6 +120,3 @@ def test_staging_checksums_come_later_from_a_second_session_in_the_same_snapshot
         assert sums == inside
         assert reader.checksums(NAMES)["tc_msgarchive"] != sums["tc_msgarchive"]
         assert reader.checksums(NAMES)["tc_rooms"] == sums["tc_rooms"]
-    finally:
-        reader.close()
-        conn.close()
