@@ -25,7 +25,7 @@ from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
-from tcmerge.merge import jobs, pg
+from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import table_checksums
 from tcmerge.merge.plan import MergePlan, MergeResult
 from tcmerge.merge.rules import PgRules
@@ -176,6 +176,19 @@ class _Merge:
                 reader.close()
             conn.close()
 
+    def _set_indexes_aside(self, conn: pg.PgConn, rules: PgRules,
+                           tables: list[str]) -> list[indexes.SetAside]:
+        """The indexes of the tables loaded directly, dropped until every row is in,
+        where at least as many rows come in as the table holds (see indexes.py)."""
+        aside = []
+        for table in tables:
+            incoming = sum(reader.estimated_rows(table) for reader in self.readers)
+            if rules.target_counts[table] <= incoming:
+                dropped = indexes.set_aside(conn, table)
+                if dropped is not None:
+                    aside.append(dropped)
+        return aside
+
     def _record_failure(self, plan: MergePlan, error_text: str) -> bool:
         """The failed job, in a session of its own (the merge's was rolled back)."""
         if not self.recording:
@@ -236,6 +249,8 @@ class _Merge:
                      if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
         staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
+        aside = self._set_indexes_aside(conn, rules, sorted(direct_ok)) \
+            if self.mode == "run" else []
         all_shared = rules.all_shared_rooms() if direct_ok else []
         for reader in self.readers:
             shared = rules.shared_rooms(reader.inp)
@@ -286,7 +301,15 @@ class _Merge:
             conn.rollback()
             return self._result("cancelled", findings, plan)
         self._tell("apply", request.target.label)
-        written = rules.apply(analysis.counts)
+
+        def rebuild_indexes() -> None:
+            self._phase("apply")
+            for dropped in aside:
+                self._tell(f"index {dropped.table}", request.target.label)
+                indexes.rebuild(conn, dropped)
+            self._phase("index")
+
+        written = rules.apply(analysis.counts, after_messages=rebuild_indexes)
         self._phase("apply")
         for name, n in written.items():
             expected = analysis.counts[name].inserted - sum(direct.get(name, {}).values())

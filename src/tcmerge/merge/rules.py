@@ -21,7 +21,7 @@ separators are quoted); duplicates are judged across inputs, never within one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -394,8 +394,18 @@ class PgRules:
                            duplicates=sum(read[1:]) - inserted, renumbered=ren)
 
     # -- apply -----------------------------------------------------------------------------
-    def apply(self, counts: dict[str, TableCounts]) -> dict[str, int]:
-        """Insert every kept row; repair the counters. Returns rows written per table."""
+    def apply(self, counts: dict[str, TableCounts],
+              after_messages: Callable[[], None] | None = None) -> dict[str, int]:
+        """Insert every kept row; repair the counters. Returns rows written per table.
+
+        ``after_messages`` runs once the message tables hold every row, before the
+        counters are read from them (the engine rebuilds their indexes there)."""
+        written = self._apply_messages()
+        if after_messages is not None:
+            after_messages()
+        return written | self._apply_others(counts)
+
+    def _apply_messages(self) -> dict[str, int]:
         written: dict[str, int] = {}
         # the two message tables: the owner's rows, and later inputs' rows the id map keeps
         for t, room, keep in ((tc.tc_msgarchive, "to_jid", "arch_keep"),
@@ -410,6 +420,10 @@ class PgRules:
                     "AND m.old_id = s.msg_id WHERE s.inp = r.owner OR m.{keep}",
                     t=_ident(t.name), cols=column_list(t), s=_ident(staging_name(t.name)),
                     rest=self._rest(t, "msg_id"), room=_ident(room), keep=_ident(keep)))
+        return written
+
+    def _apply_others(self, counts: dict[str, TableCounts]) -> dict[str, int]:
+        written: dict[str, int] = {}
         if "tc_users" in self.tables:
             t = tc.tc_users
             written[t.name] = self._x(_q(

@@ -274,6 +274,16 @@ class SourceReader(abc.ABC):
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         """Run one statement on the source; its rows, ``width`` text columns each."""
 
+    def estimated_rows(self, table: str) -> int:
+        """The source planner's row count of ``table`` (0 when never analysed)."""
+        try:
+            rows = self.text_rows(sql.SQL(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                "WHERE oid = to_regclass(quote_ident({}))").format(sql.Literal(table)), 1)
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading the statistics of") from None
+        return int(rows[0][0]) if rows else 0
+
     def prepare_checksums(self, tables: Iterable[str]) -> None:
         """Right after ``open``: make the staging snapshot's checksums computable later.
 

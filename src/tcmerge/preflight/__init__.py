@@ -78,6 +78,12 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
         failure = open_database(stack, adapter, db)
         if failure is not None:
             findings.append(failure)
+    # first: a running merge may hold its tables' exclusive locks (indexes.py), and
+    # every later check that reads them would wait until it ends
+    in_progress = _merge_lock(adapter, result)
+    if in_progress:
+        findings.extend(in_progress)
+        return result
     findings.extend(_identities(databases))
     findings.extend(_services(request))
     findings.extend(schema_findings(databases, request.tables))
@@ -86,7 +92,6 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
     _data(adapter, request, result)
     findings.extend(_space(adapter, request, result))
     findings.extend(_sessions(adapter, result))
-    findings.extend(_merge_lock(adapter, result))
     return result
 
 
