@@ -8,6 +8,7 @@ with the full preflight, then the topology update of the contract.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tcmerge.errors import TcmergeError
 from tcmerge.merge import (
@@ -23,12 +24,27 @@ from tcmerge.merge.engine import Confirm
 from tcmerge.merge.transport import Progress
 from tcmerge.request import MergeRequest, build_request
 from tcmerge.results import warning
-from tcmerge.schema.manage import check as check_schema
-from tcmerge.schema.manage import offline_sql
-from tcmerge.schema.manage import upgrade as upgrade_schema
 from tcmerge.topology import assign_database, check_topology, load_topology
 from tcmerge.validate import ValidationReport
 from tcmerge.validate import validate as _preflight_and_data
+
+if TYPE_CHECKING:
+    from tcmerge.schema.manage import check as check_schema
+    from tcmerge.schema.manage import offline_sql
+    from tcmerge.schema.manage import upgrade as upgrade_schema
+
+#: api names of the schema functions (tcmerge.schema.manage), loaded on first use:
+#: Alembic is a fifth of a merge command's start-up and a merge does not need it
+_SCHEMA_FUNCTIONS = {"check_schema": "check", "offline_sql": "offline_sql",
+                     "upgrade_schema": "upgrade"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SCHEMA_FUNCTIONS:
+        from tcmerge.schema import manage
+
+        return getattr(manage, _SCHEMA_FUNCTIONS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "MergeRequest",

@@ -15,7 +15,7 @@ from tcmerge.cli.output import (
     print_json,
     print_text,
 )
-from tcmerge.schema import manage, tables_for
+from tcmerge.schema import tables_for
 
 app = typer.Typer(help="Create, print and check the TC schema.", no_args_is_help=True)
 
@@ -29,6 +29,8 @@ def upgrade(db: Annotated[str, typer.Argument(help="Database URL or topology nam
             as_json: JsonOpt = False) -> None:
     """Create or upgrade the TC schema on DB (Alembic, to head); existing tables are kept."""
     with error_boundary(as_json):
+        from tcmerge.schema import manage  # Alembic: loaded for schema commands only
+
         result = manage.upgrade(database(db, topology), revision)
     if as_json:
         print_json(result.as_dict())
@@ -43,6 +45,8 @@ def sql(dialect: Annotated[str, typer.Option("--dialect", help="postgresql or or
         revision: Annotated[str, typer.Option(help="Target revision.")] = "head") -> None:
     """Print the DDL for a dialect, offline (no server needed)."""
     with error_boundary(False):
+        from tcmerge.schema import manage  # Alembic: loaded for schema commands only
+
         text = manage.offline_sql(dialect.lower(), revision)
     print(text, end="")
 
@@ -55,6 +59,8 @@ def check(db: Annotated[str, typer.Argument(help="Database URL or topology name.
           as_json: JsonOpt = False) -> None:
     """Compare the live schema of DB with the model; exit 1 on blocking findings."""
     with error_boundary(as_json):
+        from tcmerge.schema import manage  # Alembic: loaded for schema commands only
+
         report = manage.check(database(db, topology), tables_for(tables), strict=strict)
 
     def human() -> None:

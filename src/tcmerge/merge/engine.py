@@ -31,6 +31,7 @@ from tcmerge.merge.plan import MergePlan, MergeResult
 from tcmerge.merge.rules import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
+    DATE_COLUMN,
     DIRECT_TABLES,
     TRANSPORTS,
     Progress,
@@ -251,21 +252,21 @@ class _Merge:
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
         aside = self._set_indexes_aside(conn, rules, sorted(direct_ok)) \
             if self.mode == "run" else []
-        all_shared = rules.all_shared_rooms() if direct_ok else []
+        all_shared = rules.all_shared_rooms() if direct_ok & set(DATE_COLUMN) else []
         for reader in self.readers:
-            shared = rules.shared_rooms(reader.inp)
             for table in request.tables:
                 if table.name in direct_ok:
-                    if all_shared:
+                    if all_shared and table.name in DATE_COLUMN:
                         # what the analysis needs of every row of shared rooms, digested
                         # on the source (beside the copy when a side session is open)
                         reader.stage_keys(table, in_rooms(table.name, all_shared))
-                    # rows of rooms no other input holds, and the owner's rows of shared
-                    # rooms, go straight into the target table
+                    # rows of rooms no other input has (and the owner's rows of shared
+                    # rooms in the message tables) go straight into the target table
+                    rooms = rules.staged_rooms(table.name, reader.inp)
                     direct[table.name][reader.inp] = reader.direct(
-                        table, in_rooms(table.name, shared, negate=True), self.progress)
+                        table, in_rooms(table.name, rooms, negate=True), self.progress)
                     staged[table.name][reader.inp] = reader.stage(
-                        table, self.progress, in_rooms(table.name, shared))
+                        table, self.progress, in_rooms(table.name, rooms))
                 else:
                     staged[table.name][reader.inp] = reader.stage(table, self.progress)
             if self.mode == "run":

@@ -6,11 +6,13 @@ sources in the order given (staged). ``analyse`` builds small work tables
 findings; ``apply`` inserts from staging through the work tables. Everything
 runs in the caller's transaction; work tables are TEMP and dropped at its end.
 
-For the direct tables (tc_msgarchive, tc_messages) only later inputs' rows of shared
-rooms are staged: the owner's rows keep their ids and are copied straight into the
-target table. The analysis of the message tables reads only their keys tables (room,
-msg_id, date and row digest of every row of a shared room, from every input; computed
-on the sources while copying, and on the target for its own rows before any write).
+For the direct tables (transport.DIRECT_TABLES) rows of rooms held by one input are
+copied straight into the target table, and of the message tables the owner's rows of
+shared rooms too (they keep their ids); only the rest is staged, and the target's own
+rows are read in place for those rooms only (``_target_rows``). The analysis of the
+message tables reads only their keys tables (room, msg_id, date and row digest of every
+row of a shared room, from every input; computed on the sources while copying, and on
+the target for its own rows before any write).
 
 Row equality ("equal in every column but msg_id") is judged on the md5 of the
 row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
@@ -55,15 +57,18 @@ def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
-def _all_rows(table: sa.Table, extra: str = "") -> sql.Composed:
-    """Every input's rows: the target's as input 0, then the staged sources."""
+def _all_rows(table: sa.Table, extra: str = "",
+              target_where: sql.Composable | None = None) -> sql.Composed:
+    """Every input's rows: the target's as input 0 (those matching ``target_where``),
+    then the staged sources."""
     return _q(
-        "SELECT 0::smallint AS inp {extra0} , {tcast} FROM {t} "
+        "SELECT 0::smallint AS inp {extra0} , {tcast} FROM {t} {where} "
         "UNION ALL SELECT inp {extra1} , {cols} FROM {s}",
         extra0=sql.SQL(", NULL::bigint AS rn" if extra == "rn" else ""),
         extra1=sql.SQL(", rn" if extra == "rn" else ""),
         tcast=cast_list(table), t=_ident(table.name), cols=column_list(table),
         s=_ident(staging_name(table.name)),
+        where=sql.SQL("") if target_where is None else sql.SQL("WHERE ") + target_where,
     )
 
 
@@ -173,6 +178,13 @@ class PgRules:
             "FROM (SELECT DISTINCT 0 AS inp, room_jid FROM ({target}) AS t "
             "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
             target=target))
+        if "tc_timelog" in self.tables:
+            # timelog rows do not make a holder: their own sharing decides their path
+            self._work("tcm_w_timelog_room", sql.SQL(
+                "SELECT room_jid FROM (SELECT DISTINCT 0 AS inp, room_jid::text AS room_jid "
+                "FROM tc_timelog UNION ALL SELECT inp, room_jid FROM tcm_s_timelog_holders) "
+                "AS h WHERE room_jid IS NOT NULL GROUP BY room_jid "
+                "HAVING count(DISTINCT inp) > 1"))
 
     def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
         """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
@@ -193,12 +205,35 @@ class PgRules:
         return [str(r[0]) for r in self.conn.execute(
             "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid").fetchall()]
 
-    def shared_rooms(self, inp: int) -> list[str]:
-        """Rooms held by more than one input that input ``inp`` does not own: its rows of
-        them go through staging (the owner's rows keep their ids and go straight in)."""
-        return [str(r[0]) for r in self.conn.execute(sql.SQL(
-            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 AND owner <> %s "
-            "ORDER BY room_jid"), (inp,)).fetchall()]
+    def staged_rooms(self, table: str, inp: int) -> list[str]:
+        """The rooms whose rows of ``table`` input ``inp`` stages (its other rows go
+        straight into the target table, see ``transport.DIRECT_TABLES``).
+
+        Message tables: rooms held by several inputs that ``inp`` does not own (the
+        owner's rows keep their ids). tc_users: every room held by several inputs (the
+        row kept is chosen among all). tc_timelog: rooms with timelog rows in several
+        inputs (where duplicates can be)."""
+        query: sql.Composable
+        if table == "tc_timelog":
+            query = sql.SQL("SELECT room_jid FROM tcm_w_timelog_room ORDER BY room_jid")
+        elif table == "tc_users":
+            query = sql.SQL("SELECT room_jid FROM tcm_w_room WHERE nholders > 1 "
+                            "ORDER BY room_jid")
+        else:
+            query = sql.SQL("SELECT room_jid FROM tcm_w_room WHERE nholders > 1 "
+                            "AND owner <> {} ORDER BY room_jid").format(sql.Literal(inp))
+        return [str(r[0]) for r in self.conn.execute(query).fetchall()]
+
+    def _target_rows(self, table: str) -> sql.Composable | None:
+        """Which of the target table's rows are the target's own rows the analysis needs:
+        with rows copied straight in, those of the rooms that were staged."""
+        if table not in self.direct:
+            return None
+        rooms = sql.SQL("tcm_w_timelog_room") if table == "tc_timelog" else sql.SQL(
+            "(SELECT room_jid FROM tcm_w_room WHERE nholders > 1)")
+        room = _ident(ROOM_COLUMN[table])
+        return _q("({room} IS NULL OR {room}::text IN (SELECT room_jid FROM {rooms} AS r))",
+                  room=room, rooms=rooms)
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         t = tc.tc_rooms
@@ -246,7 +281,7 @@ class PgRules:
         h = row_digest(t, ("room_jid", "real_jid"))
         self._work("tcm_w_users_all", _q(
             "SELECT a.inp, a.room_jid, a.real_jid, a.affiliation, {h} AS h FROM ({all}) AS a",
-            h=h, all=_all_rows(t)))
+            h=h, all=_all_rows(t, target_where=self._target_rows(t.name))))
         self._work("tcm_w_users", sql.SQL(
             "WITH w AS (SELECT DISTINCT ON (room_jid, real_jid) room_jid, real_jid, "
             "inp AS winner, h AS wh, affiliation AS waff FROM tcm_w_users_all "
@@ -259,6 +294,7 @@ class PgRules:
             "SELECT count(*) FILTER (WHERE inp = winner), "
             "count(*) FILTER (WHERE inp <> winner AND same), "
             "count(*) FILTER (WHERE inp <> winner AND NOT same) FROM tcm_w_users"))[0])
+        inserted += sum(self.direct.get(t.name, {}).values())  # rooms held by one input
         per = self._samples(sql.SQL(
             "SELECT inp, count(*), (array_agg(room_jid || ' ' || real_jid "
             "ORDER BY room_jid, real_jid))[1:{n}] FROM tcm_w_users "
@@ -284,12 +320,21 @@ class PgRules:
                 database=self.inputs[inp], table="tc_users", count=n,
                 details={"members": keys},
                 hint="apply these bans on the target by hand after the merge if wanted"))
-        row = self._rows(sql.SQL(
+        # the bans the merged target must hold: those of the analysed rows that are kept,
+        # and (rows copied straight in) every ban of a room held by one input, read from
+        # the target table (its own rows and the copied ones); the two sets of rooms are
+        # disjoint, so counts and hash sums add up
+        one_holder = sql.SQL("SELECT room_jid, real_jid FROM tc_users WHERE "
+                             "affiliation = 'outcast' AND NOT {}").format(
+            self._target_rows(t.name)) if t.name in self.direct else sql.SQL(
+                "SELECT NULL::text AS room_jid, NULL::text AS real_jid WHERE false")
+        row = self._rows(_q(
             "SELECT count(*), coalesce(sum(hashtextextended(ROW(room_jid, real_jid)::text, 0)"
             "::numeric), 0)::text FROM (SELECT DISTINCT room_jid, real_jid "
             "FROM tcm_w_users_all WHERE affiliation = 'outcast' EXCEPT "
-            "SELECT room_jid, real_jid FROM tcm_w_users WHERE winner = 0 AND waff <> 'outcast'"
-            ") AS b"))[0]
+            "SELECT room_jid, real_jid FROM tcm_w_users WHERE winner = 0 AND waff <> 'outcast' "
+            "UNION SELECT room_jid::text, real_jid::text FROM ({one}) AS o) AS b",
+            one=one_holder))[0]
         result.bans_expected = f"{row[0]}:{row[1]}"
         return TableCounts("tc_users", read, inserted=inserted, duplicates=dups,
                            conflicts=conflicts)
@@ -364,9 +409,11 @@ class PgRules:
         self._work(f"tcm_w_{name}", _q(
             "SELECT inp, rn FROM (SELECT a.inp, a.rn, "
             "a.inp > min(a.inp) OVER (PARTITION BY {h}) AS dup FROM ({all}) AS a) AS x "
-            "WHERE inp > 0 AND NOT dup", h=row_digest(t, (), "a"), all=_all_rows(t, "rn")))
+            "WHERE inp > 0 AND NOT dup", h=row_digest(t, (), "a"),
+            all=_all_rows(t, "rn", self._target_rows(name))))
         read = self._read(name)
         inserted = int(self._one(_q("SELECT count(*) FROM {w}", w=_ident(f"tcm_w_{name}"))))
+        inserted += sum(self.direct.get(name, {}).values())  # rooms in one input only
         return TableCounts(name, read, inserted=inserted,
                            duplicates=sum(read[1:]) - inserted)
 

@@ -56,7 +56,7 @@ from tcmerge.schema import tc
 
 SAMPLE = 10
 
-#: room column of the room-keyed tables (as ``transport.ROOM_COLUMN``)
+#: room column of the tables that make an input a room's holder (``transport.HOLDING_TABLES``)
 ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_msgarchive": "to_jid", "tc_messages": "room_jid",
                "tc_users": "room_jid"}
 #: (count, hash sum) of a set of (room_jid, real_jid) pairs: comparable between sessions

@@ -15,9 +15,11 @@ Two PostgreSQL transports fill them:
             repeatable-read transaction and inserts it into staging in chunks
             (``dblink_fetch``); plain ``dblink()`` would materialise everything.
 
-Rows of rooms held by one input, and the owner's rows of shared rooms, of the message
-tables go straight into the target's tables (``direct``); of every row of a shared room
-the keys table gets (room, msg_id, date, digest), computed on the source. A second source
+Rows of rooms no other input has go straight into the target's tables (``direct``):
+of the message tables also the owner's rows of shared rooms (they keep their ids), of
+tc_users and tc_timelog only rows of rooms no other input has rows of. Of every message
+row of a shared room the keys table gets (room, msg_id, date, digest), computed on the
+source. A second source
 session sharing the staging snapshot (when the source exports snapshots) spools those keys
 while rows are copied and computes the checksums while the target analyses.
 """
@@ -52,13 +54,18 @@ from tcmerge.merge.checksums import (
 from tcmerge.merge.pg import PgConn
 
 STAGING_PREFIX = "tcm_s_"
-#: (inp, room_jid) of every room each source holds in any room-keyed table.
+#: (inp, room_jid) of every room each source holds in any of the HOLDING_TABLES.
 HOLDERS = "tcm_s_holders"
+#: (inp, room_jid) of every room each source has tc_timelog rows of.
+TIMELOG_HOLDERS = "tcm_s_timelog_holders"
 #: The room column of the room-keyed tables.
 ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_users": "room_jid", "tc_msgarchive": "to_jid",
-               "tc_messages": "room_jid"}
-#: Tables whose rows of rooms held by one input only go straight into the target table.
-DIRECT_TABLES = ("tc_msgarchive", "tc_messages")
+               "tc_messages": "room_jid", "tc_timelog": "room_jid"}
+#: A row in one of these makes its input a holder of the room (an owner candidate); a
+#: timelog row does not (it records a visit, not the room).
+HOLDING_TABLES = ("tc_rooms", "tc_users", "tc_msgarchive", "tc_messages")
+#: Tables whose rows of rooms no other input has rows of go straight into the target table.
+DIRECT_TABLES = ("tc_msgarchive", "tc_messages", "tc_users", "tc_timelog")
 #: Per message table, its date column: with the room and msg_id, what renumbering needs.
 DATE_COLUMN = {"tc_msgarchive": "sent_date", "tc_messages": "stamp"}
 KEYS_PREFIX = "tcm_s_keys_"
@@ -150,8 +157,10 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     Besides one per table: the holders table, and per message table a keys table with,
     for every row of a room held by several inputs (whatever path the row takes), its
     room, msg_id, date and digest, computed where the row is (a source or the target)."""
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text NOT NULL)"
-                         " ON COMMIT DROP").format(sql.Identifier(HOLDERS)))
+    tables = list(tables)
+    for holders in (HOLDERS, TIMELOG_HOLDERS):
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text) "
+                             "ON COMMIT DROP").format(sql.Identifier(holders)))
     for table in tables:
         if table.name in DATE_COLUMN:
             conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -200,7 +209,7 @@ def holders_select(inp: int, tables: Iterable[str],
     skip = set(indexed)
     parts = []
     for t in tables:
-        if t not in ROOM_COLUMN:
+        if t not in HOLDING_TABLES:
             continue
         col, tab = sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)
         if t in skip:
@@ -216,10 +225,15 @@ def holders_select(inp: int, tables: Iterable[str],
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
-    """``room column = ANY(<array literal>)``: the list travels as one quoted value."""
-    test = sql.SQL("{} = ANY({}::text[])").format(sql.Identifier(ROOM_COLUMN[table]),
-                                                   sql.Literal(rooms))
-    return sql.SQL("NOT ({})").format(test) if negate else test
+    """``room column = ANY(<array literal>)``: the list travels as one quoted value.
+
+    A row without a room (where a live table allows it) counts as in every list: such
+    rows are never sent down the path of rooms held by one input."""
+    room = sql.Identifier(ROOM_COLUMN[table])
+    test = sql.SQL("{} = ANY({}::text[])").format(room, sql.Literal(rooms))
+    if negate:
+        return sql.SQL("({} IS NOT NULL AND NOT ({}))").format(room, test)
+    return sql.SQL("({} IS NULL OR {})").format(room, test)
 
 
 def _typed(table: sa.Table) -> list[sql.Composable]:
@@ -366,16 +380,24 @@ class SourceReader(abc.ABC):
         """After staging: keys computed in the background are put into the target."""
 
     def stage_holders(self, tables: Iterable[str]) -> int:
-        tables = [t for t in tables if t in ROOM_COLUMN]
+        """The rooms this source holds (HOLDERS), and those it has timelog rows of."""
+        tables = list(tables)
+        holding = [t for t in tables if t in HOLDING_TABLES]
         try:
             # tc_rooms and tc_users hold a row or a few per room: a plain scan is cheaper
-            indexed = [t for t in tables if t in DIRECT_TABLES
+            indexed = [t for t in holding if t in DATE_COLUMN
                        if self.text_rows(room_indexed_query(t), 1)[0][0] == "1"]
         except psycopg.Error as exc:
             raise self._fail(exc, "reading the indexes of") from None
-        return self.relay(holders_select(self.inp, tables, indexed), HOLDERS,
-                          sql.SQL("inp, room_jid"),
-                          [sql.SQL("inp smallint"), sql.SQL("room_jid text")], "rooms", None)
+        columns = sql.SQL("inp, room_jid")
+        types: list[sql.Composable] = [sql.SQL("inp smallint"), sql.SQL("room_jid text")]
+        n = self.relay(holders_select(self.inp, holding, indexed), HOLDERS, columns, types,
+                       "rooms", None)
+        if "tc_timelog" in tables:
+            self.relay(sql.SQL("SELECT DISTINCT {}::smallint, {}::text FROM {}").format(
+                sql.Literal(self.inp), sql.Identifier(ROOM_COLUMN["tc_timelog"]),
+                sql.Identifier("tc_timelog")), TIMELOG_HOLDERS, columns, types, "rooms", None)
+        return n
 
     @abc.abstractmethod
     def finish(self) -> None:

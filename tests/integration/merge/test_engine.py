@@ -300,3 +300,71 @@ def test_duplicates_are_found_across_encodings(
         assert target.archive(room) == [(1, "déjà vu"), (2, "naïve"), (3, "naive")]
     finally:
         embedded_server.drop_database(name)
+
+
+def test_members_and_timelog_of_rooms_in_one_input_go_straight_in(
+        tc_factory: Callable[..., TcData]) -> None:
+    """tc_users and tc_timelog rows of rooms no other input has go straight into the
+    target table; the rest is analysed. Counts, bans and duplicates come out the same."""
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    alone_t, alone_1, alone_2 = ("t@conference-1-c1.example.com", ROOM2,
+                                 "b@conference-2-c1.example.com")
+    visited = "gone@conference-1-c1.example.com"  # only in the timelogs, never held
+    target.room(alone_t)
+    target.member(alone_t, "bad@example.com", "outcast")  # the target's own ban
+    target.timelog(alone_t, "bob@example.com", 0, 1)
+    target.timelog(ROOM, "bob@example.com", 5, 6)          # the same visit in source one
+    one.room(alone_1)
+    one.member(alone_1, "troll@example.com", "outcast")    # a ban of a room in one input
+    one.member(alone_1, "bob@example.com", "admin")
+    one.timelog(alone_1, "bob@example.com", 0, 1)
+    one.timelog(alone_1, "bob@example.com", 0, 1)          # twice in one input: both kept
+    one.room(ROOM)
+    one.member(ROOM, "bob@example.com", "member")
+    one.timelog(ROOM, "bob@example.com", 5, 6)
+    one.timelog(visited, "eve@example.com", 1, None)
+    two.room(ROOM)
+    two.member(ROOM, "bob@example.com", "outcast")         # beats one's member row
+    two.member(ROOM, "eve@example.com", "member")
+    two.room(alone_2)
+    two.member(alone_2, "eve@example.com", "owner")
+    two.timelog(visited, "eve@example.com", 1, None)        # a duplicate of one's visit
+    two.timelog(alone_1, "bob@example.com", 0, 1)           # and of one's (room not two's)
+    two.timelog(alone_2, "eve@example.com", 2, 3)
+
+    result = merge(target, one, two)
+    assert result.ok, [f.message for f in result.verification]
+    tables = result.as_dict()["tables"]
+    assert tables["tc_users"] == {"read": [1, 3, 3], "inserted": 5, "duplicates": 0,
+                                  "renumbered": 0, "conflicts": 1}
+    assert tables["tc_timelog"] == {"read": [2, 4, 3], "inserted": 4, "duplicates": 3,
+                                    "renumbered": 0, "conflicts": 0}
+    assert sorted(target.query("SELECT room_jid, real_jid, affiliation FROM tc_users")) == \
+        sorted([(alone_2, "eve@example.com", "owner"),
+                (ROOM, "bob@example.com", "outcast"), (ROOM, "eve@example.com", "member"),
+                (ROOM2, "bob@example.com", "admin"), (ROOM2, "troll@example.com", "outcast"),
+                (alone_t, "bad@example.com", "outcast")])
+    assert sorted(target.query("SELECT room_jid, count(*) FROM tc_timelog GROUP BY 1")) == \
+        sorted([(alone_2, 1), (ROOM, 1), (ROOM2, 2), (visited, 1), (alone_t, 1)])
+
+
+@pytest.mark.parametrize("rooms", [[], ["a"], ["a", "c"]])
+def test_each_row_takes_one_path_and_a_row_without_room_is_staged(
+        tc_factory: Callable[..., TcData], rooms: list[str]) -> None:
+    from psycopg import sql
+
+    from tcmerge.merge import pg as mpg
+    from tcmerge.merge.transport import in_rooms
+
+    db = tc_factory()
+    with mpg.session(db.ref, role="test") as conn:
+        row = conn.execute(sql.SQL(
+            "SELECT array_agg(coalesce(room_jid, '-') ORDER BY room_jid) FILTER (WHERE {d}), "
+            "array_agg(coalesce(room_jid, '-') ORDER BY room_jid) FILTER (WHERE {s}) "
+            "FROM (VALUES ('a'), ('b'), ('c'), (NULL)) AS t(room_jid)").format(
+                d=in_rooms("tc_timelog", rooms, negate=True),
+                s=in_rooms("tc_timelog", rooms))).fetchone()
+    assert row is not None
+    direct, staged = row[0] or [], row[1] or []
+    assert sorted(direct + staged) == ["-", "a", "b", "c"]
+    assert sorted(staged) == sorted(["-", *rooms])

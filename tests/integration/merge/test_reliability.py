@@ -47,13 +47,13 @@ def test_sigkill_mid_merge_leaves_target_identical_and_next_run_succeeds(
     before = target.digest()
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref, two.ref])
     with proc.admin(target.ref) as blocker:
-        # reads go through; the merge's INSERT into tc_timelog (after the archive,
-        # messages and members are written) waits on this lock
+        # reads go through; the merge's copy into tc_timelog (after the first source's
+        # members, messages and archive rows are written) waits on this lock
         blocker.autocommit = False
         blocker.execute("LOCK TABLE tc_timelog IN SHARE MODE")
         child = proc.start(run_args(target, one, two), pgpass)
         proc.wait_until(blocker, proc.WAITING_ON, ("tc_timelog", "tcmerge-merge"), proc=child)
-        # the archive, messages and members are already written in the open transaction
+        # members, messages and archive rows are already written in the open transaction
         waiting = blocker.execute(
             "SELECT query FROM pg_stat_activity WHERE application_name = 'tcmerge-merge'"
         ).fetchone()
@@ -63,7 +63,7 @@ def test_sigkill_mid_merge_leaves_target_identical_and_next_run_succeeds(
         blocker.autocommit = True
         proc.wait_until(blocker, proc.SESSION_GONE)
     assert child.returncode == -signal.SIGKILL
-    assert waiting is not None and waiting[0].startswith('INSERT INTO "tc_timelog"')
+    assert waiting is not None and waiting[0].startswith('COPY "tc_timelog"')
     assert target.digest() == before
     assert target.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'tcm\\_%' "
                         "OR relname LIKE 'tcmerge\\_snap%'") == [(0,)]
@@ -104,9 +104,9 @@ def test_source_stopped_mid_merge_exit_3_target_unchanged_job_failed(
     fill(two, "two")
     before = target.digest()
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref, two.ref])
-    # Validation reads every input, so the merge is held on the *target* (its INSERT into
-    # tc_timelog waits on this lock) while source two's server is stopped; what remains
-    # of the merge (the rest of the apply and the check of the sources' checksums) then
+    # Validation reads every input, so the merge is held on the *target* (its copy into
+    # tc_timelog, after source one's other rows are written, waits on this lock) while
+    # source two's server is stopped; what remains of the merge (source two's rows) then
     # meets a source that is gone.
     blocker = proc.admin(target.ref)
     blocker.autocommit = False  # a transaction holds the lock; wait_until renews its view
