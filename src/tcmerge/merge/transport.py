@@ -19,9 +19,9 @@ Rows of rooms no other input has go straight into the target's tables (``direct`
 of the message tables also the owner's rows of shared rooms (they keep their ids), of
 tc_users and tc_timelog only rows of rooms no other input has rows of. Of every message
 row of a shared room the keys table gets (room, msg_id, date, digest), computed on the
-source. A second source
-session sharing the staging snapshot (when the source exports snapshots) spools those keys
-while rows are copied and computes the checksums while the target analyses.
+source. A second source session sharing the staging snapshot (when the source exports
+snapshots) spools those keys while rows are copied and computes the checksums while the
+target analyses.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ KEYS_TYPES: list[sql.Composable] = [
 def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     """TEMP staging tables, dropped at the end of the merge transaction.
 
-    Besides one per table: the holders table, and per message table a keys table with,
+    Besides one per table: the holders tables, and per message table a keys table with,
     for every row of a room held by several inputs (whatever path the row takes), its
     room, msg_id, date and digest, computed where the row is (a source or the target)."""
     tables = list(tables)
