@@ -38,6 +38,16 @@ class TcData:
         finally:
             engine.dispose()
 
+    def execute(self, *statements: str) -> None:
+        """Run SQL statements in one transaction (set-up and changes made by tests)."""
+        engine = self.engine()
+        try:
+            with engine.begin() as conn:
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
     def query(self, text: str, **params: Any) -> list[tuple[Any, ...]]:
         engine = self.engine()
         try:
@@ -113,10 +123,7 @@ def source_reader(target: TcData, source: TcData, transport: str) -> Iterator[So
     """A transport's reader of ``source`` (input 1) working for a session on ``target``
     (dblink installed there when needed); closed afterwards."""
     if transport == "dblink":
-        engine = target.engine()
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
-        engine.dispose()
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     session = mpg.open_session(target.ref, role="test")
     reader = TRANSPORTS[transport](source.ref, 1, session)
     try:

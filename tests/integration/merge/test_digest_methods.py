@@ -26,18 +26,10 @@ ROOM = "ops@conference-1-c1.example.com"
 TC = ["tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog"]
 
 
-def _exec(db: TcData, *statements: str) -> None:
-    engine = db.engine()
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-    engine.dispose()
-
-
 def test_tc_tables_use_the_record_method_and_other_columns_fall_back(
         tc_factory: Callable[..., TcData]) -> None:
     db = tc_factory()
-    _exec(db, "CREATE TABLE amounts (id int, value numeric)",
+    db.execute("CREATE TABLE amounts (id int, value numeric)",
           "CREATE TABLE names (id int, name text COLLATE \"C\")",
           "CREATE TABLE notes (id int, doc xml)")
     with mpg.session(db.ref, role="test") as conn:
@@ -61,7 +53,7 @@ def test_a_nondeterministic_collation_falls_back_to_text(
             conn.commit()
         except psycopg.errors.FeatureNotSupported as exc:
             pytest.skip(f"nondeterministic collations need ICU: {exc}")
-    _exec(db, "CREATE TABLE people (id int, name text COLLATE nocase)",
+    db.execute("CREATE TABLE people (id int, name text COLLATE nocase)",
           "INSERT INTO people VALUES (1, 'Alice')")
     with mpg.session(db.ref, role="test") as conn:
         assert methods_for(conn, ["people"]) == {"people": TEXT}

@@ -19,13 +19,6 @@ ROOM = "ops@conference-1-c1.example.com"
 ROOM2 = "dev@conference-2-c1.example.com"
 
 
-def _dblink(db: TcData) -> None:
-    engine = db.engine()
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
-    engine.dispose()
-
-
 def merge(target: TcData, *sources: TcData, **options: object) -> MergeResult:
     request = MergeRequest(sources=tuple(s.ref for s in sources), target=target.ref,
                            **options)  # type: ignore[arg-type]
@@ -37,7 +30,7 @@ def test_split_room_renumbers_drops_duplicates_and_keeps_bans(
         tc_factory: Callable[..., TcData], transport: str) -> None:
     target, one, two = tc_factory(), tc_factory(), tc_factory()
     if transport == "dblink":
-        _dblink(target)
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     one.room(ROOM, next_=4)
     one.messages(ROOM, [(1, 0, "first"), (2, 10, "second"), (3, 20, "third")])
     one.member(ROOM, "bob@example.com", "member")
@@ -283,7 +276,7 @@ def test_duplicates_are_found_across_encodings(
 
     target = tc_factory()
     if transport == "dblink":
-        _dblink(target)
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     name = unique_name("latin")
     one = TcData(embedded_server.create_database(name, encoding="LATIN1"))
     try:

@@ -40,14 +40,6 @@ EXTRA_INDEXES = [
 ]
 
 
-def ddl(db: TcData, *statements: str) -> None:
-    engine = db.engine()
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-    engine.dispose()
-
-
 def fill(db: TcData, room: str, ids: range, text: str) -> None:
     db.room(room, next_=ids.stop)
     db.messages(room, [(i, i, f"{text} {i}") for i in ids])
@@ -56,7 +48,7 @@ def fill(db: TcData, room: str, ids: range, text: str) -> None:
 def test_set_aside_and_rebuild_give_back_every_index_exactly(
         tc_factory: Callable[..., TcData]) -> None:
     db = tc_factory()
-    ddl(db, *EXTRA_INDEXES)
+    db.execute(*EXTRA_INDEXES)
     shape, oids = db.query(SHAPE), db.query(OIDS)
     with mpg.session(db.ref, role="test") as conn:
         aside = indexes.set_aside(conn, "tc_msgarchive")
@@ -84,7 +76,7 @@ def test_set_aside_and_rebuild_give_back_every_index_exactly(
 def test_indexes_that_would_not_come_back_exactly_stay(
         tc_factory: Callable[..., TcData], dependent: str) -> None:
     db = tc_factory()
-    ddl(db, *dependent.split("; "))
+    db.execute(*dependent.split("; "))
     oids = db.query(OIDS)
     with mpg.session(db.ref, role="test") as conn:
         assert indexes.set_aside(conn, "tc_msgarchive") is None
@@ -113,7 +105,7 @@ def test_a_table_in_use_keeps_its_indexes_without_waiting(
 def test_merge_into_an_empty_target_rebuilds_its_indexes_the_same(
         tc_factory: Callable[..., TcData]) -> None:
     target, one, two = tc_factory(), tc_factory(), tc_factory()
-    ddl(target, *EXTRA_INDEXES)
+    target.execute(*EXTRA_INDEXES)
     fill(one, ROOM, range(1, 6), "one")
     fill(two, ROOM, range(1, 4), "two")  # the same room: renumbered through staging
     fill(two, ROOM2, range(1, 3), "two")
@@ -130,7 +122,7 @@ def test_dry_run_and_a_target_larger_than_the_input_keep_the_indexes(
         tc_factory: Callable[..., TcData]) -> None:
     target, one = tc_factory(), tc_factory()
     fill(one, ROOM2, range(1, 4), "one")
-    ddl(one, "ANALYZE")  # the incoming rows are the sources' planner estimates
+    one.execute("ANALYZE")  # the incoming rows are the sources' planner estimates
     oids = target.query(OIDS)
     dry = merge(target, one, dry_run=True)
     assert dry.ok and dry.status == "dry-run"

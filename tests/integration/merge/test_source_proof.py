@@ -35,26 +35,11 @@ CHANGES = {
 }
 
 
-def _dblink(db: TcData) -> None:
-    engine = db.engine()
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS dblink")
-    engine.dispose()
-
-
 def _fill(db: TcData) -> None:
     db.room(ROOM, next_=4)
     db.messages(ROOM, [(1, 0, "first"), (2, 1, "second"), (3, 2, "third")])
     db.member(ROOM, "bob@example.com")
     db.timelog(ROOM, "bob@example.com", 0, 5)
-
-
-def _change(db: TcData, statements: list[str]) -> None:
-    engine = db.engine()
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-    engine.dispose()
 
 
 @pytest.mark.parametrize("transport", ["copy", "dblink"])
@@ -63,13 +48,13 @@ def test_a_source_changed_during_the_merge_fails_verification(
         tc_factory: Callable[..., TcData], transport: str, change: str) -> None:
     target, one = tc_factory(), tc_factory()
     if transport == "dblink":
-        _dblink(target)
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
     _fill(one)
     before = target.digest()
 
     def confirm(_result: MergeResult) -> bool:
         # after staging and analysis, before the apply and the verification
-        _change(one, CHANGES[change])
+        one.execute(*CHANGES[change])
         return True
 
     request = MergeRequest(sources=(one.ref,), target=target.ref, transport=transport)
@@ -96,7 +81,7 @@ def test_the_cheap_proof_holds_for_an_untouched_source_only(
         reader.finish()
         assert xmin.isdigit() and all(shapes[n].split(":")[0].isdigit() for n in NAMES)
         assert reader.unchanged_since(sums, xmin, shapes) is True
-        _change(one, CHANGES["same values"])
+        one.execute(*CHANGES["same values"])
         assert reader.unchanged_since(sums, xmin, shapes) is False
         assert reader.checksums(NAMES) == sums  # the full comparison: equal
 
@@ -111,7 +96,7 @@ def test_staging_checksums_come_later_from_a_second_session_in_the_same_snapshot
         reader.prepare_checksums(NAMES)
         assert reader.has_side(), "a second session shares the staging snapshot"
         # written after the snapshot: in neither the staged rows nor their checksums
-        _change(one, CHANGES["one value"])
+        one.execute(*CHANGES["one value"])
         inside = reader.checksums(NAMES)  # the staging session's own view
         reader.finish()
         assert reader.sums is None, "nothing computed yet: the side session does it later"
