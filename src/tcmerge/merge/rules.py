@@ -207,33 +207,30 @@ class PgRules:
 
     def staged_rooms(self, table: str, inp: int) -> list[str]:
         """The rooms whose rows of ``table`` input ``inp`` stages (its other rows go
-        straight into the target table, see ``transport.DIRECT_TABLES``).
+        straight into the target table, see ``transport.DIRECT_TABLES``)."""
+        return [str(r[0]) for r in self.conn.execute(
+            self._staged_room_set(table, inp) + sql.SQL(" ORDER BY room_jid")).fetchall()]
 
-        Message tables: rooms held by several inputs that ``inp`` does not own (the
-        owner's rows keep their ids). tc_users: every room held by several inputs (the
-        row kept is chosen among all). tc_timelog: rooms with timelog rows in several
-        inputs (where duplicates can be)."""
-        query: sql.Composable
+    def _staged_room_set(self, table: str, inp: int | None = None) -> sql.Composed:
+        """A query of the rooms whose rows of ``table`` are staged: of the message tables,
+        rooms held by several inputs that ``inp`` does not own (the owner's rows keep
+        their ids; every shared room when ``inp`` is None); of tc_users, every room held
+        by several inputs (the row kept is chosen among all); of tc_timelog, rooms with
+        timelog rows in several inputs (where duplicates can be)."""
         if table == "tc_timelog":
-            query = sql.SQL("SELECT room_jid FROM tcm_w_timelog_room ORDER BY room_jid")
-        elif table == "tc_users":
-            query = sql.SQL("SELECT room_jid FROM tcm_w_room WHERE nholders > 1 "
-                            "ORDER BY room_jid")
-        else:
-            query = sql.SQL("SELECT room_jid FROM tcm_w_room WHERE nholders > 1 "
-                            "AND owner <> {} ORDER BY room_jid").format(sql.Literal(inp))
-        return [str(r[0]) for r in self.conn.execute(query).fetchall()]
+            return sql.SQL("SELECT room_jid FROM tcm_w_timelog_room").format()
+        query = sql.SQL("SELECT room_jid FROM tcm_w_room WHERE nholders > 1").format()
+        if inp is not None and table in DATE_COLUMN:
+            query += sql.SQL(" AND owner <> {}").format(sql.Literal(inp))
+        return query
 
     def _target_rows(self, table: str) -> sql.Composable | None:
         """Which of the target table's rows are the target's own rows the analysis needs:
         with rows copied straight in, those of the rooms that were staged."""
         if table not in self.direct:
             return None
-        rooms = sql.SQL("tcm_w_timelog_room") if table == "tc_timelog" else sql.SQL(
-            "(SELECT room_jid FROM tcm_w_room WHERE nholders > 1)")
-        room = _ident(ROOM_COLUMN[table])
-        return _q("({room} IS NULL OR {room}::text IN (SELECT room_jid FROM {rooms} AS r))",
-                  room=room, rooms=rooms)
+        return _q("({room} IS NULL OR {room}::text IN ({rooms}))",
+                  room=_ident(ROOM_COLUMN[table]), rooms=self._staged_room_set(table))
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         t = tc.tc_rooms
@@ -324,10 +321,10 @@ class PgRules:
         # and (rows copied straight in) every ban of a room held by one input, read from
         # the target table (its own rows and the copied ones); the two sets of rooms are
         # disjoint, so counts and hash sums add up
-        one_holder = sql.SQL("SELECT room_jid, real_jid FROM tc_users WHERE "
-                             "affiliation = 'outcast' AND NOT {}").format(
-            self._target_rows(t.name)) if t.name in self.direct else sql.SQL(
-                "SELECT NULL::text AS room_jid, NULL::text AS real_jid WHERE false")
+        staged = self._target_rows(t.name)
+        one_holder = sql.SQL("SELECT room_jid, real_jid FROM tc_users WHERE affiliation = "
+                             "'outcast' AND {}").format(
+            sql.SQL("false") if staged is None else sql.SQL("NOT {}").format(staged))
         row = self._rows(_q(
             "SELECT count(*), coalesce(sum(hashtextextended(ROW(room_jid, real_jid)::text, 0)"
             "::numeric), 0)::text FROM (SELECT DISTINCT room_jid, real_jid "
