@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
-from tcmerge.merge.pg import libpq_params
+from tcmerge.merge.pg import libpq_params, relay_copy
 from tcmerge.providers import get_provider
 from tcmerge.providers.base import DatabaseServer
 from tcmerge.schema import manage
@@ -103,8 +103,9 @@ def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) 
                         sql.Identifier(schema), sql.Identifier(t))
                     with sconn.cursor().copy(out_sql) as out, \
                             tconn.cursor().copy(in_sql) as into:
-                        for block in out:
-                            into.write(block)
+                        # the relay tcmerge's copy transport uses: the two compare
+                        # merge logic, not two ways of moving bytes
+                        relay_copy(sconn, out, into.write)
         tconn.commit()
     return time.monotonic() - start
 

@@ -8,12 +8,13 @@ are passed through unchanged and inject nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import select
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
@@ -24,6 +25,12 @@ PgConn = psycopg.Connection[Any]
 #: Session settings every merge session uses, so that row texts (hashes, checksums)
 #: are computed the same way in every session.
 SESSION_OPTIONS = "-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3"
+#: bytes of COPY data gathered before each write on the receiving side
+RELAY_CHUNK = 1 << 16
+#: the last message of a binary COPY: a field count of -1
+_TRAILER = b"\xff\xff"
+#: a binary COPY's header (signature, flags, extension length)
+_HEADER_LENGTH = 19
 
 
 def libpq_params(ref: DatabaseRef) -> dict[str, Any]:
@@ -100,3 +107,64 @@ def existing_tables(conn: PgConn, names: list[str]) -> set[str]:
         (names,),
     ).fetchall()
     return {str(r[0]) for r in rows}
+
+
+def relay_copy(source: PgConn, out: psycopg.Copy, write: Callable[[bytearray], Any], *,
+               every: int = 0, tick: Callable[[int], None] | None = None) -> int:
+    """Relay a binary ``COPY ... TO STDOUT`` started on ``source`` (``out``) to ``write``
+    in chunks of about RELAY_CHUNK bytes; returns the number of rows.
+
+    The server sends one message per row, and ``out.read()`` hands each over through
+    psycopg's generator machinery: about 2.6 s of this process's CPU per million
+    tc_msgarchive rows, against 0.9 s when libpq's messages are read here and written
+    on in chunks. At the trailer psycopg's own read ends the COPY, so the Copy object
+    finishes as usual; a COPY that ends without one (a server error) is ended here.
+    ``tick(rows)`` is called every ``every`` rows.
+    """
+    pgconn = source.pgconn
+    waiter = select.poll()
+    waiter.register(pgconn.socket, select.POLLIN)
+    chunk = bytearray()
+    rows = 0
+    while True:
+        n, data = pgconn.get_copy_data(1)
+        if n == 0:  # nothing complete yet: wait for the socket (Ctrl-C still interrupts)
+            waiter.poll()
+            pgconn.consume_input()
+            continue
+        if n < 0:
+            _end_copy_out(pgconn, waiter, source.info.encoding)
+            break
+        chunk += data
+        trailer = data[-2:] == _TRAILER and (n == 2 or (rows == 0 and n == _HEADER_LENGTH + 2))
+        if not trailer:
+            rows += 1
+            if every and tick is not None and rows % every == 0:
+                tick(rows)
+        if len(chunk) >= RELAY_CHUNK or trailer:
+            write(chunk)
+            chunk = bytearray()  # a new one: ``write`` may keep what it was given
+        if trailer:
+            # psycopg reads the end of the COPY and its result (b"" when all is read)
+            while more := out.read():
+                write(bytearray(more))
+            break
+    if chunk:
+        write(chunk)
+    return rows
+
+
+def _end_copy_out(pgconn: pq.abc.PGconn, waiter: select.poll, encoding: str) -> None:
+    """Read the results that end a COPY; the server's error as psycopg's exception."""
+    error = None
+    while True:
+        while pgconn.is_busy():
+            waiter.poll()
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+            error = psycopg.errors.error_from_result(result, encoding=encoding)
+    if error is not None:
+        raise error

@@ -481,8 +481,7 @@ class CopySource(SourceReader):
 
         def spool_keys(side: PgConn) -> None:
             with side.cursor().copy(query) as out:
-                for block in out:
-                    spool.write(block)
+                pg.relay_copy(side, out, spool.write)
 
         self._side_run(spool_keys)
         return 0
@@ -563,15 +562,15 @@ class CopySource(SourceReader):
         copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
         copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             sql.Identifier(dest), columns)
-        blocks = 0
         tcur = self.target.cursor()
+
+        def tick(rows: int) -> None:
+            if progress is not None:
+                progress(what, self.ref.label, rows)
+
         try:
             with self.conn.cursor().copy(copy_out) as out, tcur.copy(copy_in) as into:
-                for block in out:
-                    into.write(block)
-                    blocks += 1
-                    if progress is not None and blocks % 20_000 == 0:
-                        progress(what, self.ref.label, blocks)
+                pg.relay_copy(self.conn, out, into.write, every=20_000, tick=tick)
         except psycopg.Error as exc:
             if self.conn.broken or self.conn.closed or not self.target.broken:
                 raise self._fail(exc, f"reading {what} from") from None
