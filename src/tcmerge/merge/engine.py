@@ -16,6 +16,7 @@ failed job is recorded in a separate transaction.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -225,7 +226,10 @@ class _Merge:
             jobs.ensure_jobs_table(conn)
         create_staging(conn, request.tables)
         reader_cls = TRANSPORTS[plan.transport]
-        self.readers = [reader_cls(ref, i, conn) for i, ref in enumerate(request.sources, 1)]
+        # source queries that run beside the target's work take turns (see transport.py)
+        turn = threading.Lock()
+        self.readers = [reader_cls(ref, i, conn, turn)
+                        for i, ref in enumerate(request.sources, 1)]
         rules = PgRules(conn, request.tables, plan.inputs)
         marks: list[tuple[str, dict[str, str]]] = []
         for reader in self.readers:
@@ -235,6 +239,8 @@ class _Merge:
             if self.mode == "run":
                 reader.prepare_checksums(names)
             reader.stage_holders(names)
+        for reader in self.readers:
+            reader.load_holders()
         rules.rooms_owners()
         rules.count_target()
         rules.target_keys()
@@ -302,6 +308,9 @@ class _Merge:
             conn.rollback()
             return self._result("cancelled", findings, plan)
         self._tell("apply", request.target.label)
+        for reader, (xmin, _shapes) in zip(self.readers, marks, strict=True):
+            # what verification compares with the staging snapshot, read meanwhile
+            reader.check_unchanged(names, xmin)
 
         def rebuild_indexes() -> None:
             self._phase("apply")

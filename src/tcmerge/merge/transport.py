@@ -22,6 +22,12 @@ row of a shared room the keys table gets (room, msg_id, date, digest), computed 
 source. A second source session sharing the staging snapshot (when the source exports
 snapshots) spools those keys while rows are copied and computes the checksums while the
 target analyses.
+
+With ``copy`` each source's rooms are spooled in the background, so that the sources read
+them at the same time. Source queries that run beside the target's own work (checksums,
+and the proof that a source is unchanged, read during the apply) take turns: the target
+is the merge's critical path, and one source query beside it leaves it a core on a
+machine shared with the sources.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import abc
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 import psycopg
@@ -146,6 +152,7 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
 
 
 KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d, h")
+HOLDERS_COLUMNS = sql.SQL("inp, room_jid")
 KEYS_TYPES: list[sql.Composable] = [
     sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("msg_id bigint"),
     sql.SQL("d timestamp"), sql.SQL("h text")]
@@ -248,10 +255,13 @@ def staging_insert_columns(table: sa.Table) -> sql.Composed:
 class SourceReader(abc.ABC):
     """One source, read in one read-only repeatable-read snapshot."""
 
-    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
+                 turn: threading.Lock | None = None) -> None:
         self.ref = ref
         self.inp = inp
         self.target = target
+        #: taken by source work that runs beside the target's (see CopySource._background)
+        self.turn = turn or threading.Lock()
         #: the tables whose checksums are taken (None: none), and the result
         self.sum_tables: list[str] | None = None
         self.sum_methods: dict[str, str] = {}
@@ -342,16 +352,22 @@ class SourceReader(abc.ABC):
             raise self._fail(exc, "reading the snapshot of") from None
         return xmin, shapes
 
+    def check_unchanged(self, tables: Iterable[str], xmin: str) -> None:  # noqa: B027
+        """After ``finish``: start reading what ``unchanged_since`` compares, where the
+        transport can do it in the background (otherwise ``unchanged_since`` reads it)."""
+
     def unchanged_since(self, before: dict[str, str], xmin: str,
                         shapes: dict[str, str]) -> bool:
         """After ``finish``: True when the source provably holds exactly the rows whose
         checksums ``before`` are (taken in the snapshot of ``xmin``); False when that
         cannot be proven this cheap way (then compare full checksums)."""
+        return proven_unchanged(before, xmin, shapes, self._unchanged_rows(before, xmin))
+
+    def _unchanged_rows(self, tables: Iterable[str], xmin: str) -> dict[str, tuple[str, ...]]:
         try:
-            now = {t: self.text_rows(unchanged_query(t, xmin), 3)[0] for t in before}
+            return {t: self.text_rows(unchanged_query(t, xmin), 3)[0] for t in tables}
         except psycopg.Error as exc:
             raise self._fail(exc, "reading") from None
-        return proven_unchanged(before, xmin, shapes, now)
 
     @abc.abstractmethod
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
@@ -379,8 +395,10 @@ class SourceReader(abc.ABC):
     def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
         """After staging: keys computed in the background are put into the target."""
 
-    def stage_holders(self, tables: Iterable[str]) -> int:
-        """The rooms this source holds (HOLDERS), and those it has timelog rows of."""
+    def holders_queries(self, tables: Iterable[str]
+                        ) -> list[tuple[str, sql.Composable, sql.Composed]]:
+        """(table, its columns, query on the source): the rooms this source holds
+        (HOLDERS), and those it has timelog rows of (TIMELOG_HOLDERS)."""
         tables = list(tables)
         holding = [t for t in tables if t in HOLDING_TABLES]
         try:
@@ -389,15 +407,25 @@ class SourceReader(abc.ABC):
                        if self.text_rows(room_indexed_query(t), 1)[0][0] == "1"]
         except psycopg.Error as exc:
             raise self._fail(exc, "reading the indexes of") from None
-        columns = sql.SQL("inp, room_jid")
-        types: list[sql.Composable] = [sql.SQL("inp smallint"), sql.SQL("room_jid text")]
-        n = self.relay(holders_select(self.inp, holding, indexed), HOLDERS, columns, types,
-                       "rooms", None)
+        queries: list[tuple[str, sql.Composable, sql.Composed]] = [
+            (HOLDERS, HOLDERS_COLUMNS, holders_select(self.inp, holding, indexed))]
         if "tc_timelog" in tables:
-            self.relay(sql.SQL("SELECT DISTINCT {}::smallint, {}::text FROM {}").format(
+            queries.append((TIMELOG_HOLDERS, HOLDERS_COLUMNS, sql.SQL(
+                "SELECT DISTINCT {}::smallint, {}::text FROM {}").format(
                 sql.Literal(self.inp), sql.Identifier(ROOM_COLUMN["tc_timelog"]),
-                sql.Identifier("tc_timelog")), TIMELOG_HOLDERS, columns, types, "rooms", None)
-        return n
+                sql.Identifier("tc_timelog"))))
+        return queries
+
+    def stage_holders(self, tables: Iterable[str]) -> None:
+        """Into HOLDERS and TIMELOG_HOLDERS: the rooms this source holds (see
+        ``holders_queries``); in the target after ``load_holders``."""
+        types: list[sql.Composable] = [sql.SQL("inp smallint"), sql.SQL("room_jid text")]
+        for dest, columns, query in self.holders_queries(tables):
+            self.relay(query, dest, columns, types, "rooms", None)
+
+    def load_holders(self) -> None:  # noqa: B027 - the rooms went straight to the target
+        """After ``stage_holders`` of every source: rooms read in the background are put
+        into the target."""
 
     @abc.abstractmethod
     def finish(self) -> None:
@@ -415,15 +443,22 @@ class CopySource(SourceReader):
 
     name = "copy"
 
-    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
-        super().__init__(ref, inp, target)
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
+                 turn: threading.Lock | None = None) -> None:
+        super().__init__(ref, inp, target, turn)
         self.conn: PgConn | None = None
-        #: the second session computing the staging snapshot's checksums, and its thread
+        #: the second session sharing the staging snapshot: keys while rows are copied,
+        #: then the checksums while the target analyses
         self.side: PgConn | None = None
-        self.side_thread: threading.Thread | None = None
-        self.side_result: Any = None
-        #: keys spooled by the side session: (table, temporary file)
-        self.spools: list[tuple[str, IO[bytes]]] = []
+        #: work in the background (one at a time): its thread, session and result
+        self.work: threading.Thread | None = None
+        self.work_conn: PgConn | None = None
+        self.work_result: Any = None
+        self.stopping = False
+        #: rows spooled in the background: (table, columns, temporary file)
+        self.spools: list[tuple[str, sql.Composable, IO[bytes]]] = []
+        self.unchanged_started = False
+        self.sums_sent = False
 
     def prepare_checksums(self, tables: Iterable[str]) -> None:
         super().prepare_checksums(tables)
@@ -454,16 +489,18 @@ class CopySource(SourceReader):
         return self.side is not None
 
     def send_checksums(self) -> None:
-        if self.side is None or self.side_thread is not None or self.sums is not None:
+        if self.side is None or self.sums is not None or self.sums_sent:
             return
+        self._wait("reading keys of")  # the side session does one thing at a time
         query = checksums_query(self.methods(self.sum_tables or []))
-        self._side_run(lambda side: [tuple(str(v) for v in r)
-                                     for r in side.execute(query).fetchall()])
+        self._background(self.side, lambda side: _text_rows(side, query, 3), queued=True)
+        self.sums_sent = True
 
     def staged_checksums(self) -> dict[str, str]:
-        if self.side_thread is None:
+        if not self.sums_sent:
             return super().staged_checksums()
-        rows = self._side_wait("reading checksums of")
+        rows = self._wait("reading checksums of")
+        self.sums_sent = False
         self._close_side()
         self.sums = self._sums(rows, self.sum_tables or ())
         return self.sums
@@ -473,74 +510,124 @@ class CopySource(SourceReader):
         session moves rows (``load_keys`` puts them into the target)."""
         if self.side is None:
             return super().stage_keys(table, where)
-        self._side_wait("reading keys of")  # one statement at a time in the side session
-        query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
-            keys_select(table, self.inp, where, pg.server_encoding(self.target)))
-        spool = tempfile.TemporaryFile(prefix="tcmerge-keys-")  # noqa: SIM115 - closed by load_keys or close
-        self.spools.append((table.name, spool))
-
-        def spool_keys(side: PgConn) -> None:
-            with side.cursor().copy(query) as out:
-                pg.relay_copy(side, out, spool.write)
-
-        self._side_run(spool_keys)
+        self._wait("reading keys of")  # one statement at a time in the side session
+        self._spool(self.side, [(keys_name(table.name), KEYS_COLUMNS, keys_select(
+            table, self.inp, where, pg.server_encoding(self.target)))])
         return 0
 
     def load_keys(self) -> None:
-        self._side_wait("reading keys of")
+        self._load_spools("reading keys of")
+
+    def stage_holders(self, tables: Iterable[str]) -> None:
+        """Spooled in the background: the next source's holders are read meanwhile."""
+        self._spool(self._session(), self.holders_queries(tables))
+
+    def load_holders(self) -> None:
+        self._load_spools("reading the rooms of")
+
+    def check_unchanged(self, tables: Iterable[str], xmin: str) -> None:
+        queries = [(t, unchanged_query(t, xmin)) for t in tables]
+        self._background(self._session(), lambda conn: {
+            t: _text_rows(conn, q, 3)[0] for t, q in queries}, queued=True)
+        self.unchanged_started = True
+
+    def _unchanged_rows(self, tables: Iterable[str], xmin: str) -> dict[str, tuple[str, ...]]:
+        if not self.unchanged_started:
+            return super()._unchanged_rows(tables, xmin)
+        self.unchanged_started = False
+        rows: dict[str, tuple[str, ...]] = self._wait("reading")
+        return rows
+
+    def _session(self) -> PgConn:
+        """The staging session, free: no background work is using it."""
+        assert self.conn is not None and self.work_conn is not self.conn
+        return self.conn
+
+    def _spool(self, conn: PgConn,
+               queries: Sequence[tuple[str, sql.Composable, sql.Composable]]) -> None:
+        """In the background: each query's rows into a temporary file, for its table
+        (``_load_spools`` puts them into the target)."""
+        files = []
+        for dest, columns, _query in queries:
+            spool = tempfile.TemporaryFile(prefix="tcmerge-spool-")  # noqa: SIM115 - closed by _load_spools or close
+            self.spools.append((dest, columns, spool))
+            files.append(spool)
+
+        def spool_rows(conn: PgConn) -> None:
+            for (_dest, _columns, query), spool in zip(queries, files, strict=True):
+                with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(
+                        query)) as out:
+                    pg.relay_copy(conn, out, spool.write)
+
+        self._background(conn, spool_rows)
+
+    def _load_spools(self, doing: str) -> None:
+        self._wait(doing)
         spools, self.spools = self.spools, []
-        for name, spool in spools:
+        for dest, columns, spool in spools:
             with spool:
                 spool.seek(0)
                 copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-                    sql.Identifier(keys_name(name)), KEYS_COLUMNS)
+                    sql.Identifier(dest), columns)
                 try:
                     with self.target.cursor().copy(copy_in) as into:
                         while block := spool.read(SPOOL_BLOCK):
                             into.write(block)
                 except psycopg.Error as exc:
-                    raise pg.wrap(exc, self.ref, "writing keys of") from None
+                    raise pg.wrap(exc, self.ref, f"writing {dest} of") from None
 
-    def _side_run(self, work: Callable[[PgConn], Any]) -> None:
-        """Run ``work`` on the side session in a thread; ``_side_wait`` gives its result."""
-        assert self.side is not None and self.side_thread is None
-        side = self.side
+    def _background(self, conn: PgConn, work: Callable[[PgConn], Any], *,
+                    queued: bool = False) -> None:
+        """Run ``work(conn)`` in a thread; ``_wait`` gives its result. ``queued`` work runs
+        beside the target's own work: it takes its turn (shared by the merge's readers),
+        so that one such source query at a time competes with the target for a core."""
+        assert self.work is None
+        self.stopping = False
 
         def run() -> None:
             try:
-                self.side_result = work(side)
+                with self.turn if queued else contextlib.nullcontext():
+                    if self.stopping:
+                        raise DatabaseError("stopped before it started")
+                    self.work_result = work(conn)
             except BaseException as exc:  # handed to the merge's thread
-                self.side_result = exc
+                self.work_result = exc
 
-        self.side_thread = threading.Thread(target=run, name=f"tcmerge-side-{self.inp}",
-                                            daemon=True)
-        self.side_thread.start()
+        self.work_conn = conn
+        self.work = threading.Thread(target=run, name=f"tcmerge-source-{self.inp}",
+                                     daemon=True)
+        self.work.start()
 
-    def _side_wait(self, doing: str) -> Any:
-        """The result of the side session's work (None when nothing runs); its error as a
+    def _wait(self, doing: str) -> Any:
+        """The result of the background work (None when nothing runs); its error as a
         DatabaseError."""
-        if self.side_thread is None:
+        if self.work is None:
             return None
-        self.side_thread.join()
-        self.side_thread = None
-        result, self.side_result = self.side_result, None
+        self.work.join()
+        self.work = self.work_conn = None
+        result, self.work_result = self.work_result, None
         if isinstance(result, BaseException):
             raise self._fail(result, doing) from None
         return result
+
+    def _stop(self) -> None:
+        """Cancel the background work, if any, and wait for its thread."""
+        if self.work is None:
+            return
+        self.stopping = True
+        if self.work_conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.work_conn.cancel()
+        self.work.join()
+        self.work = self.work_conn = self.work_result = None
 
     def _close_side(self) -> None:
         side, self.side = self.side, None
         if side is None:
             return
-        if self.side_thread is not None:
-            with contextlib.suppress(psycopg.Error):
-                side.cancel()
-            self.side_thread.join()
-            self.side_thread = None
+        if self.work_conn is side:
+            self._stop()
         side.close()
-        for _name, spool in self.spools:
-            spool.close()
-        self.spools = []
 
     def open(self) -> None:
         self.conn = pg.open_session(self.ref, role="source", autocommit=True)
@@ -552,13 +639,11 @@ class CopySource(SourceReader):
             raise self._fail(exc, "opening") from None
 
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
-        assert self.conn is not None
-        return [tuple("" if v is None else str(v) for v in row[:width])
-                for row in self.conn.execute(query).fetchall()]
+        return _text_rows(self._session(), query, width)
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
-        assert self.conn is not None
+        conn = self._session()
         copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(select)
         copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             sql.Identifier(dest), columns)
@@ -569,10 +654,10 @@ class CopySource(SourceReader):
                 progress(what, self.ref.label, rows)
 
         try:
-            with self.conn.cursor().copy(copy_out) as out, tcur.copy(copy_in) as into:
-                pg.relay_copy(self.conn, out, into.write, every=20_000, tick=tick)
+            with conn.cursor().copy(copy_out) as out, tcur.copy(copy_in) as into:
+                pg.relay_copy(conn, out, into.write, every=20_000, tick=tick)
         except psycopg.Error as exc:
-            if self.conn.broken or self.conn.closed or not self.target.broken:
+            if conn.broken or conn.closed or not self.target.broken:
                 raise self._fail(exc, f"reading {what} from") from None
             raise pg.wrap(exc, self.ref, "writing rows of") from None
         rows = max(tcur.rowcount, 0)
@@ -589,10 +674,21 @@ class CopySource(SourceReader):
             raise self._fail(exc, "reading") from None
 
     def close(self) -> None:
+        self._stop()
         self._close_side()
+        for _dest, _columns, spool in self.spools:
+            spool.close()
+        self.spools = []
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _text_rows(conn: PgConn, query: sql.Composed | sql.SQL,
+               width: int) -> list[tuple[str, ...]]:
+    """The rows of ``query``, ``width`` columns each as text ('' for NULL)."""
+    return [tuple("" if v is None else str(v) for v in row[:width])
+            for row in conn.execute(query).fetchall()]
 
 
 def dblink_schema(conn: PgConn) -> str | None:
@@ -624,8 +720,9 @@ class DblinkSource(SourceReader):
 
     name = "dblink"
 
-    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn) -> None:
-        super().__init__(ref, inp, target)
+    def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
+                 turn: threading.Lock | None = None) -> None:
+        super().__init__(ref, inp, target, turn)
         self.link = f"tcmerge_src_{inp}"
         self.schema = ""
         self.connected = False
