@@ -4,10 +4,15 @@ Two sources with N tc_msgarchive rows each (rooms N/50, tc_messages 10 %, two me
 room, timelog N/10; 20 % of the rooms in both sources with colliding msg_ids), generated
 server-side with SQL, merged into an empty target with each transport by ``tcmerge run``
 in a child process (passwords in a 0600 pgpass file). Prints wall time, rows/s, the
-child's peak RSS (wait4 rusage), and the baseline measured in the same run (with
-``--repeat N``, N interleaved rounds and their medians): a plain
+child's peak RSS (wait4 rusage), and the baseline measured in the same run: a plain
 binary COPY of the same tables into an empty database (the same tables and keys; the
-second source into a second schema) with no merge logic.
+second source into a second schema) with no merge logic, relayed the way tcmerge's copy
+transport relays (``relay_copy``), so that the two differ by the merge logic only.
+
+``vs base`` compares each run with the mean of the baselines measured just before and
+just after it; with ``--repeat N`` (N rounds) the median of those ratios is printed, with
+every run. With dblink, ``dblink-plain`` is the same tables moved by dblink cursors with
+no merge logic: what the dblink transport costs before any rule is applied.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.merge.pg import libpq_params, relay_copy
+from tcmerge.merge.transport import DBLINK_FETCH_ROWS, dblink_connect
 from tcmerge.providers import get_provider
 from tcmerge.providers.base import DatabaseServer
 from tcmerge.schema import manage
@@ -110,6 +116,43 @@ def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) 
     return time.monotonic() - start
 
 
+def dblink_baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
+    """The same tables moved by the target through dblink cursors (dblink_open, then
+    INSERT ... SELECT FROM dblink_fetch, the fetch size tcmerge uses), no merge logic:
+    what the dblink transport costs before any rule is applied."""
+    ref = clone(server, template, "bench_baseline_dblink")
+    with connect(ref) as tconn:
+        tconn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+        tconn.execute("CREATE SCHEMA b2")
+        for t in TABLES:
+            tconn.execute(sql.SQL("CREATE TABLE b2.{0} (LIKE public.{0} INCLUDING ALL)").format(
+                sql.Identifier(t)))
+        types = {t: sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+            for name, kind in tconn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum", (t,)).fetchall()) for t in TABLES}
+    start = time.monotonic()
+    with connect(ref) as tconn:
+        tconn.autocommit = False
+        for schema, src in zip(("public", "b2"), sources, strict=True):
+            dblink_connect(tconn, "public", "bench", src)
+            for t in TABLES:
+                tconn.execute("SELECT dblink_open('bench', 'c', %s)",
+                              (sql.SQL("SELECT * FROM {}").format(
+                                  sql.Identifier(t)).as_string(tconn),))
+                fetch = sql.SQL("INSERT INTO {}.{} SELECT * FROM dblink_fetch('bench', 'c', "
+                                "%s) AS x({})").format(sql.Identifier(schema),
+                                                       sql.Identifier(t), types[t])
+                while tconn.execute(fetch, (DBLINK_FETCH_ROWS,)).rowcount > 0:
+                    pass
+                tconn.execute("SELECT dblink_close('bench', 'c')")
+            tconn.execute("SELECT dblink_disconnect('bench')")
+        tconn.commit()
+    return time.monotonic() - start
+
+
 def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], transport: str,
           pgpass: Path) -> tuple[float, int, dict[str, Any]]:
     ref = clone(server, template, f"bench_target_{transport}")
@@ -170,7 +213,7 @@ def main() -> None:
         pgpass.write_text(f"{url.host}:{url.port}:*:{url.username}:{url.password}\n")
         pgpass.chmod(0o600)
         print(f"PostgreSQL {server.version}; {os.cpu_count()} cores")
-        print(f"{'rows/src':>10} {'what':<9} {'wall s':>8} {'rows/s':>10} {'vs base':>8} "
+        print(f"{'rows/src':>10} {'what':<12} {'wall s':>8} {'rows/s':>10} {'vs base':>8} "
               f"{'RSS MB':>7}  phases")
         for n in [int(x) for x in options.rows.split(",")]:
             sources = []
@@ -184,28 +227,41 @@ def main() -> None:
                     sql.Identifier(t))).fetchone() for t in TABLES]
                 total = sum(int(row[0]) for row in counts if row is not None)
             total *= 2
-            # baseline and merges alternate, ``--repeat`` rounds: on a shared machine the
-            # medians of interleaved runs compare like with like
+            # ``--repeat`` rounds, each a baseline and then every measured run, and a last
+            # baseline: each run is compared with the mean of the baselines just before and
+            # just after it (this machine's speed drifts), and the medians are printed
+            transports = options.transports.split(",")
+            extra = ["dblink-plain"] if "dblink" in transports else []
             bases: list[float] = []
-            runs: dict[str, list[tuple[float, int, dict[str, Any]]]] = {}
-            for _ in range(options.repeat):
+            runs: dict[str, list[tuple[float, float, int, dict[str, Any]]]] = {}
+            pending: list[tuple[str, float, int, dict[str, Any]]] = []
+            for round_ in range(options.repeat + 1):
                 bases.append(baseline(server, template, sources))
-                for transport in options.transports.split(","):
-                    runs.setdefault(transport, []).append(
-                        merge(server, template, sources, transport, pgpass))
+                for what, elapsed, rss, result in pending:
+                    ratio = elapsed / statistics.mean(bases[-2:])
+                    runs.setdefault(what, []).append((ratio, elapsed, rss, result))
+                pending = []
+                if round_ == options.repeat:
+                    break
+                for what in transports + extra:
+                    if what == "dblink-plain":
+                        pending.append((what, dblink_baseline(server, template, sources), 0, {}))
+                    else:
+                        pending.append((what, *merge(server, template, sources, what, pgpass)))
             base = statistics.median(bases)
             spread = f"  (runs: {', '.join(f'{b:.2f}' for b in bases)})" if len(bases) > 1 else ""
-            print(f"{n:>10,} {'baseline':<9} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
+            print(f"{n:>10,} {'baseline':<12} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
                   f"{'-':>7}{spread}", flush=True)
-            for transport, results in runs.items():
+            for what, results in runs.items():
                 results.sort(key=lambda r: r[0])
-                elapsed, _, result = results[len(results) // 2]
-                rss = max(r[1] for r in results)
+                ratio, elapsed, rss, result = results[len(results) // 2]
+                rss = max(r[2] for r in results)
                 phases = " ".join(f"{k}={v:.1f}" for k, v in result.get("timings", {}).items())
                 if len(results) > 1:
-                    phases += f"  (runs: {', '.join(f'{r[0]:.2f}' for r in results)})"
-                print(f"{n:>10,} {transport:<9} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
-                      f"{elapsed / base:>8.2f} {rss:>7}  {phases}", flush=True)
+                    phases += "  (runs: " + ", ".join(f"{r[1]:.2f} = {r[0]:.2f}x"
+                                                      for r in results) + ")"
+                print(f"{n:>10,} {what:<12} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
+                      f"{ratio:>8.2f} {rss or '-':>7}  {phases}", flush=True)
         pgpass.unlink()
     finally:
         provider.close()
