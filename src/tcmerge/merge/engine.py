@@ -308,18 +308,19 @@ class _Merge:
             conn.rollback()
             return self._result("cancelled", findings, plan)
         self._tell("apply", request.target.label)
-        for reader, (xmin, _shapes) in zip(self.readers, marks, strict=True):
-            # what verification compares with the staging snapshot, read meanwhile
-            reader.check_unchanged(names, xmin)
 
-        def rebuild_indexes() -> None:
+        def after_messages() -> None:
             self._phase("apply")
             for dropped in aside:
                 self._tell(f"index {dropped.table}", request.target.label)
                 indexes.rebuild(conn, dropped)
             self._phase("index")
+            for reader, (xmin, _shapes) in zip(self.readers, marks, strict=True):
+                # what verification compares with the staging snapshot: read while the
+                # target repairs the counters (late, and beside one busy core)
+                reader.check_unchanged(names, xmin)
 
-        written = rules.apply(analysis.counts, after_messages=rebuild_indexes)
+        written = rules.apply(analysis.counts, after_messages=after_messages)
         self._phase("apply")
         for name, n in written.items():
             expected = analysis.counts[name].inserted - sum(direct.get(name, {}).values())

@@ -25,9 +25,9 @@ target analyses.
 
 With ``copy`` each source's rooms are spooled in the background, so that the sources read
 them at the same time. Source queries that run beside the target's own work (checksums,
-and the proof that a source is unchanged, read during the apply) take turns: the target
-is the merge's critical path, and one source query beside it leaves it a core on a
-machine shared with the sources.
+and the proof that a source is unchanged, read once the message rows are in) take turns:
+the target is the merge's critical path, and one source query beside it leaves it a core
+on a machine shared with the sources.
 """
 
 from __future__ import annotations
