@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,9 +11,11 @@ from tcmerge.cli.ha import _print_result as print_simulation
 from tcmerge.cli.merge import summary_table
 from tcmerge.cli.output import error_boundary, finish, print_findings, print_text, stdout
 from tcmerge.cli.validate import _human as print_validation
-from tcmerge.demo import DemoResult, default_spec, run_demo
-from tcmerge.generate import GenerationResult
 from tcmerge.merge import MergeResult, VerifyReport
+
+if TYPE_CHECKING:
+    from tcmerge.demo import DemoResult
+    from tcmerge.generate import GenerationResult
 
 
 def _generation(result: GenerationResult) -> None:
@@ -102,6 +104,8 @@ def register(root: typer.Typer) -> None:
         """The whole story on a throwaway embedded PostgreSQL: generate two node
         databases, validate, merge, verify, fail over on the merged database."""
         with error_boundary(as_json):
+            from tcmerge.demo import default_spec, run_demo  # loaded by this command only
+
             result = run_demo(keep=keep, provider=provider,
                               spec=default_spec(rooms, messages, seed),
                               on_stage=_stage(as_json))

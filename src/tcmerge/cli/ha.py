@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -16,9 +16,10 @@ from tcmerge.cli.output import (
     print_text,
     stdout,
 )
-from tcmerge.ha.scenario import load_scenario, shipped_scenarios
-from tcmerge.ha.simulate import SimulationResult, run_scenario
 from tcmerge.topology import check_topology, load_topology
+
+if TYPE_CHECKING:
+    from tcmerge.ha.simulate import SimulationResult
 
 topology_app = typer.Typer(help="Check a cluster topology against the HA rules.",
                            no_args_is_help=True)
@@ -68,6 +69,10 @@ def simulate(
     """Run a failover/fallback scenario and print its timeline; exit 1 if an expectation fails
     or an acknowledged message was lost."""
     with error_boundary(as_json):
+        # the HA model is loaded by the commands that use it: ``tcmerge run`` starts sooner
+        from tcmerge.ha.scenario import load_scenario
+        from tcmerge.ha.simulate import run_scenario
+
         loaded = load_scenario(scenario)
         ref = database(db) if db else None
         result = run_scenario(loaded, ref, seed=seed)
@@ -78,6 +83,8 @@ def simulate(
 def scenarios() -> None:
     """List the scenarios shipped with tcmerge."""
     with error_boundary(False):
+        from tcmerge.ha.scenario import load_scenario, shipped_scenarios
+
         described = {name: load_scenario(path).description
                      for name, path in shipped_scenarios().items()}
     for name, description in described.items():

@@ -34,6 +34,7 @@ from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.merge.transport import (
     DATE_COLUMN,
+    DIGEST_MD5,
     ROOM_COLUMN,
     cast_list,
     column_list,
@@ -94,6 +95,8 @@ class PgRules:
         self.staged = staged
         self.direct = direct or {}
         self.target_counts: dict[str, int] = {}
+        #: how keys' row digests are computed, as on the sources (see transport.row_digest)
+        self.key_digest = DIGEST_MD5
 
     def count_target(self) -> None:
         """The target's own rows per table (input 0), before anything is written."""
@@ -190,7 +193,7 @@ class PgRules:
         """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
         return keys_select(table, sql.SQL("inp") if staged else 0, _q(
             "{room} IN (SELECT room_jid FROM tcm_w_room WHERE nholders > 1)",
-            room=_ident(ROOM_COLUMN[table.name])), source=source)
+            room=_ident(ROOM_COLUMN[table.name])), source=source, method=self.key_digest)
 
     def target_keys(self) -> None:
         """The keys of the target's own rows of shared rooms: before anything is written."""

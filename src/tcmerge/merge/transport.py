@@ -82,6 +82,9 @@ SPOOL_BLOCK = 1 << 20
 #: The checksum session works beside the target's analysis: one process, no parallel
 #: workers taking cores from it when source and target share a machine.
 SIDE_SETTINGS = "SET max_parallel_workers_per_gather = 0"
+#: The two ways keys' row digests are computed (see ``row_digest``).
+DIGEST_MD5 = "md5"
+DIGEST_HASH = "hash"
 
 #: progress(table, input label, rows so far)
 Progress = Callable[[str, str, int], None]
@@ -123,22 +126,46 @@ def keys_name(table: str) -> str:
 
 
 def row_digest(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None,
-               encoding: str | None = None) -> sql.Composed:
-    """md5 of the row's text form (staging types) over every column but ``exclude``.
+               encoding: str | None = None, method: str = DIGEST_MD5) -> sql.Composed:
+    """A digest of the row (staging types) over every column but ``exclude``.
 
-    The text form is injective (NULL and '' differ, separators are quoted). With
-    ``encoding`` (on a source) the text is hashed as it will be in the target's encoding,
-    so a source and the target compute the same digest for the same row."""
+    ``md5``: of the row's text form, which is injective (NULL and '' differ, separators
+    are quoted). With ``encoding`` (on a source) the text is hashed as it will be in the
+    target's encoding, so a source and the target compute the same digest for the same row.
+
+    ``hash``: two 64-bit hashes of the row itself (``hash_record_extended``, seeds 1 and 2;
+    text byte for byte, under the "C" collation), without making its text: 40 % less of a
+    source's CPU for the keys of 200,000 archive rows (0.65 s against 1.1 s). It hashes the
+    server's own bytes and needs PostgreSQL 14: only for inputs that all qualify (see
+    ``hash_digest_ok``)."""
     cols = [c for c in table.columns if c.name not in exclude]
     cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
+    if method == DIGEST_HASH:
+        row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
+            sql.SQL("{}::{}{}").format(
+                sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name),
+                sql.SQL(staging_type(c)),
+                sql.SQL(' COLLATE "C"' if staging_type(c) == "text" else ""))
+            for c in cols))
+        return sql.SQL("hash_record_extended({r}, 1)::text || '/' || "
+                       "hash_record_extended({r}, 2)::text").format(r=row)
     text = sql.SQL("ROW({})::text").format(cast_list(cast, prefix))
     if encoding is not None:
         text = sql.SQL("convert_to({}, {})").format(text, sql.Literal(encoding))
     return sql.SQL("md5({})").format(text)
 
 
+def hash_digest_ok(encoding: str) -> sql.Composed:
+    """A query: 'true' when this server can digest keys by ``hash`` for a target in
+    ``encoding`` (PostgreSQL 14 or later, the same encoding)."""
+    return sql.SQL("SELECT (current_setting('server_version_num')::int >= 140000 "
+                   "AND current_setting('server_encoding') = {})::text").format(
+        sql.Literal(encoding))
+
+
 def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composable | None,
-                encoding: str | None = None, source: str | None = None) -> sql.Composed:
+                encoding: str | None = None, source: str | None = None,
+                method: str = DIGEST_MD5) -> sql.Composed:
     """(inp, room, msg_id, date, digest of every column but msg_id) of a message table's
     rows in ``source`` (default: the table itself; a staging table carries ``inp``): all
     the analysis needs of a row (see ``create_staging``)."""
@@ -146,7 +173,8 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
     query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp, {} "
                     "FROM {}").format(
         sql.Literal(inp) if isinstance(inp, int) else inp, sql.Identifier(ROOM_COLUMN[name]),
-        sql.Identifier(DATE_COLUMN[name]), row_digest(table, ("msg_id",), None, encoding),
+        sql.Identifier(DATE_COLUMN[name]),
+        row_digest(table, ("msg_id",), None, encoding, method),
         sql.Identifier(source or name))
     return query if where is None else query + sql.SQL(" WHERE ") + where
 
@@ -262,6 +290,8 @@ class SourceReader(abc.ABC):
         self.target = target
         #: taken by source work that runs beside the target's (see CopySource._background)
         self.turn = turn or threading.Lock()
+        #: how keys' row digests are computed: the same for every input (set by the engine)
+        self.key_digest = DIGEST_MD5
         #: the tables whose checksums are taken (None: none), and the result
         self.sum_tables: list[str] | None = None
         self.sum_methods: dict[str, str] = {}
@@ -297,6 +327,14 @@ class SourceReader(abc.ABC):
     @abc.abstractmethod
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         """Run one statement on the source; its rows, ``width`` text columns each."""
+
+    def hash_digest_ok(self) -> bool:
+        """True when this source can digest keys by ``hash`` (see ``row_digest``)."""
+        try:
+            rows = self.text_rows(hash_digest_ok(pg.server_encoding(self.target)), 1)
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading the settings of") from None
+        return rows[0][0] == "true"
 
     def estimated_rows(self, table: str) -> int:
         """The source planner's row count of ``table`` (0 when never analysed)."""
@@ -389,7 +427,8 @@ class SourceReader(abc.ABC):
     def stage_keys(self, table: sa.Table, where: sql.Composable) -> int:
         """The keys (see ``create_staging``) of the rows of ``table`` matching ``where``,
         digests computed on the source."""
-        return self.relay(keys_select(table, self.inp, where, pg.server_encoding(self.target)),
+        return self.relay(keys_select(table, self.inp, where, pg.server_encoding(self.target),
+                                      method=self.key_digest),
                           keys_name(table.name), KEYS_COLUMNS, KEYS_TYPES, table.name, None)
 
     def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
@@ -512,7 +551,7 @@ class CopySource(SourceReader):
             return super().stage_keys(table, where)
         self._wait("reading keys of")  # one statement at a time in the side session
         self._spool(self.side, [(keys_name(table.name), KEYS_COLUMNS, keys_select(
-            table, self.inp, where, pg.server_encoding(self.target)))])
+            table, self.inp, where, pg.server_encoding(self.target), method=self.key_digest))])
         return 0
 
     def load_keys(self) -> None:
