@@ -19,6 +19,7 @@ from tcmerge.merge.checksums import (
     table_checksums,
 )
 from tcmerge.merge.transport import DIGEST_HASH, DIGEST_MD5, keys_select
+from tcmerge.providers import DatabaseServer
 from tcmerge.schema import tc
 
 from .data import TcData, source_reader
@@ -128,7 +129,29 @@ def test_keys_digests_tell_rows_apart_by_every_column_but_msg_id(
     with mpg.session(db.ref, role="test") as conn:
         if method == DIGEST_HASH and conn.info.server_version < 140000:
             pytest.skip("digests by hash need PostgreSQL 14 (hash_record_extended)")
-        rows = conn.execute(keys_select(tc.tc_msgarchive, 0, None, method=method)).fetchall()
+        query = keys_select(tc.tc_msgarchive, 0, None, method=method)
+        assert ("hash_record_extended" in query.as_string(conn)) == (method == DIGEST_HASH)
+        rows = conn.execute(query).fetchall()
     digests = {int(msg_id): h for _inp, _room, msg_id, _d, h in rows}
     assert digests[1] == digests[2]
     assert len(set(digests.values())) == len(KEY_ROWS) - 1
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_digests_by_hash_only_for_a_source_in_the_targets_encoding(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        transport: str) -> None:
+    from tcmerge.testing.plugin import unique_name
+
+    target, same = tc_factory(), tc_factory()
+    name = unique_name("latin")
+    latin = TcData(embedded_server.create_database(name, encoding="LATIN1"))
+    try:
+        found = []
+        for source in (same, latin):
+            with source_reader(target, source, transport) as reader:
+                reader.open()
+                found.append(reader.hash_digest_ok())
+        assert found == [True, False]
+    finally:
+        embedded_server.drop_database(name)
