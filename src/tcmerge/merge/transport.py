@@ -457,7 +457,8 @@ class SourceReader(abc.ABC):
 
     def stage_holders(self, tables: Iterable[str]) -> None:
         """Into HOLDERS and TIMELOG_HOLDERS: the rooms this source holds (see
-        ``holders_queries``); in the target after ``load_holders``."""
+        ``holders_queries``); a transport may read them in the background, so they are
+        in the target once ``load_holders`` returns."""
         types: list[sql.Composable] = [sql.SQL("inp smallint"), sql.SQL("room_jid text")]
         for dest, columns, query in self.holders_queries(tables):
             self.relay(query, dest, columns, types, "rooms", None)
