@@ -91,14 +91,19 @@ def clone(server: DatabaseServer, template: str, name: str) -> DatabaseRef:
     return server.admin_ref(name)
 
 
+def second_schema(conn: psycopg.Connection[Any]) -> None:
+    """Schema b2 with the TC tables (keys included): where the second source goes."""
+    conn.execute("CREATE SCHEMA b2")
+    for t in TABLES:
+        conn.execute(sql.SQL("CREATE TABLE b2.{0} (LIKE public.{0} INCLUDING ALL)").format(
+            sql.Identifier(t)))
+
+
 def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
     ref = clone(server, template, "bench_baseline")
     start = time.monotonic()
     with connect(ref) as tconn:
-        tconn.execute("CREATE SCHEMA b2")
-        for t in TABLES:
-            tconn.execute(sql.SQL("CREATE TABLE b2.{0} (LIKE public.{0} INCLUDING ALL)").format(
-                sql.Identifier(t)))
+        second_schema(tconn)
         tconn.autocommit = False
         for schema, src in zip(("public", "b2"), sources, strict=True):
             with connect(src) as sconn:
@@ -123,10 +128,7 @@ def dblink_baseline(server: DatabaseServer, template: str, sources: list[Databas
     ref = clone(server, template, "bench_baseline_dblink")
     with connect(ref) as tconn:
         tconn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
-        tconn.execute("CREATE SCHEMA b2")
-        for t in TABLES:
-            tconn.execute(sql.SQL("CREATE TABLE b2.{0} (LIKE public.{0} INCLUDING ALL)").format(
-                sql.Identifier(t)))
+        second_schema(tconn)
         types = {t: sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
             for name, kind in tconn.execute(

@@ -556,14 +556,14 @@ class CopySource(SourceReader):
         return 0
 
     def load_keys(self) -> None:
-        self._load_spools("reading keys of")
+        self._load_spools("keys")
 
     def stage_holders(self, tables: Iterable[str]) -> None:
         """Spooled in the background: the next source's holders are read meanwhile."""
         self._spool(self._session(), self.holders_queries(tables))
 
     def load_holders(self) -> None:
-        self._load_spools("reading the rooms of")
+        self._load_spools("rooms")
 
     def check_unchanged(self, tables: Iterable[str], xmin: str) -> None:
         queries = [(t, unchanged_query(t, xmin)) for t in tables]
@@ -601,8 +601,8 @@ class CopySource(SourceReader):
 
         self._background(conn, spool_rows)
 
-    def _load_spools(self, doing: str) -> None:
-        self._wait(doing)
+    def _load_spools(self, what: str) -> None:
+        self._wait(f"reading {what} of")
         spools, self.spools = self.spools, []
         for dest, columns, spool in spools:
             with spool:
@@ -614,7 +614,7 @@ class CopySource(SourceReader):
                         while block := spool.read(SPOOL_BLOCK):
                             into.write(block)
                 except psycopg.Error as exc:
-                    raise pg.wrap(exc, self.ref, f"writing {dest} of") from None
+                    raise pg.wrap(exc, self.ref, f"writing {what} of") from None
 
     def _background(self, conn: PgConn, work: Callable[[PgConn], Any], *,
                     queued: bool = False) -> None:
@@ -688,11 +688,8 @@ class CopySource(SourceReader):
         copy_in = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             sql.Identifier(dest), columns)
         tcur = self.target.cursor()
-
-        def tick(rows: int) -> None:
-            if progress is not None:
-                progress(what, self.ref.label, rows)
-
+        tick = None if progress is None else (
+            lambda rows: progress(what, self.ref.label, rows))
         try:
             with conn.cursor().copy(copy_out) as out, tcur.copy(copy_in) as into:
                 pg.relay_copy(conn, out, into.write, every=20_000, tick=tick)
