@@ -244,10 +244,10 @@ class _Merge:
                 reader.prepare_checksums(names)
             hash_ok = reader.hash_digest_ok() and hash_ok
             reader.stage_holders(names)
+        rules.key_digest = DIGEST_HASH if hash_ok else DIGEST_MD5
         for reader in self.readers:
             reader.load_holders()
-            reader.key_digest = DIGEST_HASH if hash_ok else DIGEST_MD5
-        rules.key_digest = DIGEST_HASH if hash_ok else DIGEST_MD5
+            reader.key_digest = rules.key_digest
         rules.rooms_owners()
         rules.count_target()
         rules.target_keys()

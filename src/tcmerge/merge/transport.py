@@ -112,12 +112,16 @@ def column_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(names)
 
 
-def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
-    """``col::stagingtype, ...``: what a source (or the target as input 0) is read as."""
+def cast_list(table: sa.Table, prefix: str | None = None, *,
+              bytewise: bool = False) -> sql.Composed:
+    """``col::stagingtype, ...``: what a source (or the target as input 0) is read as;
+    ``bytewise``: text under the "C" collation (compared and hashed byte for byte)."""
     parts = []
     for c in table.columns:
         ident = sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name)
-        parts.append(sql.SQL("{}::{}").format(ident, sql.SQL(staging_type(c))))
+        kind = staging_type(c)
+        collate = ' COLLATE "C"' if bytewise and kind == "text" else ""
+        parts.append(sql.SQL("{}::{}{}").format(ident, sql.SQL(kind), sql.SQL(collate)))
     return sql.SQL(", ").join(parts)
 
 
@@ -141,12 +145,7 @@ def row_digest(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = N
     cols = [c for c in table.columns if c.name not in exclude]
     cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
     if method == DIGEST_HASH:
-        row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
-            sql.SQL("{}::{}{}").format(
-                sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name),
-                sql.SQL(staging_type(c)),
-                sql.SQL(' COLLATE "C"' if staging_type(c) == "text" else ""))
-            for c in cols))
+        row = sql.SQL("ROW({})").format(cast_list(cast, prefix, bytewise=True))
         return sql.SQL("hash_record_extended({r}, 1)::text || '/' || "
                        "hash_record_extended({r}, 2)::text").format(r=row)
     text = sql.SQL("ROW({})::text").format(cast_list(cast, prefix))
