@@ -33,8 +33,6 @@ from tcmerge.merge.rules import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
-    DIGEST_HASH,
-    DIGEST_MD5,
     DIRECT_TABLES,
     TRANSPORTS,
     Progress,
@@ -234,20 +232,15 @@ class _Merge:
                         for i, ref in enumerate(request.sources, 1)]
         rules = PgRules(conn, request.tables, plan.inputs)
         marks: list[tuple[str, dict[str, str]]] = []
-        # keys' digests by hash where every input can (see transport.row_digest)
-        hash_ok = conn.info.server_version >= 140000
         for reader in self.readers:
             # each source in one read-only snapshot, kept until all of it is staged:
             # its checksums are those of exactly what is merged
             reader.open()
             if self.mode == "run":
                 reader.prepare_checksums(names)
-            hash_ok = reader.hash_digest_ok() and hash_ok
             reader.stage_holders(names)
-        rules.key_digest = DIGEST_HASH if hash_ok else DIGEST_MD5
         for reader in self.readers:
             reader.load_holders()
-            reader.key_digest = rules.key_digest
         rules.rooms_owners()
         rules.count_target()
         rules.target_keys()

@@ -10,14 +10,15 @@ For the direct tables (transport.DIRECT_TABLES) rows of rooms held by one input 
 copied straight into the target table, and of the message tables the owner's rows of
 shared rooms too (they keep their ids); only the rest is staged, and the target's own
 rows are read in place for those rooms only (``_target_rows``). The analysis of the
-message tables reads only their keys tables (room, msg_id, date and row digest of every
-row of a shared room, from every input; computed on the sources while copying, and on
-the target for its own rows before any write).
+message tables reads their keys tables (room, msg_id and date of every row of a shared
+room, from every input; read on the sources while copying, and on the target for its own
+rows before any write), and in full only the rows that could be duplicates.
 
-Row equality ("equal in every column but msg_id") is judged on the md5 of the
-row's text form (``ROW(...)::text``), an injective encoding (NULL and '' differ,
-separators are quoted); duplicates are judged across inputs, never within one
-(``inp > min(inp) OVER (PARTITION BY room, hash)``).
+Duplicates are judged across inputs, never within one: a row of a later input equal to a
+row of an earlier one. Message rows are compared in full, byte for byte, but only those
+whose room and date another input has too (equal rows have equal dates); other tables'
+rows by the md5 of their text form (``ROW(...)::text``), an injective encoding (NULL and
+'' differ, separators are quoted): ``inp > min(inp) OVER (PARTITION BY room, digest)``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.merge.transport import (
     DATE_COLUMN,
-    DIGEST_MD5,
     ROOM_COLUMN,
     cast_list,
     column_list,
@@ -95,8 +95,6 @@ class PgRules:
         self.staged = staged
         self.direct = direct or {}
         self.target_counts: dict[str, int] = {}
-        #: how keys' row digests are computed, as on the sources (see transport.row_digest)
-        self.key_digest = DIGEST_MD5
 
     def count_target(self) -> None:
         """The target's own rows per table (input 0), before anything is written."""
@@ -193,7 +191,7 @@ class PgRules:
         """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
         return keys_select(table, sql.SQL("inp") if staged else 0, _q(
             "{room} IN (SELECT room_jid FROM tcm_w_room WHERE nholders > 1)",
-            room=_ident(ROOM_COLUMN[table.name])), source=source, method=self.key_digest)
+            room=_ident(ROOM_COLUMN[table.name])), source=source)
 
     def target_keys(self) -> None:
         """The keys of the target's own rows of shared rooms: before anything is written."""
@@ -350,11 +348,14 @@ class PgRules:
                 self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
                            k=_ident(keys_name(name)), q=self._shared_keys(
                                self.tables[name], staging_name(name), True)))
+            # equal rows have equal rooms and dates: candidates are the rows whose room
+            # and date several inputs have (compared in full by ``_mark_duplicates``)
             self._work(work, _q(
-                "SELECT a.*, a.inp > min(a.inp) OVER (PARTITION BY a.room_jid, a.h) AS dup "
-                "FROM (SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, k.h FROM {k} AS k "
-                "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid) AS a",
-                k=_ident(keys_name(name))))
+                "SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, false AS dup, "
+                "min(k.inp) OVER w <> max(k.inp) OVER w AS cand FROM {k} AS k "
+                "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid "
+                "WINDOW w AS (PARTITION BY k.room_jid, k.d)", k=_ident(keys_name(name))))
+            self._mark_duplicates(self.tables[name], work)
         if have_arch and have_msg:
             # Rule 3: a recent message follows its archive row (same input, room and old
             # id): kept and renumbered together, or dropped together as a duplicate. Only a
@@ -365,7 +366,7 @@ class PgRules:
                 "AND a.dup IS DISTINCT FROM m.dup"))
         empty = sql.SQL("SELECT NULL::smallint AS inp, NULL::text AS room_jid, "
                         "NULL::bigint AS msg_id, NULL::timestamp AS d, NULL::smallint AS owner, "
-                        "NULL::text AS h, false AS dup WHERE false")
+                        "false AS dup WHERE false")
         arch = sql.SQL("tcm_w_arch") if have_arch else sql.SQL("({})").format(empty)
         msg = sql.SQL("tcm_w_msg") if have_msg else sql.SQL("({})").format(empty)
         self._work("tcm_w_idmap", _q(
@@ -403,6 +404,37 @@ class PgRules:
                     "MSG_ID_COLLISION",
                     f"{n} row(s) of rooms also held by an earlier input get new msg_ids above "
                     "the room's highest id", database=self.inputs[inp], table=name, count=n))
+
+    def _mark_duplicates(self, table: sa.Table, work: str) -> None:
+        """In ``work``, flag as ``dup`` the candidates equal in every column but msg_id to
+        a row of an earlier input (text compared byte for byte, under "C").
+
+        Rows are read where they are: input 0's and, with direct copies, the owner's in
+        the target table (whose rows of a shared room are all its owner's), the others in
+        staging. Without candidates (rooms shared, dates not) nothing is read."""
+        if not self._one(_q("SELECT EXISTS (SELECT 1 FROM {w} WHERE cand)", w=_ident(work))):
+            return
+        name = table.name
+        rest = [c for c in table.columns if c.name != "msg_id"]
+        compared = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in rest])
+        values = sql.SQL(", ").join(sql.Identifier(f"v{i}") for i in range(len(rest)))
+        in_target = sql.SQL("(c.inp = 0 OR c.inp = c.owner)" if name in self.direct
+                            else "c.inp = 0")
+        marked = self._x(_q(
+            "UPDATE {w} AS w SET dup = true FROM (SELECT inp, room_jid, msg_id, "
+            "inp > min(inp) OVER (PARTITION BY {values}) AS dup FROM ("
+            "SELECT c.inp, c.room_jid, c.msg_id, {xcols} FROM {w} AS c JOIN {t} AS x "
+            "ON x.{room}::text = c.room_jid AND x.msg_id = c.msg_id WHERE c.cand AND {here} "
+            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {scols} FROM {w} AS c "
+            "JOIN {s} AS s ON s.inp = c.inp AND s.{room} = c.room_jid AND s.msg_id = c.msg_id "
+            "WHERE c.cand AND NOT {here}) AS r (inp, room_jid, msg_id, {values})) AS d "
+            "WHERE d.dup AND w.inp = d.inp AND w.room_jid = d.room_jid AND w.msg_id = d.msg_id",
+            w=_ident(work), values=values, t=_ident(name), s=_ident(staging_name(name)),
+            room=_ident(ROOM_COLUMN[name]), here=in_target,
+            xcols=cast_list(compared, "x", bytewise=True),
+            scols=cast_list(compared, "s", bytewise=True)))
+        if marked:
+            self._x(_q("ANALYZE {w}", w=_ident(work)))
 
     def _analyse_union(self, name: str) -> TableCounts:
         t = self.tables[name]

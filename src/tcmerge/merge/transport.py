@@ -18,10 +18,10 @@ Two PostgreSQL transports fill them:
 Rows of rooms no other input has go straight into the target's tables (``direct``):
 of the message tables also the owner's rows of shared rooms (they keep their ids), of
 tc_users and tc_timelog only rows of rooms no other input has rows of. Of every message
-row of a shared room the keys table gets (room, msg_id, date, digest), computed on the
-source. A second source session sharing the staging snapshot (when the source exports
-snapshots) spools those keys while rows are copied and computes the checksums while the
-target analyses.
+row of a shared room the keys table gets (room, msg_id, date), read on the source. A
+second source session sharing the staging snapshot (when the source exports snapshots)
+spools those keys while rows are copied and computes the checksums while the target
+analyses.
 
 With ``copy`` each source's rooms are spooled in the background, so that the sources read
 them at the same time. Source queries that run beside the target's own work (checksums,
@@ -82,9 +82,6 @@ SPOOL_BLOCK = 1 << 20
 #: The checksum session works beside the target's analysis: one process, no parallel
 #: workers taking cores from it when source and target share a machine.
 SIDE_SETTINGS = "SET max_parallel_workers_per_gather = 0"
-#: The two ways keys' row digests are computed (see ``row_digest``).
-DIGEST_MD5 = "md5"
-DIGEST_HASH = "hash"
 
 #: progress(table, input label, rows so far)
 Progress = Callable[[str, str, int], None]
@@ -129,60 +126,35 @@ def keys_name(table: str) -> str:
     return KEYS_PREFIX + table
 
 
-def row_digest(table: sa.Table, exclude: tuple[str, ...], prefix: str | None = None,
-               encoding: str | None = None, method: str = DIGEST_MD5) -> sql.Composed:
-    """A digest of the row (staging types) over every column but ``exclude``.
-
-    ``md5``: of the row's text form, which is injective (NULL and '' differ, separators
-    are quoted). With ``encoding`` (on a source) the text is hashed as it will be in the
-    target's encoding, so a source and the target compute the same digest for the same row.
-
-    ``hash``: two 64-bit hashes of the row itself (``hash_record_extended``, seeds 1 and 2;
-    text byte for byte, under the "C" collation), without making its text: 40 % less of a
-    source's CPU for the keys of 200,000 archive rows (0.65 s against 1.1 s). It hashes the
-    server's own bytes and needs PostgreSQL 14: only for inputs that all qualify (see
-    ``hash_digest_ok``)."""
+def row_digest(table: sa.Table, exclude: tuple[str, ...],
+               prefix: str | None = None) -> sql.Composed:
+    """md5 of the row's text form (staging types) over every column but ``exclude``: an
+    injective encoding (NULL and '' differ, separators are quoted), computed where every
+    input's rows are in one encoding (the target)."""
     cols = [c for c in table.columns if c.name not in exclude]
     cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
-    if method == DIGEST_HASH:
-        row = sql.SQL("ROW({})").format(cast_list(cast, prefix, bytewise=True))
-        return sql.SQL("hash_record_extended({r}, 1)::text || '/' || "
-                       "hash_record_extended({r}, 2)::text").format(r=row)
-    text = sql.SQL("ROW({})::text").format(cast_list(cast, prefix))
-    if encoding is not None:
-        text = sql.SQL("convert_to({}, {})").format(text, sql.Literal(encoding))
-    return sql.SQL("md5({})").format(text)
-
-
-def hash_digest_ok(encoding: str) -> sql.Composed:
-    """A query: 'true' when this server can digest keys by ``hash`` for a target in
-    ``encoding`` (PostgreSQL 14 or later, the same encoding)."""
-    return sql.SQL("SELECT (current_setting('server_version_num')::int >= 140000 "
-                   "AND current_setting('server_encoding') = {})::text").format(
-        sql.Literal(encoding))
+    return sql.SQL("md5(ROW({})::text)").format(cast_list(cast, prefix))
 
 
 def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composable | None,
-                encoding: str | None = None, source: str | None = None,
-                method: str = DIGEST_MD5) -> sql.Composed:
-    """(inp, room, msg_id, date, digest of every column but msg_id) of a message table's
-    rows in ``source`` (default: the table itself; a staging table carries ``inp``): all
-    the analysis needs of a row (see ``create_staging``)."""
+                source: str | None = None) -> sql.Composed:
+    """(inp, room, msg_id, date) of a message table's rows in ``source`` (default: the
+    table itself; a staging table carries ``inp``): what the analysis needs of every row
+    of a shared room. Equal rows have equal rooms and dates, so only rows whose room and
+    date another input also has are compared in full (see rules.py)."""
     name = table.name
-    query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp, {} "
+    query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp "
                     "FROM {}").format(
         sql.Literal(inp) if isinstance(inp, int) else inp, sql.Identifier(ROOM_COLUMN[name]),
-        sql.Identifier(DATE_COLUMN[name]),
-        row_digest(table, ("msg_id",), None, encoding, method),
-        sql.Identifier(source or name))
+        sql.Identifier(DATE_COLUMN[name]), sql.Identifier(source or name))
     return query if where is None else query + sql.SQL(" WHERE ") + where
 
 
-KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d, h")
+KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d")
 HOLDERS_COLUMNS = sql.SQL("inp, room_jid")
 KEYS_TYPES: list[sql.Composable] = [
     sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("msg_id bigint"),
-    sql.SQL("d timestamp"), sql.SQL("h text")]
+    sql.SQL("d timestamp")]
 
 
 def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
@@ -190,7 +162,7 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
 
     Besides one per table: the holders tables, and per message table a keys table with,
     for every row of a room held by several inputs (whatever path the row takes), its
-    room, msg_id, date and digest, computed where the row is (a source or the target)."""
+    room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
     for holders in (HOLDERS, TIMELOG_HOLDERS):
         conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text) "
@@ -289,8 +261,6 @@ class SourceReader(abc.ABC):
         self.target = target
         #: taken by source work that runs beside the target's (see CopySource._background)
         self.turn = turn or threading.Lock()
-        #: how keys' row digests are computed: the same for every input (set by the engine)
-        self.key_digest = DIGEST_MD5
         #: the tables whose checksums are taken (None: none), and the result
         self.sum_tables: list[str] | None = None
         self.sum_methods: dict[str, str] = {}
@@ -326,14 +296,6 @@ class SourceReader(abc.ABC):
     @abc.abstractmethod
     def text_rows(self, query: sql.Composed | sql.SQL, width: int) -> list[tuple[str, ...]]:
         """Run one statement on the source; its rows, ``width`` text columns each."""
-
-    def hash_digest_ok(self) -> bool:
-        """True when this source can digest keys by ``hash`` (see ``row_digest``)."""
-        try:
-            rows = self.text_rows(hash_digest_ok(pg.server_encoding(self.target)), 1)
-        except psycopg.Error as exc:
-            raise self._fail(exc, "reading the settings of") from None
-        return rows[0][0] == "true"
 
     def estimated_rows(self, table: str) -> int:
         """The source planner's row count of ``table`` (0 when never analysed)."""
@@ -424,14 +386,12 @@ class SourceReader(abc.ABC):
                           _typed(table), table.name, progress)
 
     def stage_keys(self, table: sa.Table, where: sql.Composable) -> int:
-        """The keys (see ``create_staging``) of the rows of ``table`` matching ``where``,
-        digests computed on the source."""
-        return self.relay(keys_select(table, self.inp, where, pg.server_encoding(self.target),
-                                      method=self.key_digest),
+        """The keys (see ``create_staging``) of the rows of ``table`` matching ``where``."""
+        return self.relay(keys_select(table, self.inp, where),
                           keys_name(table.name), KEYS_COLUMNS, KEYS_TYPES, table.name, None)
 
     def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
-        """After staging: keys computed in the background are put into the target."""
+        """After staging: keys read in the background are put into the target."""
 
     def holders_queries(self, tables: Iterable[str]
                         ) -> list[tuple[str, sql.Composable, sql.Composed]]:
@@ -550,8 +510,8 @@ class CopySource(SourceReader):
         if self.side is None:
             return super().stage_keys(table, where)
         self._wait("reading keys of")  # one statement at a time in the side session
-        self._spool(self.side, [(keys_name(table.name), KEYS_COLUMNS, keys_select(
-            table, self.inp, where, pg.server_encoding(self.target), method=self.key_digest))])
+        self._spool(self.side, [(keys_name(table.name), KEYS_COLUMNS,
+                                 keys_select(table, self.inp, where))])
         return 0
 
     def load_keys(self) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tcmerge.merge import pg as mpg
 from tcmerge.merge.checksums import (
@@ -18,9 +17,6 @@ from tcmerge.merge.checksums import (
     recorded_methods,
     table_checksums,
 )
-from tcmerge.merge.transport import DIGEST_HASH, DIGEST_MD5, keys_select
-from tcmerge.providers import DatabaseServer
-from tcmerge.schema import tc
 
 from .data import TcData, source_reader
 
@@ -109,49 +105,3 @@ def test_a_source_reader_takes_record_digests_in_its_snapshot(
             modern = direct.info.server_version >= 140000
         assert sums == expected
         assert all(v.split(":")[1].startswith("r") for v in sums.values()) == modern
-
-
-#: (msg_id, body_string, subject): rows 1 and 2 are equal but for msg_id; the others each
-#: differ from one of them by one thing only
-KEY_ROWS = [(1, "hello", "s"), (2, "hello", "s"), (3, "hello", None), (4, "hello", ""),
-            (5, "Hello", "s"), (6, "hello ", "s"), (7, None, "hello"), (8, "hello", "s\x01")]
-
-
-@pytest.mark.parametrize("method", [DIGEST_MD5, DIGEST_HASH])
-def test_keys_digests_tell_rows_apart_by_every_column_but_msg_id(
-        tc_factory: Callable[..., TcData], method: str) -> None:
-    db = tc_factory()
-    db.execute(*(sql.SQL(
-        "INSERT INTO tc_msgarchive (msg_id, to_jid, from_jid, nick_jid, sent_date, msg_type, "
-        "body_len, message_len, body_string, subject) VALUES ({}, {}, 'a@example.com', 'a', "
-        "timestamp '2024-01-01 10:00', 'g', 5, 5, {}, {})").format(
-            i, ROOM, body, subject).as_string(None) for i, body, subject in KEY_ROWS))
-    with mpg.session(db.ref, role="test") as conn:
-        if method == DIGEST_HASH and conn.info.server_version < 140000:
-            pytest.skip("digests by hash need PostgreSQL 14 (hash_record_extended)")
-        query = keys_select(tc.tc_msgarchive, 0, None, method=method)
-        assert ("hash_record_extended" in query.as_string(conn)) == (method == DIGEST_HASH)
-        rows = conn.execute(query).fetchall()
-    digests = {int(msg_id): h for _inp, _room, msg_id, _d, h in rows}
-    assert digests[1] == digests[2]
-    assert len(set(digests.values())) == len(KEY_ROWS) - 1
-
-
-@pytest.mark.parametrize("transport", ["copy", "dblink"])
-def test_digests_by_hash_only_for_a_source_in_the_targets_encoding(
-        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
-        transport: str) -> None:
-    from tcmerge.testing.plugin import unique_name
-
-    target, same = tc_factory(), tc_factory()
-    name = unique_name("latin")
-    latin = TcData(embedded_server.create_database(name, encoding="LATIN1"))
-    try:
-        found = []
-        for source in (same, latin):
-            with source_reader(target, source, transport) as reader:
-                reader.open()
-                found.append(reader.hash_digest_ok())
-        assert found == [True, False]
-    finally:
-        embedded_server.drop_database(name)

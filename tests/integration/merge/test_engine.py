@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from tcmerge.merge import MergeResult, run_merge
 from tcmerge.providers import DatabaseServer
 from tcmerge.request import MergeRequest
+from tcmerge.schema import tc
 
-from .data import TcData
+from .data import TcData, at
 
 pytestmark = pytest.mark.postgresql
 
@@ -361,3 +362,54 @@ def test_each_row_takes_one_path_and_a_row_without_room_is_staged(
     direct, staged = row[0] or [], row[1] or []
     assert sorted(direct + staged) == ["-", "a", "b", "c"]
     assert sorted(staged) == sorted(["-", *rooms])
+
+
+def _same_minute(db: TcData, room: str, rows: list[tuple[int, str | None, str | None]]) -> None:
+    """(msg_id, body_string, subject) archive rows of ``room``, all sent in one minute."""
+    db.insert(tc.tc_msgarchive, [
+        dict(msg_id=i, to_jid=room, from_jid="alice@example.com", nick_jid=f"{room}/alice",
+             sent_date=at(0), msg_type="g", body_len=5, message_len=5, body_string=body,
+             message_string=None, body_text=None, message_text=None, subject=subject)
+        for i, body, subject in rows])
+
+
+@pytest.mark.parametrize(("transport", "staged"),
+                         [("copy", False), ("dblink", False), ("copy", True)])
+def test_a_duplicate_is_equal_in_every_column_but_msg_id(
+        tc_factory: Callable[..., TcData], transport: str, staged: bool) -> None:
+    """Rows of one room and minute, each differing from the target's by one thing only
+    (NULL and '', case, a trailing space, a control character) are all kept; an equal row
+    is dropped whether the earlier one is the target's, the owner's copied straight in or
+    an earlier source's staged row; equal rows inside one input are all kept. ``staged``:
+    the target's body_len is a bigint, so every source row is staged (none copied in)."""
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    if transport == "dblink":
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    if staged:
+        target.execute("ALTER TABLE tc_msgarchive ALTER COLUMN body_len TYPE bigint")
+    room3 = "lab@conference-1-c1.example.com"
+    for db in (target, one, two):
+        db.room(ROOM, next_=10)
+    for db in (one, two):
+        db.room(room3, next_=10)
+    _same_minute(target, ROOM, [(1, "hello", "s")])
+    _same_minute(one, ROOM, [(1, "hello", "s"), (2, "hello", None), (3, "hello", ""),
+                             (4, "Hello", "s"), (5, "hello ", "s"), (6, None, "hello"),
+                             (7, "hello", "s\x01"), (8, "x", "y"), (9, "x", "y")])
+    _same_minute(two, ROOM, [(1, "x", "y"), (2, "hello", "s"), (3, "new", "z")])
+    _same_minute(one, room3, [(1, "a", "b"), (2, "c", "d")])
+    _same_minute(two, room3, [(1, "a", "b"), (5, "c", "d ")])
+
+    result = merge(target, one, two, transport=transport)
+    assert result.ok, result.as_dict()
+    assert result.as_dict()["tables"]["tc_msgarchive"] == {
+        "read": [1, 11, 5], "inserted": 12, "duplicates": 4, "renumbered": 10,
+        "conflicts": 0}
+    rows = target.query("SELECT to_jid, msg_id, body_string, subject FROM tc_msgarchive "
+                        "ORDER BY to_jid, msg_id")
+    assert [r[1:] for r in rows if r[0] == ROOM] == [
+        (1, "hello", "s"), (2, "hello", None), (3, "hello", ""), (4, "Hello", "s"),
+        (5, "hello ", "s"), (6, None, "hello"), (7, "hello", "s\x01"), (8, "x", "y"),
+        (9, "x", "y"), (10, "new", "z")]
+    assert [r[1:] for r in rows if r[0] == room3] == [(1, "a", "b"), (2, "c", "d"),
+                                                     (3, "c", "d ")]
