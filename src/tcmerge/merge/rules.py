@@ -35,9 +35,11 @@ from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.merge.transport import (
     DATE_COLUMN,
+    HOLDING_TABLES,
     ROOM_COLUMN,
     cast_list,
     column_list,
+    holders_select,
     keys_name,
     keys_select,
     room_indexed_query,
@@ -163,22 +165,19 @@ class PgRules:
         return result
 
     def rooms_owners(self) -> None:
-        """tcm_w_room: per room its owner (first input holding it) and number of holders.
+        """tcm_w_room: per room its owner (first input holding it), number of holders, and
+        the owner's lowest and highest msg_id (the ids its rows keep).
 
-        The target's rooms are read in place; the sources' come from the holders staging
-        table (filled before any row is moved)."""
-        parts: list[sql.Composable] = []
-        for name, col in (("tc_rooms", "room_jid"), ("tc_msgarchive", "to_jid"),
-                          ("tc_messages", "room_jid"), ("tc_users", "room_jid")):
-            if name in self.tables:
-                parts.append(_q("SELECT {c}::text AS room_jid FROM {t}", c=_ident(col),
-                                t=_ident(name)))
-        target = sql.SQL(" UNION ").join(parts)
-        self._work("tcm_w_room", _q(
-            "SELECT room_jid, min(inp)::smallint AS owner, count(DISTINCT inp)::int AS nholders "
-            "FROM (SELECT DISTINCT 0 AS inp, room_jid FROM ({target}) AS t "
-            "UNION ALL SELECT inp, room_jid FROM tcm_s_holders) AS h GROUP BY room_jid",
-            target=target))
+        The sources' rooms come from the holders staging table (filled before any row is
+        moved); the target's are read in place, by the same query, and added to it."""
+        holding = [n for n in HOLDING_TABLES if n in self.tables]
+        indexed = [n for n in holding if n in DATE_COLUMN
+                   and self._one(room_indexed_query(n)) == 1]
+        self._x(_q("INSERT INTO tcm_s_holders {q}", q=holders_select(0, holding, indexed)))
+        self._work("tcm_w_room", sql.SQL(
+            "SELECT room_jid, min(inp)::smallint AS owner, count(DISTINCT inp)::int AS nholders, "
+            "(array_agg(lo ORDER BY inp))[1] AS lo, (array_agg(hi ORDER BY inp))[1] AS hi "
+            "FROM tcm_s_holders GROUP BY room_jid"))
         if "tc_timelog" in self.tables:
             # timelog rows do not make a holder: their own sharing decides their path
             self._work("tcm_w_timelog_room", sql.SQL(
@@ -544,28 +543,14 @@ class PgRules:
 
     def _apply_rooms(self) -> tuple[int, int]:
         t = tc.tc_rooms
-        parts = []
-        if "tc_msgarchive" in self.tables:
-            parts.append("SELECT to_jid AS room_jid, msg_id FROM tc_msgarchive")
-        if "tc_messages" in self.tables:
-            parts.append("SELECT room_jid, msg_id FROM tc_messages")
-        cols = {"tc_msgarchive": "to_jid", "tc_messages": "room_jid"}
-        present = [n for n in cols if n in self.tables]
-        if present and all(self._one(room_indexed_query(n)) == 1 for n in present):
-            # per room, its lowest and highest id from the primary-key index (two probes
-            # per table), not an aggregate over every row of the merged tables
-            ends = [_q("(SELECT {f}(msg_id) FROM {t} WHERE {c} = w.room_jid)",
-                       f=sql.SQL(f), t=_ident(n), c=_ident(cols[n]))
-                    for f in ("min", "max") for n in present]
-            half = len(present)
-            self._work("tcm_w_ids", _q(
-                "SELECT room_jid, lo, hi FROM (SELECT w.room_jid, least({lo}) AS lo, "
-                "greatest({hi}) AS hi FROM tcm_w_room AS w) AS x WHERE hi IS NOT NULL",
-                lo=sql.SQL(", ").join(ends[:half]), hi=sql.SQL(", ").join(ends[half:])))
-        else:
-            self._work("tcm_w_ids", sql.SQL(
-                "SELECT room_jid::text AS room_jid, min(msg_id) AS lo, max(msg_id) AS hi "
-                "FROM ({}) AS x GROUP BY room_jid").format(sql.SQL(" UNION ALL ".join(parts))))
+        # per room the lowest and highest id after the merge: the owner's rows keep theirs,
+        # later inputs' kept rows take the id map's (computed, not read back from the
+        # merged tables; verification reads those)
+        self._work("tcm_w_ids", sql.SQL(
+            "SELECT room_jid, min(lo) AS lo, max(hi) AS hi FROM ("
+            "SELECT room_jid, lo, hi FROM tcm_w_room WHERE hi IS NOT NULL UNION ALL "
+            "SELECT room_jid, min(new_id), max(new_id) FROM tcm_w_idmap GROUP BY room_jid) "
+            "AS x GROUP BY room_jid"))
         counters = [c for c in t.columns if c.name not in ("start_msg_id", "next_msg_id")]
         inserted = self._x(_q(
             "INSERT INTO {t} ({cols}, start_msg_id, next_msg_id) "

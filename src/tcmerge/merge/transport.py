@@ -151,7 +151,12 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
 
 
 KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d")
-HOLDERS_COLUMNS = sql.SQL("inp, room_jid")
+HOLDERS_COLUMNS = {HOLDERS: sql.SQL("inp, room_jid, lo, hi"),
+                   TIMELOG_HOLDERS: sql.SQL("inp, room_jid")}
+HOLDERS_TYPES: dict[str, list[sql.Composable]] = {
+    HOLDERS: [sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("lo bigint"),
+              sql.SQL("hi bigint")],
+    TIMELOG_HOLDERS: [sql.SQL("inp smallint"), sql.SQL("room_jid text")]}
 KEYS_TYPES: list[sql.Composable] = [
     sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("msg_id bigint"),
     sql.SQL("d timestamp")]
@@ -164,9 +169,9 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     for every row of a room held by several inputs (whatever path the row takes), its
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
-    for holders in (HOLDERS, TIMELOG_HOLDERS):
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} (inp smallint NOT NULL, room_jid text) "
-                             "ON COMMIT DROP").format(sql.Identifier(holders)))
+    for holders, types in HOLDERS_TYPES.items():
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            sql.Identifier(holders), sql.SQL(", ").join(types)))
     for table in tables:
         if table.name in DATE_COLUMN:
             conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -208,26 +213,36 @@ def room_indexed_query(table: str) -> sql.Composed:
 
 def holders_select(inp: int, tables: Iterable[str],
                    indexed: Iterable[str] = ()) -> sql.Composed:
-    """Every room a source holds in any room-keyed table: (inp, room_jid).
+    """Every room an input holds in any room-keyed table: (inp, room_jid, lo, hi), where
+    lo and hi are the room's lowest and highest msg_id in the message tables (NULL when
+    it has none there): the ids its rows keep when it owns the room (rules.py).
 
     Tables in ``indexed`` (see ``room_indexed_query``) are read by a skip scan of that
-    index (one probe per room, a recursive query) instead of a scan of every row."""
+    index (a recursive query: per room one probe for the next room and its lowest id,
+    one for its highest) instead of a scan of every row."""
     skip = set(indexed)
     parts = []
     for t in tables:
         if t not in HOLDING_TABLES:
             continue
         col, tab = sql.Identifier(ROOM_COLUMN[t]), sql.Identifier(t)
-        if t in skip:
+        if t not in DATE_COLUMN:
+            parts.append(sql.SQL("SELECT {}::text, NULL::bigint, NULL::bigint "
+                                 "FROM {}").format(col, tab))
+        elif t in skip:
             parts.append(sql.SQL(
-                "SELECT j::text AS room_jid FROM (WITH RECURSIVE r(j) AS ("
-                "SELECT min({c}) FROM {t} UNION ALL SELECT (SELECT min({c}) FROM {t} "
-                "WHERE {c} > r.j) FROM r WHERE r.j IS NOT NULL) "
-                "SELECT j FROM r WHERE j IS NOT NULL) AS s").format(c=col, t=tab))
+                "SELECT j::text, lo::bigint, (SELECT max(msg_id) FROM {t} WHERE {c} = s.j)::bigint "
+                "FROM (WITH RECURSIVE r(j, lo) AS ("
+                "(SELECT {c}, msg_id FROM {t} WHERE {c} IS NOT NULL ORDER BY {c}, msg_id "
+                "LIMIT 1) UNION ALL SELECT n.{c}, n.msg_id FROM r CROSS JOIN LATERAL "
+                "(SELECT {c}, msg_id FROM {t} WHERE {c} > r.j ORDER BY {c}, msg_id LIMIT 1) "
+                "AS n) SELECT j, lo FROM r) AS s").format(c=col, t=tab))
         else:
-            parts.append(sql.SQL("SELECT {}::text AS room_jid FROM {}").format(col, tab))
-    return sql.SQL("SELECT DISTINCT {}::smallint, room_jid FROM ({}) AS h").format(
-        sql.Literal(inp), sql.SQL(" UNION ").join(parts))
+            parts.append(sql.SQL("SELECT {c}::text, min(msg_id)::bigint, max(msg_id)::bigint "
+                                 "FROM {t} GROUP BY {c}").format(c=col, t=tab))
+    return sql.SQL("SELECT {}::smallint, room_jid, min(lo), max(hi) FROM ({}) "
+                   "AS h (room_jid, lo, hi) GROUP BY room_jid").format(
+        sql.Literal(inp), sql.SQL(" UNION ALL ").join(parts))
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
@@ -406,9 +421,9 @@ class SourceReader(abc.ABC):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading the indexes of") from None
         queries: list[tuple[str, sql.Composable, sql.Composed]] = [
-            (HOLDERS, HOLDERS_COLUMNS, holders_select(self.inp, holding, indexed))]
+            (HOLDERS, HOLDERS_COLUMNS[HOLDERS], holders_select(self.inp, holding, indexed))]
         if "tc_timelog" in tables:
-            queries.append((TIMELOG_HOLDERS, HOLDERS_COLUMNS, sql.SQL(
+            queries.append((TIMELOG_HOLDERS, HOLDERS_COLUMNS[TIMELOG_HOLDERS], sql.SQL(
                 "SELECT DISTINCT {}::smallint, {}::text FROM {}").format(
                 sql.Literal(self.inp), sql.Identifier(ROOM_COLUMN["tc_timelog"]),
                 sql.Identifier("tc_timelog"))))
@@ -418,9 +433,8 @@ class SourceReader(abc.ABC):
         """Into HOLDERS and TIMELOG_HOLDERS: the rooms this source holds (see
         ``holders_queries``); a transport may read them in the background, so they are
         in the target once ``load_holders`` returns."""
-        types: list[sql.Composable] = [sql.SQL("inp smallint"), sql.SQL("room_jid text")]
         for dest, columns, query in self.holders_queries(tables):
-            self.relay(query, dest, columns, types, "rooms", None)
+            self.relay(query, dest, columns, HOLDERS_TYPES[dest], "rooms", None)
 
     def load_holders(self) -> None:  # noqa: B027 - the rooms went straight to the target
         """After ``stage_holders`` of every source: rooms read in the background are put

@@ -176,6 +176,33 @@ def _room_indexed(db: TcData, table: str) -> bool:
     return value == 1
 
 
+def test_holders_give_each_rooms_lowest_and_highest_id_with_and_without_indexes(
+        tc_factory: Callable[..., TcData]) -> None:
+    """holders_select: per room its id range over both message tables (NULL for a room
+    with no message rows), the same by index probes as by scanning every row."""
+    from tcmerge.merge.transport import HOLDING_TABLES, holders_select
+
+    db = tc_factory()
+    db.room(ROOM, next_=10)
+    db.messages(ROOM, [(3, 0, "a"), (7, 1, "b")], recent=False)
+    db.insert(tc.tc_messages, [dict(msg_id=i, room_jid=ROOM, stamp=at(i), msg="m")
+                               for i in (5, 9)])
+    db.room(ROOM2, next_=1)                                       # no message rows
+    db.insert(tc.tc_messages, [dict(msg_id=4, room_jid="c@conference-1-c1.example.com",
+                                    stamp=at(0), msg="m")])       # recent messages only
+    expected = [("c@conference-1-c1.example.com", 4, 4), (ROOM2, None, None), (ROOM, 3, 9)]
+    found = []
+    for indexed in (["tc_msgarchive", "tc_messages"], []):
+        engine = db.engine()
+        with engine.connect() as conn:
+            text = holders_select(2, HOLDING_TABLES, indexed).as_string(
+                conn.connection.driver_connection)
+            found.append(sorted((r[1], r[2], r[3]) for r in conn.exec_driver_sql(text)
+                                if r[0] == 2))
+        engine.dispose()
+    assert found == [sorted(expected)] * 2
+
+
 def test_rooms_and_counters_found_without_room_indexes(
         tc_factory: Callable[..., TcData]) -> None:
     """Rooms and id ranges are read by index probes when a btree index leads with the room
@@ -270,8 +297,9 @@ def test_verify_of_an_earlier_job_after_a_later_merge(
 def test_duplicates_are_found_across_encodings(
         embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
         transport: str) -> None:
-    """A LATIN1 source's rows are digested as their UTF-8 text: an accented row equal to
-    one the UTF-8 target holds is a duplicate; a row differing by one accent is not."""
+    """A LATIN1 source's rows are compared as the target holds them (UTF-8): an accented
+    row equal to one the UTF-8 target holds is a duplicate; one differing by an accent is
+    not."""
     from tcmerge.schema import manage
     from tcmerge.testing.plugin import unique_name
 
@@ -413,3 +441,33 @@ def test_a_duplicate_is_equal_in_every_column_but_msg_id(
         (9, "x", "y"), (10, "new", "z")]
     assert [r[1:] for r in rows if r[0] == room3] == [(1, "a", "b"), (2, "c", "d"),
                                                      (3, "c", "d ")]
+
+
+def test_counters_follow_the_ids_kept(tc_factory: Callable[..., TcData]) -> None:
+    """Rule 4 with ids not starting at 1, stale counters, and rooms whose messages are all
+    another input's: start_msg_id is the lowest id kept (a target's never raised),
+    next_msg_id above every id and never lower than the owner's."""
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    stale, kept, empty = ("stale@conference-1-c1.example.com",
+                          "kept@conference-1-c1.example.com",
+                          "empty@conference-1-c1.example.com")
+    one.room(stale, next_=3)                                # stale: ids go up to 7
+    one.messages(stale, [(5, 0, "a"), (6, 1, "b")])
+    one.insert(tc.tc_messages, [dict(msg_id=7, room_jid=stale, stamp=at(2), msg="c")])
+    target.room(kept, next_=5)
+    target.messages(kept, [(4, 0, "t")])
+    target.execute(f"UPDATE tc_rooms SET start_msg_id = 4 WHERE room_jid = '{kept}'")
+    two.room(kept, next_=3)
+    two.messages(kept, [(1, 1, "x"), (2, 2, "y")])
+    one.room(empty, next_=1)                                # owner without messages
+    two.room(empty, next_=5)
+    two.messages(empty, [(3, 0, "p"), (4, 1, "q")])
+    two.room(ROOM2, next_=30)                               # one input, no messages
+    result = merge(target, one, two)
+    assert result.ok, result.as_dict()
+    assert target.counters(stale) == (5, 8)
+    assert target.counters(kept) == (4, 7)
+    assert target.archive(kept) == [(4, "t"), (5, "x"), (6, "y")]
+    assert target.counters(empty) == (1, 3)
+    assert target.archive(empty) == [(1, "p"), (2, "q")]
+    assert target.counters(ROOM2) == (1, 30)
