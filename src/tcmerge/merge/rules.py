@@ -347,14 +347,18 @@ class PgRules:
                 self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
                            k=_ident(keys_name(name)), q=self._shared_keys(
                                self.tables[name], staging_name(name), True)))
-            # equal rows have equal rooms and dates: candidates are the rows whose room
-            # and date several inputs have (compared in full by ``_mark_duplicates``)
+            # equal rows have equal rooms and dates: the (room, date) pairs several inputs
+            # have hold every duplicate (compared in full by ``_mark_duplicates``)
+            self._work(f"{work}_pairs", _q(
+                "SELECT room_jid, coalesce(d, '-infinity') AS d FROM {k} "
+                "GROUP BY 1, 2 HAVING min(inp) <> max(inp)", k=_ident(keys_name(name))))
+            # the later inputs' rows of shared rooms (the owner's keep their ids and are
+            # never duplicates: no earlier input has the room)
             self._work(work, _q(
-                "SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, false AS dup, "
-                "min(k.inp) OVER w <> max(k.inp) OVER w AS cand FROM {k} AS k "
-                "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid "
-                "WINDOW w AS (PARTITION BY k.room_jid, k.d)", k=_ident(keys_name(name))))
-            self._mark_duplicates(self.tables[name], work)
+                "SELECT k.inp, k.room_jid, k.msg_id, k.d, r.owner, false AS dup FROM {k} AS k "
+                "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid WHERE k.inp <> r.owner",
+                k=_ident(keys_name(name))))
+            self._mark_duplicates(self.tables[name], work, f"{work}_pairs")
         if have_arch and have_msg:
             # Rule 3: a recent message follows its archive row (same input, room and old
             # id): kept and renumbered together, or dropped together as a duplicate. Only a
@@ -375,14 +379,12 @@ class PgRules:
             "coalesce(a.inp, m.inp) AS inp, coalesce(a.msg_id, m.msg_id) AS old_id, "
             "coalesce(a.d, m.d) AS d, a.room_jid IS NOT NULL AS arch_keep, "
             "m.room_jid IS NOT NULL AS msg_keep FROM a FULL JOIN m "
-            "ON m.room_jid = a.room_jid AND m.inp = a.inp AND m.msg_id = a.msg_id), "
-            "top AS (SELECT room_jid, max(msg_id) AS top FROM (SELECT room_jid, msg_id "
-            "FROM {arch} AS o WHERE inp = owner UNION ALL SELECT room_jid, msg_id FROM {msg} AS p "
-            "WHERE inp = owner) AS o GROUP BY room_jid) "
+            "ON m.room_jid = a.room_jid AND m.inp = a.inp AND m.msg_id = a.msg_id) "
+            # above the owner's highest id in either table (see ``rooms_owners``)
             "SELECT n.room_jid, n.inp, n.old_id, n.arch_keep, n.msg_keep, "
-            "coalesce(t.top, 0) + row_number() OVER (PARTITION BY n.room_jid "
+            "coalesce(r.hi, 0) + row_number() OVER (PARTITION BY n.room_jid "
             "ORDER BY n.d, n.inp, n.old_id) AS new_id "
-            "FROM need AS n LEFT JOIN top AS t ON t.room_jid = n.room_jid",
+            "FROM need AS n JOIN tcm_w_room AS r ON r.room_jid = n.room_jid",
             arch=arch, msg=msg))
         for name, work, keep in (("tc_msgarchive", "tcm_w_arch", "arch_keep"),
                                  ("tc_messages", "tcm_w_msg", "msg_keep")):
@@ -404,14 +406,15 @@ class PgRules:
                     f"{n} row(s) of rooms also held by an earlier input get new msg_ids above "
                     "the room's highest id", database=self.inputs[inp], table=name, count=n))
 
-    def _mark_duplicates(self, table: sa.Table, work: str) -> None:
-        """In ``work``, flag as ``dup`` the candidates equal in every column but msg_id to
-        a row of an earlier input (text compared byte for byte, under "C").
+    def _mark_duplicates(self, table: sa.Table, work: str, pairs: str) -> None:
+        """In ``work``, flag as ``dup`` the rows equal in every column but msg_id to a row
+        of an earlier input (text compared byte for byte, under "C"): only rows of the
+        (room, date) ``pairs`` are compared.
 
         Rows are read where they are: input 0's and, with direct copies, the owner's in
         the target table (whose rows of a shared room are all its owner's), the others in
-        staging. Without candidates (rooms shared, dates not) nothing is read."""
-        if not self._one(_q("SELECT EXISTS (SELECT 1 FROM {w} WHERE cand)", w=_ident(work))):
+        staging. Without pairs (rooms shared, dates not) nothing is read."""
+        if not self._one(_q("SELECT EXISTS (SELECT 1 FROM {p})", p=_ident(pairs))):
             return
         name = table.name
         rest = [c for c in table.columns if c.name != "msg_id"]
@@ -420,14 +423,18 @@ class PgRules:
         in_target = sql.SQL("(c.inp = 0 OR c.inp = c.owner)" if name in self.direct
                             else "c.inp = 0")
         marked = self._x(_q(
+            "WITH c AS (SELECT k.inp, k.room_jid, k.msg_id, r.owner FROM {k} AS k "
+            "JOIN {p} AS p ON p.room_jid = k.room_jid AND p.d = coalesce(k.d, '-infinity') "
+            "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid) "
             "UPDATE {w} AS w SET dup = true FROM (SELECT inp, room_jid, msg_id, "
             "inp > min(inp) OVER (PARTITION BY {values}) AS dup FROM ("
-            "SELECT c.inp, c.room_jid, c.msg_id, {xcols} FROM {w} AS c JOIN {t} AS x "
-            "ON x.{room}::text = c.room_jid AND x.msg_id = c.msg_id WHERE c.cand AND {here} "
-            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {scols} FROM {w} AS c "
+            "SELECT c.inp, c.room_jid, c.msg_id, {xcols} FROM c JOIN {t} AS x "
+            "ON x.{room}::text = c.room_jid AND x.msg_id = c.msg_id WHERE {here} "
+            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {scols} FROM c "
             "JOIN {s} AS s ON s.inp = c.inp AND s.{room} = c.room_jid AND s.msg_id = c.msg_id "
-            "WHERE c.cand AND NOT {here}) AS r (inp, room_jid, msg_id, {values})) AS d "
+            "WHERE NOT {here}) AS r (inp, room_jid, msg_id, {values})) AS d "
             "WHERE d.dup AND w.inp = d.inp AND w.room_jid = d.room_jid AND w.msg_id = d.msg_id",
+            k=_ident(keys_name(name)), p=_ident(pairs),
             w=_ident(work), values=values, t=_ident(name), s=_ident(staging_name(name)),
             room=_ident(ROOM_COLUMN[name]), here=in_target,
             xcols=cast_list(compared, "x", bytewise=True),

@@ -199,13 +199,17 @@ def source_select(table: sa.Table, inp: int | None,
 
 
 def room_indexed_query(table: str) -> sql.Composed:
-    """One row, 1 or 0: ``table`` has a valid plain btree index led by its room
-    column (in the column's collation), so its distinct rooms can be read by skip scan."""
+    """One row, 1 or 0: ``table`` has a valid plain btree index on (room column, msg_id,
+    ...), both ascending, the room in its column's collation: its rooms and their id
+    ranges can be read by index probes (see ``holders_select``)."""
     return sql.SQL(
         "SELECT EXISTS (SELECT 1 FROM pg_index AS i JOIN pg_attribute AS a "
         "ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+        "JOIN pg_attribute AS b ON b.attrelid = i.indrelid AND b.attnum = i.indkey[1] "
         "JOIN pg_class AS ic ON ic.oid = i.indexrelid JOIN pg_am AS am ON am.oid = ic.relam "
         "WHERE i.indrelid = to_regclass(quote_ident({t})) AND a.attname = {c} "
+        "AND b.attname = 'msg_id' AND i.indnkeyatts >= 2 "
+        "AND i.indoption[0] = 0 AND i.indoption[1] = 0 "
         "AND am.amname = 'btree' AND i.indisvalid AND i.indpred IS NULL "
         "AND i.indexprs IS NULL AND i.indcollation[0] = a.attcollation)::int").format(
             t=sql.Literal(table), c=sql.Literal(ROOM_COLUMN[table]))

@@ -176,6 +176,19 @@ def _room_indexed(db: TcData, table: str) -> bool:
     return value == 1
 
 
+def test_id_ranges_are_probed_only_by_an_ascending_room_and_msg_id_index(
+        tc_factory: Callable[..., TcData]) -> None:
+    db = tc_factory()
+    assert _room_indexed(db, "tc_msgarchive")  # the primary key (to_jid, msg_id)
+    found = []
+    for index in ("(to_jid)", "(to_jid, sent_date)", "(to_jid DESC, msg_id)",
+                  "(to_jid, msg_id DESC)", "(to_jid, msg_id)"):
+        db.execute("ALTER TABLE tc_msgarchive DROP CONSTRAINT IF EXISTS tc_msgarchive_pkey",
+                   "DROP INDEX IF EXISTS probe", f"CREATE INDEX probe ON tc_msgarchive {index}")
+        found.append(_room_indexed(db, "tc_msgarchive"))
+    assert found == [False, False, False, False, True]
+
+
 def test_holders_give_each_rooms_lowest_and_highest_id_with_and_without_indexes(
         tc_factory: Callable[..., TcData]) -> None:
     """holders_select: per room its id range over both message tables (NULL for a room
