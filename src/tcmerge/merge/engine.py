@@ -258,14 +258,16 @@ class _Merge:
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
         aside = self._set_indexes_aside(conn, rules, sorted(direct_ok)) \
             if self.mode == "run" else []
-        all_shared = rules.all_shared_rooms() if direct_ok & set(DATE_COLUMN) else []
         for reader in self.readers:
+            owned = rules.owned_shared_rooms(reader.inp) \
+                if direct_ok & set(DATE_COLUMN) else []
             for table in request.tables:
                 if table.name in direct_ok:
-                    if all_shared and table.name in DATE_COLUMN:
-                        # what the analysis needs of every row of shared rooms, digested
-                        # on the source (beside the copy when a side session is open)
-                        reader.stage_keys(table, in_rooms(table.name, all_shared))
+                    if owned and table.name in DATE_COLUMN:
+                        # what the analysis needs of the owner's rows of shared rooms,
+                        # read beside the copy when a side session is open (the keys of
+                        # the staged rows are read in the target)
+                        reader.stage_keys(table, in_rooms(table.name, owned))
                     # rows of rooms no other input has (and the owner's rows of shared
                     # rooms in the message tables) go straight into the target table
                     rooms = rules.staged_rooms(table.name, reader.inp)

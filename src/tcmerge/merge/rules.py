@@ -11,8 +11,9 @@ copied straight into the target table, and of the message tables the owner's row
 shared rooms too (they keep their ids); only the rest is staged, and the target's own
 rows are read in place for those rooms only (``_target_rows``). The analysis of the
 message tables reads their keys tables (room, msg_id and date of every row of a shared
-room, from every input; read on the sources while copying, and on the target for its own
-rows before any write), and in full only the rows that could be duplicates.
+room, from every input: the owner's rows' read on the sources while copying, the target's
+own before any write, the staged rows' in staging), and in full only the rows that could
+be duplicates.
 
 Duplicates are judged across inputs, never within one: a row of a later input equal to a
 row of an earlier one. Message rows are compared in full, byte for byte, but only those
@@ -200,10 +201,11 @@ class PgRules:
                            k=_ident(keys_name(name)),
                            q=self._shared_keys(self.tables[name], name, False)))
 
-    def all_shared_rooms(self) -> list[str]:
-        """Rooms held by more than one input."""
+    def owned_shared_rooms(self, inp: int) -> list[str]:
+        """Rooms held by more than one input whose owner is input ``inp``."""
         return [str(r[0]) for r in self.conn.execute(
-            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 ORDER BY room_jid").fetchall()]
+            "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 AND owner = %s "
+            "ORDER BY room_jid", (inp,)).fetchall()]
 
     def staged_rooms(self, table: str, inp: int) -> list[str]:
         """The rooms whose rows of ``table`` input ``inp`` stages (its other rows go
@@ -342,11 +344,11 @@ class PgRules:
         for name, work in (("tc_msgarchive", "tcm_w_arch"), ("tc_messages", "tcm_w_msg")):
             if name not in self.tables:
                 continue
-            if name not in self.direct:
-                # every source row was staged: their keys are computed here
-                self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
-                           k=_ident(keys_name(name)), q=self._shared_keys(
-                               self.tables[name], staging_name(name), True)))
+            # the keys of the staged rows of shared rooms (those of the owner's rows copied
+            # straight in came with them from the sources)
+            self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
+                       k=_ident(keys_name(name)), q=self._shared_keys(
+                           self.tables[name], staging_name(name), True)))
             # equal rows have equal rooms and dates: the (room, date) pairs several inputs
             # have hold every duplicate (compared in full by ``_mark_duplicates``)
             self._work(f"{work}_pairs", _q(

@@ -18,10 +18,10 @@ Two PostgreSQL transports fill them:
 Rows of rooms no other input has go straight into the target's tables (``direct``):
 of the message tables also the owner's rows of shared rooms (they keep their ids), of
 tc_users and tc_timelog only rows of rooms no other input has rows of. Of every message
-row of a shared room the keys table gets (room, msg_id, date), read on the source. A
-second source session sharing the staging snapshot (when the source exports snapshots)
-spools those keys while rows are copied and computes the checksums while the target
-analyses.
+row of a shared room the keys table gets (room, msg_id, date): of the owner's rows read
+on the source, of the staged rows in the target. A second source session sharing the
+staging snapshot (when the source exports snapshots) spools those keys while rows are
+copied and computes the checksums while the target analyses.
 
 With ``copy`` each source's rooms are spooled in the background, so that the sources read
 them at the same time. Source queries that run beside the target's own work (checksums,
