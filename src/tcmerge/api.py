@@ -68,6 +68,40 @@ def validate(request: MergeRequest) -> ValidationReport:
     return _preflight_and_data(request, data_checks=data_checks)
 
 
+def _assign_target(request: MergeRequest, result: MergeResult,
+                   assign: Callable[[str, str, str], None]) -> None:
+    """After a committed merge: the target assigned to the group's nodes in the topology
+    (a target given as a URL by the declared database at the same place). Problems are
+    findings of ``result.after_commit``: the merge stands."""
+    assert request.topology is not None and request.group is not None
+    name = request.target.name
+    reason = None
+    if name is None:
+        try:
+            name = load_topology(request.topology).declared_name(request.target)
+        except TcmergeError as exc:
+            reason = exc.message
+        if name is None and reason is None:
+            reason = ("the target URL matches no single database declared in the topology "
+                      "(by type, host, port and database)")
+    if name is not None:
+        try:
+            assign(request.topology, request.group, name)
+        except (TcmergeError, OSError) as exc:
+            reason = exc.message if isinstance(exc, TcmergeError) else str(exc)
+        else:
+            result.topology_assignment = {
+                "assigned": True, "group": request.group, "database": name,
+                "file": request.topology, "backup": request.topology + ".bak"}
+            return
+    result.topology_assignment = {"assigned": False, "group": request.group,
+                                  "reason": reason}
+    result.after_commit.append(warning(
+        "TOPOLOGY_NOT_UPDATED",
+        f"the merge succeeded, but {request.topology} was not updated: {reason}",
+        hint=f"assign the merged database to the nodes of group {request.group} by hand"))
+
+
 def run(request: MergeRequest, *, progress: Progress | None = None,
         confirm: Confirm | None = None,
         assign: Callable[[str, str, str], None] = assign_database) -> MergeResult:
@@ -75,35 +109,12 @@ def run(request: MergeRequest, *, progress: Progress | None = None,
 
     After a successful (not dry) run with ``--topology F --group G`` the merged
     target is assigned to both nodes of G in F (written atomically, the previous
-    file kept as ``F.bak``). The target must be named by its topology name for that.
+    file kept as ``F.bak``). A target given as a URL is assigned by the name of the
+    declared database at the same place; when there is none, a TOPOLOGY_NOT_UPDATED
+    warning says so (after the commit: it does not make the run fail).
     """
     result = run_merge(request, progress=progress, confirm=confirm)
     if (result.ok and result.status == "succeeded" and request.topology is not None
             and request.group is not None):
-        if request.target.name is None:
-            result.topology_assignment = {
-                "assigned": False, "group": request.group,
-                "reason": "the target was given as a URL; name a database declared in the "
-                          "topology to have it assigned to the group",
-            }
-        else:
-            try:
-                assign(request.topology, request.group, request.target.name)
-            except (TcmergeError, OSError) as exc:
-                # the merge is committed: say the file was not updated, do not fail the run
-                reason = exc.message if isinstance(exc, TcmergeError) else str(exc)
-                result.topology_assignment = {"assigned": False, "group": request.group,
-                                              "reason": reason}
-                result.findings.append(warning(
-                    "TOPOLOGY_NOT_UPDATED",
-                    f"the merge succeeded, but {request.topology} could not be updated: "
-                    f"{reason}",
-                    hint=f"assign database {request.target.name} to the nodes of group "
-                         f"{request.group} by hand"))
-            else:
-                result.topology_assignment = {
-                    "assigned": True, "group": request.group,
-                    "database": request.target.name, "file": request.topology,
-                    "backup": request.topology + ".bak",
-                }
+        _assign_target(request, result, assign)
     return result

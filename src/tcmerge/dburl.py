@@ -91,6 +91,18 @@ def without_password(url: URL) -> URL:
     return url.difference_update_query(present) if present else url
 
 
+def mask_text(text: str) -> str:
+    """User text that failed to parse as a URL, as it may be shown: what could be a
+    password (after the user name's ':' and before the last '@', or a ``password=``
+    query value) masked."""
+    head, at, rest = text.rpartition("@")
+    if at:
+        scheme, marker, userinfo = head.rpartition("://")
+        if ":" in userinfo:
+            text = f"{scheme}{marker}{userinfo.split(':', 1)[0]}:{MASK}@{rest}"
+    return re.sub(r"((?:password|pwd)=)[^&;\s]*", rf"\g<1>{MASK}", text, flags=re.IGNORECASE)
+
+
 def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
     """Parse a database URL given by the user; normalise the driver.
 
@@ -99,14 +111,15 @@ def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
     """
     if "://" not in text:
         raise ConfigError(
-            f"{text!r} is not a database URL; give a SQLAlchemy URL such as "
+            f"{mask_text(text)!r} is not a database URL; give a SQLAlchemy URL such as "
             "postgresql+psycopg://user@host:5432/dbname, or a database name together "
             "with --topology FILE"
         )
     try:
         url = make_url(text)
-    except ArgumentError:
-        raise ConfigError("could not parse the database URL (check its syntax)") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(f"could not parse the database URL {mask_text(text)!r} (check its "
+                          "syntax and port)") from None
     backend = url.get_backend_name()
     driver = DEFAULT_DRIVERS.get(backend)
     if driver is not None and "+" not in url.drivername:

@@ -55,7 +55,7 @@ import tomli_w
 from sqlalchemy.engine import URL
 
 from tcmerge.config import read_secret
-from tcmerge.dburl import DatabaseRef, parse_database
+from tcmerge.dburl import DatabaseRef, mask_text, parse_database
 from tcmerge.errors import ConfigError
 from tcmerge.results import Finding, Report, error, info, warning
 
@@ -186,10 +186,27 @@ class Topology:
             spec = self.databases[name]
         except KeyError:
             raise ConfigError(
-                f"unknown database {name!r}; the topology declares "
+                f"unknown database {mask_text(name)!r}; the topology declares "
                 f"{', '.join(self.databases) or 'none'}"
             ) from None
         return spec.ref(environ)
+
+    def declared_name(self, ref: DatabaseRef) -> str | None:
+        """The name of the one declared database at the same place as ``ref`` (database
+        type, host, port, database or service name; user and password aside), else None."""
+        def place(r: DatabaseRef) -> tuple[Any, ...]:
+            url = r.url
+            return (r.dialect, (url.host or "").lower(), url.port, url.database,
+                    url.query.get("service_name"))
+
+        found = []
+        for name, spec in self.databases.items():
+            try:
+                if place(spec.ref({})) == place(ref):
+                    found.append(name)
+            except ConfigError:
+                continue
+        return found[0] if len(found) == 1 else None
 
     def group_nodes(self, group: str) -> tuple[str, ...]:
         return self.group(group).nodes

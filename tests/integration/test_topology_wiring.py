@@ -122,3 +122,43 @@ def test_run_assigns_the_merged_target_to_the_group(
         records = conn.execute(sa.text("SELECT t::text FROM tcmerge_jobs t")).scalars().all()
     assert len(records) == 1 and out["job_id"] in records[0]
     assert pg_server.password not in records[0]  # type: ignore[attr-defined]
+
+
+def test_a_target_given_as_a_url_is_assigned_by_its_declared_name(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    """The target URL names the declared database "merged" (its user and password aside):
+    that name is assigned. A target declared nowhere is merged all the same, and a
+    warning says the file was not updated (under --strict too: the merge is committed)."""
+    from tcmerge.topology import load_topology
+
+    topology = tmp_path / "cluster.toml"
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    password = pg_server.password  # type: ignore[attr-defined]
+
+    def url(name: str) -> str:
+        return pg_server.url(name, user="postgres", password=password).render_as_string(
+            hide_password=False)
+
+    result = CliRunner().invoke(app, ["run", "--topology", str(topology), "--group", "sub1",
+                                      "--target", url(topology_dbs["merged"]), "--yes",
+                                      "--json"])
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["topology"]["database"] == "merged"
+    nodes = load_topology(topology).nodes
+    assert {nodes[n].database for n in ("1A", "1B")} == {"merged"}
+    assert password not in result.output
+
+    elsewhere = unique_name("elsewhere")
+    manage.upgrade(pg_server.create_database(elsewhere))
+    try:
+        before = topology.read_text()
+        other = CliRunner().invoke(app, ["run", "--topology", str(topology), "--group", "sub1",
+                                         "--target", url(elsewhere), "--yes", "--strict",
+                                         "--json"])
+        out = json.loads(other.stdout)
+        assert other.exit_code == 0 and out["ok"] is True, other.stdout
+        assert out["topology"]["assigned"] is False and out["job_id"]
+        assert "TOPOLOGY_NOT_UPDATED" in {f["code"] for f in out["findings"]}
+        assert topology.read_text() == before
+    finally:
+        pg_server.drop_database(elsewhere)

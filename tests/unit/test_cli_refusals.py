@@ -30,3 +30,32 @@ def test_topology_name_without_topology_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["jobs", "list", "--target", "tcmerged", "--json"])
     assert result.exit_code == 2
     assert "--topology" in json.loads(result.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("text", [
+    "tcuser:Hunter2pw@db1:5432/tcdb1",               # no scheme
+    "postgresql://tcuser:Hunter2pw@db1:port/tcdb1",  # a port that is not a number
+])
+def test_a_bad_url_is_a_configuration_error_that_shows_no_password(text: str) -> None:
+    result = CliRunner().invoke(app, ["validate", "--source", text, "--target",
+                                      "postgresql://u@no-such-host.invalid/tc", "--json"])
+    assert "Hunter2pw" not in result.output
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "CONFIG_ERROR" and "tcuser:***@db1" in error["message"]
+
+
+def test_a_command_line_the_parser_refuses_still_gives_one_json_object() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", "from tcmerge.cli.app import main; main()", "run", "--source",
+         "postgresql://u@h/db", "--json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert json.loads(run.stdout)["error"]["code"] == "USAGE_ERROR"
+    assert "--target" in run.stderr
+    human = subprocess.run(
+        [sys.executable, "-c", "from tcmerge.cli.app import main; main()", "run", "--source",
+         "postgresql://u@h/db"], capture_output=True, text=True, timeout=60)
+    assert human.returncode == 2 and human.stdout == ""

@@ -34,6 +34,15 @@ def test_mixed_dialects_refused() -> None:
     assert require_mergeable(refs[:1]) == "postgresql"
 
 
+def test_text_that_is_not_a_url_is_shown_without_what_could_be_a_password() -> None:
+    from tcmerge.dburl import mask_text
+
+    assert mask_text("u:s3cr@t@db1:5432/x") == "u:***@db1:5432/x"
+    assert mask_text("oracle://u:pw@h:port/?service_name=S") == "oracle://u:***@h:port/?service_name=S"
+    assert mask_text("h/db?sslmode=require&Password=pw") == "h/db?sslmode=require&Password=***"
+    assert mask_text("tcdb1") == "tcdb1" and mask_text("u@h/db") == "u@h/db"
+
+
 def test_not_a_url() -> None:
     with pytest.raises(ConfigError, match="--topology"):
         parse_database("tcdb1")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Annotated
 
 import typer
 
 from tcmerge import __version__
-from tcmerge.cli.output import setup_logging
+from tcmerge.cli.output import json_printed, print_json, setup_logging
+from tcmerge.errors import EXIT_USAGE
 
 # Tracebacks with local variables would print passwords: rich tracebacks stay off.
 app = typer.Typer(
@@ -50,4 +52,14 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # a command line the parser refuses ends before any command runs: with --json,
+        # still exactly one JSON object on stdout (the parser's message is on stderr)
+        if exc.code == EXIT_USAGE and "--json" in sys.argv[1:] and not json_printed():
+            print_json({"ok": False, "error": {
+                "code": "USAGE_ERROR",
+                "message": "the command line is not valid (the message is on stderr; "
+                           "see --help)"}})
+        raise

@@ -146,7 +146,8 @@ def register(root: typer.Typer) -> None:
                 raise typer.Exit(EXIT_FAILURE) from None
 
         def human() -> None:
-            print_findings(result.findings + result.verification, "Findings")
+            print_findings(result.findings + result.verification + result.after_commit,
+                           "Findings")
             if result.plan is not None and result.plan.counts:
                 stdout.print(summary_table(result))
             data = result.as_dict()

@@ -81,9 +81,18 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: JSON objects printed so far (``--json`` prints exactly one)
+_printed = [0]
+
+
 def print_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(Secrets.scrub(json.dumps(payload, indent=2, default=str)) + "\n")
     sys.stdout.flush()
+    _printed[0] += 1
+
+
+def json_printed() -> bool:
+    return _printed[0] > 0
 
 
 def print_text(text: str = "", *, err: bool = False) -> None:

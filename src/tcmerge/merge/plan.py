@@ -166,6 +166,8 @@ class MergeResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: what ``api.run`` did to the topology file after a successful run
     topology_assignment: dict[str, Any] | None = None
+    #: findings made after the commit: shown, but they cannot undo the merge (not in ``ok``)
+    after_commit: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -185,8 +187,8 @@ class MergeResult:
             "ok": self.ok,
             "job_id": self.job_id,
             "status": self.status,
-            "findings": [f.as_dict() for f in sort_findings([*self.findings,
-                                                              *self.verification])],
+            "findings": [f.as_dict() for f in sort_findings(
+                [*self.findings, *self.verification, *self.after_commit])],
             "tables": {} if self.plan is None else {
                 name: counts.as_dict() for name, counts in self.plan.counts.items()
             },
