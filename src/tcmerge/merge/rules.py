@@ -16,10 +16,10 @@ own before any write, the staged rows' in staging), and in full only the rows th
 be duplicates.
 
 Duplicates are judged across inputs, never within one: a row of a later input equal to a
-row of an earlier one. Message rows are compared in full, byte for byte, but only those
-whose room and date another input has too (equal rows have equal dates); other tables'
-rows by the md5 of their text form (``ROW(...)::text``), an injective encoding (NULL and
-'' differ, separators are quoted): ``inp > min(inp) OVER (PARTITION BY room, digest)``.
+row of an earlier one, by the md5 of the rows' text form in the target (``ROW(...)::text``,
+an injective encoding: NULL and '' differ, separators are quoted):
+``inp > min(inp) OVER (PARTITION BY digest)``. Of the message tables only the rows whose
+room and date another input has too are digested (equal rows have equal dates).
 """
 
 from __future__ import annotations
@@ -410,8 +410,8 @@ class PgRules:
 
     def _mark_duplicates(self, table: sa.Table, work: str, pairs: str) -> None:
         """In ``work``, flag as ``dup`` the rows equal in every column but msg_id to a row
-        of an earlier input (text compared byte for byte, under "C"): only rows of the
-        (room, date) ``pairs`` are compared.
+        of an earlier input: only rows of the (room, date) ``pairs`` are compared, by the
+        md5 of their text (see ``row_digest``), computed in the target.
 
         Rows are read where they are: input 0's and, with direct copies, the owner's in
         the target table (whose rows of a shared room are all its owner's), the others in
@@ -419,9 +419,6 @@ class PgRules:
         if not self._one(_q("SELECT EXISTS (SELECT 1 FROM {p})", p=_ident(pairs))):
             return
         name = table.name
-        rest = [c for c in table.columns if c.name != "msg_id"]
-        compared = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in rest])
-        values = sql.SQL(", ").join(sql.Identifier(f"v{i}") for i in range(len(rest)))
         in_target = sql.SQL("(c.inp = 0 OR c.inp = c.owner)" if name in self.direct
                             else "c.inp = 0")
         marked = self._x(_q(
@@ -429,18 +426,16 @@ class PgRules:
             "JOIN {p} AS p ON p.room_jid = k.room_jid AND p.d = coalesce(k.d, '-infinity') "
             "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid) "
             "UPDATE {w} AS w SET dup = true FROM (SELECT inp, room_jid, msg_id, "
-            "inp > min(inp) OVER (PARTITION BY {values}) AS dup FROM ("
-            "SELECT c.inp, c.room_jid, c.msg_id, {xcols} FROM c JOIN {t} AS x "
+            "inp > min(inp) OVER (PARTITION BY h) AS dup FROM ("
+            "SELECT c.inp, c.room_jid, c.msg_id, {xh} AS h FROM c JOIN {t} AS x "
             "ON x.{room}::text = c.room_jid AND x.msg_id = c.msg_id WHERE {here} "
-            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {scols} FROM c "
+            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {sh} FROM c "
             "JOIN {s} AS s ON s.inp = c.inp AND s.{room} = c.room_jid AND s.msg_id = c.msg_id "
-            "WHERE NOT {here}) AS r (inp, room_jid, msg_id, {values})) AS d "
+            "WHERE NOT {here}) AS r) AS d "
             "WHERE d.dup AND w.inp = d.inp AND w.room_jid = d.room_jid AND w.msg_id = d.msg_id",
-            k=_ident(keys_name(name)), p=_ident(pairs),
-            w=_ident(work), values=values, t=_ident(name), s=_ident(staging_name(name)),
-            room=_ident(ROOM_COLUMN[name]), here=in_target,
-            xcols=cast_list(compared, "x", bytewise=True),
-            scols=cast_list(compared, "s", bytewise=True)))
+            k=_ident(keys_name(name)), p=_ident(pairs), w=_ident(work), t=_ident(name),
+            s=_ident(staging_name(name)), room=_ident(ROOM_COLUMN[name]), here=in_target,
+            xh=row_digest(table, ("msg_id",), "x"), sh=row_digest(table, ("msg_id",), "s")))
         if marked:
             self._x(_q("ANALYZE {w}", w=_ident(work)))
 

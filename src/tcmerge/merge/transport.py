@@ -109,16 +109,12 @@ def column_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(names)
 
 
-def cast_list(table: sa.Table, prefix: str | None = None, *,
-              bytewise: bool = False) -> sql.Composed:
-    """``col::stagingtype, ...``: what a source (or the target as input 0) is read as;
-    ``bytewise``: text under the "C" collation (compared and hashed byte for byte)."""
+def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
+    """``col::stagingtype, ...``: what a source (or the target as input 0) is read as."""
     parts = []
     for c in table.columns:
         ident = sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name)
-        kind = staging_type(c)
-        collate = ' COLLATE "C"' if bytewise and kind == "text" else ""
-        parts.append(sql.SQL("{}::{}{}").format(ident, sql.SQL(kind), sql.SQL(collate)))
+        parts.append(sql.SQL("{}::{}").format(ident, sql.SQL(staging_type(c))))
     return sql.SQL(", ").join(parts)
 
 
