@@ -350,7 +350,7 @@ class PgRules:
                        k=_ident(keys_name(name)), q=self._shared_keys(
                            self.tables[name], staging_name(name), True)))
             # equal rows have equal rooms and dates: the (room, date) pairs several inputs
-            # have hold every duplicate (compared in full by ``_mark_duplicates``)
+            # have hold every duplicate (compared by ``_mark_duplicates``)
             self._work(f"{work}_pairs", _q(
                 "SELECT room_jid, coalesce(d, '-infinity') AS d FROM {k} "
                 "GROUP BY 1, 2 HAVING min(inp) <> max(inp)", k=_ident(keys_name(name))))
