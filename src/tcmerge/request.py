@@ -106,7 +106,7 @@ def build_request(
     topo = load_topology(topology) if topology is not None else None
     services: dict[str, str] = {}
     if topo is not None and group is not None:
-        services = topo.text_conference_states(group)
+        services = topo.stated_text_conference_states(group)
         if not sources:
             sources = topo.group_sources(group)
     if topo is not None and group is None and not sources:

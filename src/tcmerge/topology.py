@@ -74,6 +74,8 @@ DATABASE_TYPES = {
 MSSQL_ODBC_DRIVER = "ODBC Driver 18 for SQL Server"
 #: State of a service the file does not mention: IM and Presence runs TC on every node.
 DEFAULT_SERVICE_STATE = "running"
+#: What validation is told of a node whose entry does not mention text_conference.
+UNSTATED = "not stated"
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,12 @@ class Topology:
 
     def text_conference_states(self, group: str) -> dict[str, str]:
         return {n: self.node(n).text_conference() for n in self.group_nodes(group)}
+
+    def stated_text_conference_states(self, group: str) -> dict[str, str]:
+        """As the file states them (``UNSTATED`` where it does not): what validation
+        checks (the HA model's default does not say that a service runs)."""
+        return {n: self.node(n).services.get("text_conference", UNSTATED)
+                for n in self.group_nodes(group)}
 
     def node_of_alias(self, alias: str) -> str | None:
         for name in self.nodes:

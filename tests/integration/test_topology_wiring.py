@@ -93,6 +93,27 @@ def test_validate_takes_sources_and_services_from_topology(
     assert "SERVICE_RUNNING" not in stopped.stdout
 
 
+def test_a_service_state_the_topology_does_not_give_is_a_warning(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    """SERVICE_RUNNING is for what the topology says; a node that says nothing gets a
+    warning (the sessions check still sees a service at work), which --strict blocks."""
+    topology = tmp_path / "cluster.toml"
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    topology.write_text(topology.read_text().replace(
+        'database = "tcdb1"\ntext_conference = "stopped"', 'database = "tcdb1"'))
+    runner = CliRunner()
+    args = ["validate", "--topology", str(topology), "--group", "sub1", "--target", "merged",
+            "--json"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.stdout
+    found = {f["code"]: f for f in json.loads(plain.stdout)["findings"]}
+    assert "SERVICE_RUNNING" not in found
+    assert found["SERVICE_STATE_UNKNOWN"]["severity"] == "warning"
+    assert "1A" in found["SERVICE_STATE_UNKNOWN"]["message"]
+    assert "1B" not in found["SERVICE_STATE_UNKNOWN"]["message"]
+    assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
+
+
 def test_run_assigns_the_merged_target_to_the_group(
         tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
     from tcmerge.topology import load_topology

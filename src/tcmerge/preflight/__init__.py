@@ -25,7 +25,8 @@ from tcmerge.preflight.context import Database, open_database
 from tcmerge.preflight.schema import schema_findings
 from tcmerge.preflight.transport import DblinkResult, check_dblink, probe_info
 from tcmerge.request import MergeRequest
-from tcmerge.results import Finding, Severity, error, info
+from tcmerge.results import Finding, Severity, error, info, warning
+from tcmerge.topology import UNSTATED
 
 #: error codes after which the data checks are not run (they would meet missing objects)
 BLOCKS_DATA_CHECKS = frozenset({
@@ -126,16 +127,24 @@ def _identities(databases: list[Database]) -> list[Finding]:
 def _services(request: MergeRequest) -> list[Finding]:
     running = sorted(node for node, state in request.services.items()
                      if str(state).lower() in RUNNING_STATES)
-    if not running:
-        return []
+    unstated = sorted(node for node, state in request.services.items() if state == UNSTATED)
     group = f" of group {request.group}" if request.group else ""
-    return [error(
-        "SERVICE_RUNNING",
-        f"the Cisco XCP Text Conference Manager runs on {', '.join(running)}{group}",
-        hint="stop the Text Conference service on every node of the group "
-             "(Cisco Unified Serviceability > Control Center - Feature Services) and set "
-             "text_conference = \"stopped\" in the topology",
-        details={"nodes": running})]
+    stop = ("stop the Text Conference service on every node of the group "
+            "(Cisco Unified Serviceability > Control Center - Feature Services) and set "
+            "text_conference = \"stopped\" in the topology")
+    findings = []
+    if running:
+        findings.append(error(
+            "SERVICE_RUNNING",
+            f"the Cisco XCP Text Conference Manager runs on {', '.join(running)}{group}",
+            hint=stop, details={"nodes": running}))
+    if unstated:
+        # the sessions check (ACTIVE_SESSIONS) still sees a service using the databases
+        findings.append(warning(
+            "SERVICE_STATE_UNKNOWN",
+            f"the topology does not say whether the Text Conference service is stopped on "
+            f"{', '.join(unstated)}{group}", hint=stop, details={"nodes": unstated}))
+    return findings
 
 
 def _privileges(adapter: DialectAdapter, databases: list[Database]) -> list[Finding]:
