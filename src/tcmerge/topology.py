@@ -198,7 +198,8 @@ class Topology:
         type, host, port, database or service name; user and password aside), else None."""
         def place(r: DatabaseRef) -> tuple[Any, ...]:
             url = r.url
-            return (r.dialect, (url.host or "").lower(), url.port, url.database,
+            port = url.port or DATABASE_TYPES.get(r.dialect, ("", None))[1]
+            return (r.dialect, (url.host or "").lower(), port, url.database,
                     url.query.get("service_name"))
 
         found = []

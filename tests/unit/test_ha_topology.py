@@ -226,3 +226,38 @@ def test_shipped_topologies_pass_the_check() -> None:
     for name in ("seed-topology.toml", "nonha-topology.toml"):
         code, out = cli("topology", "check", str(scenarios_dir() / name))
         assert code == 0, out
+
+
+def test_declared_name_finds_the_one_database_at_the_same_place(tmp_path: Path) -> None:
+    from tcmerge.dburl import parse_database
+
+    path = tmp_path / "t.toml"
+    path.write_text("""[cluster]
+name = "c"
+domain = "example.com"
+id = "c"
+[databases.merged]
+type = "postgresql"
+host = "DB1"
+name = "tcdb"
+user = "tc"
+[databases.other]
+url = "postgresql://tc@db2:5433/tcdb"
+[databases.twin]
+url = "postgresql://tc@db3/tcdb"
+[databases.twin2]
+url = "postgresql://tc@db3:5432/tcdb"
+""")
+    topo = load_topology(path)
+
+    def name(url: str) -> str | None:
+        return topo.declared_name(parse_database(url))
+
+    # user, password, driver, host case and the default port aside
+    assert name("postgresql+psycopg://admin:pw@db1/tcdb") == "merged"
+    assert name("postgresql://x@db1:5432/tcdb") == "merged"
+    assert name("postgresql://x@db2:5433/tcdb") == "other"
+    assert name("postgresql://x@db2/tcdb") is None             # another port
+    assert name("postgresql://x@db1:5432/other") is None       # another database
+    assert name("oracle://x@db1/?service_name=tcdb") is None   # another type
+    assert name("postgresql://x@db3/tcdb") is None             # two entries: not one
