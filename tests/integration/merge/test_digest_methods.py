@@ -105,3 +105,24 @@ def test_a_source_reader_takes_record_digests_in_its_snapshot(
             modern = direct.info.server_version >= 140000
         assert sums == expected
         assert all(v.split(":")[1].startswith("r") for v in sums.values()) == modern
+
+
+def test_text_digests_do_not_depend_on_the_clients_time_zone_or_date_style(
+        tc_factory: Callable[..., TcData], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timestamptz's text depends on TimeZone and DateStyle, which libpq takes from the
+    client's PGTZ and PGDATESTYLE over the session's options: merge sessions set them."""
+    db = tc_factory()
+    db.execute("CREATE TABLE stamps (id int, at timestamptz)",
+               "INSERT INTO stamps VALUES (1, '2024-05-01 12:00:00+00')")
+    sums = []
+    for tz, style in ((None, None), ("Asia/Tokyo", "German, DMY")):
+        if tz:
+            monkeypatch.setenv("PGTZ", tz)
+            monkeypatch.setenv("PGDATESTYLE", style)
+        for autocommit in (False, True):
+            with mpg.session(db.ref, role="test", autocommit=autocommit) as conn:
+                sums.append(table_checksums(conn, ["stamps"], {"stamps": TEXT}))
+                row = conn.execute("SELECT current_setting('TimeZone'), "
+                                   "current_setting('DateStyle')").fetchone()
+                assert row == ("UTC", "ISO, YMD")
+    assert all(s == sums[0] for s in sums)
