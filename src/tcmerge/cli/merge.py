@@ -28,6 +28,7 @@ from tcmerge.cli.validate import build_request
 from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK
 from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
+from tcmerge.results import sort_findings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 TargetOpt = Annotated[str, typer.Option("--target", help="Target database URL.")]
@@ -136,7 +137,8 @@ def register(root: typer.Typer) -> None:
             except MergeFailed as exc:
                 message = Secrets.scrub(exc.message)
                 if as_json:
-                    print_json({"ok": False, "job_id": exc.job_id, "findings": [],
+                    print_json({"ok": False, "job_id": exc.job_id,
+                                "findings": [f.as_dict() for f in sort_findings(exc.findings)],
                                 "error": {"code": exc.code, "message": message}})
                 else:
                     stderr.print(f"[bold red]error[/] [{exc.code}]: ", end="")

@@ -60,9 +60,11 @@ class MergeFailed(TcmergeError):
     exit_code = EXIT_FAILURE
 
     def __init__(self, message: str, *, code: str | None = None,
-                 job_id: str | None = None) -> None:
+                 job_id: str | None = None, findings: list[Finding] | None = None) -> None:
         super().__init__(message, code=code)
         self.job_id = job_id
+        #: what validation found before the failure
+        self.findings = list(findings or [])
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
@@ -168,7 +170,8 @@ class _Merge:
             code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
             recorded = self._record_failure(plan, f"{code}: {message}")
             raise MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
-                              job_id=self.job_id if recorded else None) from None
+                              job_id=self.job_id if recorded else None,
+                              findings=findings) from None
         except BaseException as exc:  # interrupted, or a bug: still roll back and record
             self._rollback(conn)
             self._record_failure(plan, f"{type(exc).__name__}: interrupted or internal error")

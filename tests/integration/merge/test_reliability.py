@@ -119,6 +119,8 @@ def test_source_stopped_mid_merge_exit_3_target_unchanged_job_failed(
     code, out = proc.finish(child)
     assert code == 3, out
     assert out["ok"] is False and out["error"]["code"] in {"DATABASE_ERROR", "MERGE_FAILED"}
+    # what validation found before the failure is still reported
+    assert "SPACE_ESTIMATE" in {f["code"] for f in out["findings"]}
     assert out["job_id"]
     assert target.digest() == before
     assert target.query("SELECT job_id, status FROM tcmerge_jobs") == [(out["job_id"],
