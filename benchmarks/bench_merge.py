@@ -176,7 +176,10 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
             "--target", names[0]]
     for name in names[1:]:
         args += ["--source", name]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    # PYTHONDONTWRITEBYTECODE (set on some machines) would make every run compile
+    # tcmerge's sources again; an installed tcmerge runs from its compiled bytecode
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k != "PYTHONDONTWRITEBYTECODE"}
     env["PGPASSFILE"] = str(pgpass)
     env["TCMERGE_BENCH_PASSWORD"] = ref.url.password or ""
     start = time.monotonic()
