@@ -25,11 +25,11 @@ PgConn = psycopg.Connection[Any]
 #: Session settings every merge session uses, so that row texts (hashes, checksums)
 #: are computed the same way in every session (TimeZone: a timestamptz column's text,
 #: and its cast to timestamp, depend on it).
-SESSION_OPTIONS = ("-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 "
-                   "-c TimeZone=UTC")
-#: The reported settings among them, as the server reports them once they apply.
-_REPORTED = {"DateStyle": ("ISO, YMD", "ISO,YMD"), "IntervalStyle": ("postgres", "postgres"),
-             "TimeZone": ("UTC", "UTC")}
+SESSION_SETTINGS = {"DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
+                    "extra_float_digits": "3", "TimeZone": "UTC"}
+SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
+#: Those the server reports (it shows "ISO, YMD" with a space).
+_REPORTED = ("DateStyle", "IntervalStyle", "TimeZone")
 #: bytes of COPY data gathered before each write on the receiving side
 RELAY_CHUNK = 1 << 16
 #: the last message of a binary COPY: a field count of -1
@@ -79,12 +79,12 @@ def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> Pg
             f"cannot connect to {ref.label}: {server_reason(exc, ref)}", code="CONNECTION_FAILED"
         ) from None
     # libpq's PGTZ and PGDATESTYLE (the client's environment) outrank the options
-    wrong = [(name, value) for name, (shown, value) in _REPORTED.items()
-             if conn.info.parameter_status(name) != shown]
+    wrong = [name for name in _REPORTED if (conn.info.parameter_status(name) or "").replace(
+        " ", "") != SESSION_SETTINGS[name]]
     if wrong:
-        for name, value in wrong:
+        for name in wrong:
             conn.execute(sql.SQL("SELECT set_config({}, {}, false)").format(
-                sql.Literal(name), sql.Literal(value)))
+                sql.Literal(name), sql.Literal(SESSION_SETTINGS[name])))
         if not autocommit:
             conn.commit()
     return conn
