@@ -117,31 +117,37 @@ class LiveTable:
 
 
 def reflect(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, LiveTable]:
-    """What the server has for the given model tables (absent tables are left out)."""
+    """What the server has for the given model tables (absent tables are left out).
+
+    The inspector's ``get_multi_*`` calls read every table in one catalog query each
+    (a dozen round trips per database instead of about fifty).
+    """
     inspector = sa.inspect(conn)
-    present = set(inspector.get_table_names())
+    names = [t.name for t in tables]
+    columns = {key[1]: cols for key, cols in inspector.get_multi_columns(
+        filter_names=names).items()}
+    keys = {key[1]: pk for key, pk in inspector.get_multi_pk_constraint(
+        filter_names=names).items()}
+    try:
+        checks = {key[1]: found for key, found in inspector.get_multi_check_constraints(
+            filter_names=names).items()}
+    except NotImplementedError:
+        checks = {}
     live: dict[str, LiveTable] = {}
-    for table in tables:
-        if table.name not in present:
+    for name in names:
+        if name not in columns:
             continue
-        columns = {
-            col["name"].lower(): LiveColumn(
+        pk = (keys.get(name) or {}).get("constrained_columns") or []
+        live[name] = LiveTable(
+            name,
+            {col["name"].lower(): LiveColumn(
                 name=col["name"].lower(),
                 shape=shape_of(col["type"]),
                 nullable=bool(col["nullable"]),
                 has_default=col.get("default") is not None,
-            )
-            for col in inspector.get_columns(table.name)
-        }
-        pk = inspector.get_pk_constraint(table.name).get("constrained_columns") or []
-        try:
-            checks = frozenset(
-                (c.get("name") or "").lower() for c in inspector.get_check_constraints(table.name)
-            )
-        except NotImplementedError:
-            checks = frozenset()
-        live[table.name] = LiveTable(
-            table.name, columns, tuple(c.lower() for c in pk), checks
+            ) for col in columns[name]},
+            tuple(c.lower() for c in pk),
+            frozenset((c.get("name") or "").lower() for c in checks.get(name, [])),
         )
     return live
 
