@@ -137,7 +137,8 @@ def reflect(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, LiveTa
     for name in names:
         if name not in columns:
             continue
-        pk = (keys.get(name) or {}).get("constrained_columns") or []
+        key = keys.get(name)
+        pk = (key.get("constrained_columns") if key else None) or []
         live[name] = LiveTable(
             name,
             {col["name"].lower(): LiveColumn(
