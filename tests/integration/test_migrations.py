@@ -103,8 +103,12 @@ def test_cli_upgrade_and_check(pg_server: DatabaseServer) -> None:
         assert clean.exit_code == 0, clean.output
         assert json.loads(clean.stdout)["ok"] is True
 
+        # a table of the same name in another schema does not stand in for a missing one
         pg_server.execute(["ALTER TABLE tc_rooms DROP COLUMN subject",
-                           "ALTER TABLE tc_msgarchive ALTER COLUMN to_jid TYPE varchar(64)"],
+                           "ALTER TABLE tc_msgarchive ALTER COLUMN to_jid TYPE varchar(64)",
+                           "DROP TABLE tc_timelog",
+                           "CREATE SCHEMA elsewhere",
+                           "CREATE TABLE elsewhere.tc_timelog (real_jid text)"],
                           database=name)
         broken = runner.invoke(app, ["schema", "check", url, "--json"])
         assert broken.exit_code == 1
@@ -112,6 +116,7 @@ def test_cli_upgrade_and_check(pg_server: DatabaseServer) -> None:
         codes = {(f["code"], f["table"]) for f in report["findings"]}
         assert ("SCHEMA_MISSING_COLUMN", "tc_rooms") in codes
         assert ("SCHEMA_TYPE_MISMATCH", "tc_msgarchive") in codes
+        assert ("SCHEMA_MISSING_TABLE", "tc_timelog") in codes
         assert ref.url.password not in broken.output
     finally:
         pg_server.drop_database(name)
