@@ -83,12 +83,14 @@ def live_progress(enabled: bool) -> Iterator[LiveProgress | None]:
 def summary_table(result: MergeResult) -> Table:
     data = result.as_dict()
     table = Table(title="Merge summary")
-    table.add_column("table")
+    # names and counts whole; the per-input counts wrap when the terminal is narrow
+    table.add_column("table", no_wrap=True)
     inputs = data.get("inputs", [])
     table.add_column("read (" + ", ".join(["target", *[f"src{i}" for i in
-                                                         range(1, len(inputs))]]) + ")")
+                                                         range(1, len(inputs))]]) + ")",
+                     overflow="fold")
     for col in ("inserted", "duplicates", "renumbered", "conflicts"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     for name, c in data["tables"].items():
         table.add_row(name, " / ".join(f"{n:,}" for n in c["read"]), f"{c['inserted']:,}",
                       f"{c['duplicates']:,}", f"{c['renumbered']:,}", f"{c['conflicts']:,}")
@@ -177,13 +179,18 @@ def register(root: typer.Typer) -> None:
             print_json({"ok": True, "jobs": [j.as_dict(full=False) for j in records]})
             return
         table = Table(title=f"Jobs in {Secrets.scrub(ref.label)}")
-        for col in ("job", "status", "started", "finished", "sources", "inserted"):
-            table.add_column(col)
+        # the id is what jobs show, verify and restore take: never cut; in 80 columns
+        # the others wrap rather than end in "…" (the finishing time is in jobs show)
+        table.add_column("job", no_wrap=True,
+                         min_width=max((len(j.job_id) for j in records), default=3))
+        table.add_column("status", no_wrap=True)
+        table.add_column("started (UTC)", overflow="fold", min_width=10)
+        table.add_column("sources", overflow="fold")
+        table.add_column("inserted", justify="right", no_wrap=True)
         for j in records:
             inserted = sum(int(c.get("inserted", 0))
                            for c in j.counts.get("tables", {}).values())
             table.add_row(j.job_id, j.status, j.started_at.isoformat(" ", "seconds"),
-                          j.finished_at.isoformat(" ", "seconds") if j.finished_at else "-",
                           Secrets.scrub(", ".join(s.get("label", "?") for s in
                                                   j.inputs.get("sources", []))),
                           f"{inserted:,}")

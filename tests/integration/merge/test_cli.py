@@ -63,6 +63,11 @@ def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
 
     code, listed = cli("jobs", "list", "--target", url(target.ref))
     assert code == 0 and [j["job_id"] for j in listed["jobs"]] == [job]
+    # the human table shows the whole id (what jobs show / verify / restore take)
+    human = CliRunner().invoke(app, ["jobs", "list", "--target", url(target.ref)],
+                               env={"COLUMNS": "80"})
+    assert human.exit_code == 0 and job in human.stdout, human.stdout
+    assert "succeeded" in human.stdout and "…" not in human.stdout, human.stdout
     code, shown = cli("jobs", "show", job[:-2], "--target", url(target.ref))
     assert code == 0 and shown["status"] == "succeeded"
     assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 4
