@@ -90,10 +90,13 @@ def test_cli_simulates_against_a_database_url(tc_database: DatabaseRef) -> None:
 
 def test_cli_human_timeline(tc_database: DatabaseRef) -> None:
     url = tc_database.url.render_as_string(hide_password=False)
-    result = CliRunner().invoke(app, ["ha", "simulate", "double-failure", "--database", url])
+    result = CliRunner().invoke(app, ["ha", "simulate", "double-failure", "--database", url],
+                                env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stdout
     assert "Running in Failed Mode" in result.stdout
     assert "0 lost" in result.stdout
+    # in 80 columns the texts wrap: no column of the timeline or the moves is cut
+    assert "…" not in result.stdout, result.stdout
 
 
 def test_cli_exit_1_when_an_expectation_fails(tc_database: DatabaseRef, tmp_path: object

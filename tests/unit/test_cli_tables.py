@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
+from tcmerge.cli import demo
 from tcmerge.cli.merge import summary_table
+from tcmerge.generate import GenerationResult
 from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
 
 TABLES = ("tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog", "aft_log")
@@ -24,3 +27,16 @@ def test_summary_table_keeps_names_and_counts_whole_in_80_columns() -> None:
         assert name in text
     for number in ("3,456,789", "123,456", "234,567"):
         assert number in text
+
+
+def test_demo_generation_table_keeps_table_names_whole_in_80_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    console = Console(width=80, record=True, color_system=None)
+    monkeypatch.setattr(demo, "stdout", console)
+    counts = {t: 1_234_567 for t in TABLES}
+    demo._generation(GenerationResult(counts=[counts, dict(counts)]))
+    text = console.export_text()
+    assert "…" not in text, text
+    for name in TABLES:
+        assert name in text
+    assert "1,234,567" in text and "tcdb2 (node 1B)" in text

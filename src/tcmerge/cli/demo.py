@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 
 def _generation(result: GenerationResult) -> None:
+    # a row per table, a column per database: fits 80 columns with every name whole
     table = Table(title="Generated pre-11.5 node databases (rows)")
     names = list(result.counts[0]) if result.counts else []
-    table.add_column("database")
+    table.add_column("table", no_wrap=True)
+    for label in ["tcdb1 (node 1A)", "tcdb2 (node 1B)"][:len(result.counts)]:
+        table.add_column(label, justify="right", no_wrap=True)
     for name in names:
-        table.add_column(name, justify="right")
-    for label, counts in zip(["tcdb1 (node 1A)", "tcdb2 (node 1B)"], result.counts,
-                             strict=False):
-        table.add_row(label, *(f"{counts[n]:,}" for n in names))
+        table.add_row(name, *(f"{counts[name]:,}" for counts in result.counts))
     stdout.print(table)
     if len(result.overlap) > 1:
         print_text("overlap made in tcdb2: " + ", ".join(

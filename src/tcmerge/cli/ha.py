@@ -107,14 +107,18 @@ def _print_result(result: SimulationResult) -> None:
                       f"[{style}]{_escape(entry.text)}[/]" if style else _escape(entry.text))
     stdout.print(table)
     if result.moves:
+        # fault and done: when; detection and takeover: seconds from the fault. Only the
+        # texts wrap: in 80 columns nothing ends in "…".
         moves = Table(title="Failovers and fallbacks (simulated seconds)")
-        for column in ("kind", "home → backup", "reason", "fault", "detected", "done",
-                       "detection", "takeover", "ok"):
-            moves.add_column(column)
+        moves.add_column("kind", no_wrap=True)
+        moves.add_column("home → backup", overflow="fold")
+        moves.add_column("reason", overflow="fold")
+        for column in ("fault", "done", "detection", "takeover", "ok"):
+            moves.add_column(column, no_wrap=True)
         for m in result.moves:
             moves.add_row(m.kind, f"{m.home} → {m.backup}", m.reason, f"{m.fault_at:g}",
-                          f"{m.detected_at:g}", "-" if m.completed_at is None
-                          else f"{m.completed_at:g}", f"{m.detection_seconds:g}",
+                          "-" if m.completed_at is None else f"{m.completed_at:g}",
+                          f"{m.detection_seconds:g}",
                           "-" if m.takeover_seconds is None else f"{m.takeover_seconds:g}",
                           str(m.ok))
         stdout.print(moves)
