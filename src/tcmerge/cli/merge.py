@@ -211,7 +211,8 @@ def register(root: typer.Typer) -> None:
             return
         for key in ("job_id", "status", "started_at", "finished_at", "tcmerge_version",
                     "error"):
-            print_text(f"{key}: {record[key]}")
+            if record[key] is not None:  # a job that succeeded has no error
+                print_text(f"{key}: {record[key]}")
         print_text(f"target: {job.inputs.get('target', {}).get('label')}")
         for i, s in enumerate(job.inputs.get("sources", []), 1):
             print_text(f"source {i}: {s.get('label')}")

@@ -71,6 +71,10 @@ def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
     code, shown = cli("jobs", "show", job[:-2], "--target", url(target.ref))
     assert code == 0 and shown["status"] == "succeeded"
     assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 4
+    human = CliRunner().invoke(app, ["jobs", "show", job, "--target", url(target.ref)],
+                               env={"COLUMNS": "80"})
+    assert human.exit_code == 0 and "status: succeeded" in human.stdout, human.stdout
+    assert "None" not in human.stdout and "…" not in human.stdout, human.stdout
     assert "password" not in json.dumps(shown).lower()
     for ref in (target.ref, one.ref):
         assert ref.url.password not in json.dumps(shown)
