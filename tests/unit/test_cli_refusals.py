@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -59,3 +60,28 @@ def test_a_command_line_the_parser_refuses_still_gives_one_json_object() -> None
         [sys.executable, "-c", "from tcmerge.cli.app import main; main()", "run", "--source",
          "postgresql://u@h/db"], capture_output=True, text=True, timeout=60)
     assert human.returncode == 2 and human.stdout == ""
+
+
+def test_the_command_ends_after_atexit_handlers_with_its_exit_code(tmp_path: Path) -> None:
+    """main() ends without unloading modules (cli/app._exit), yet the atexit handlers
+    (logging, temporary files, an embedded server's stop) still run and the exit code
+    and output are the command's."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib; "
+            f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); "
+            "from tcmerge.cli.app import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, "schema", "sql", "--dialect",
+                           "postgresql"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("CREATE TABLE") >= 5 and done.stdout.rstrip().endswith(";")
+    assert marker.read_text() == "yes"
+    marker.unlink()
+    refused = subprocess.run([sys.executable, "-c", code, "run", "--source", MSSQL,
+                              "--target", MSSQL, "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"]["code"] == "UNSUPPORTED_DATABASE"
+    assert marker.read_text() == "yes"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
-from typing import Annotated
+import threading
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -62,4 +65,27 @@ def main() -> None:
                 "code": "USAGE_ERROR",
                 "message": "the command line is not valid (the message is on stderr; "
                            "see --help)"}})
-        raise
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: str | int | None) -> NoReturn:
+    """End the process without unloading the interpreter's modules.
+
+    Tearing down SQLAlchemy's, psycopg's and rich's modules takes 0.1-0.2 s at every
+    exit, when the command has already closed its sessions (mypy ends the same way).
+    The atexit handlers (logging, temporary files and directories) still run first.
+    Anything unusual (another thread alive, a message as exit code, an output that
+    cannot be flushed) takes the ordinary way out.
+    """
+    if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
+        raise SystemExit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code or 0)
