@@ -146,16 +146,18 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
     return query if where is None else query + sql.SQL(" WHERE ") + where
 
 
-KEYS_COLUMNS = sql.SQL("inp, room_jid, msg_id, d")
-HOLDERS_COLUMNS = {HOLDERS: sql.SQL("inp, room_jid, lo, hi"),
-                   TIMELOG_HOLDERS: sql.SQL("inp, room_jid")}
-HOLDERS_TYPES: dict[str, list[sql.Composable]] = {
-    HOLDERS: [sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("lo bigint"),
-              sql.SQL("hi bigint")],
-    TIMELOG_HOLDERS: [sql.SQL("inp smallint"), sql.SQL("room_jid text")]}
-KEYS_TYPES: list[sql.Composable] = [
-    sql.SQL("inp smallint"), sql.SQL("room_jid text"), sql.SQL("msg_id bigint"),
-    sql.SQL("d timestamp")]
+def _shape(*columns: tuple[str, str]) -> tuple[sql.Composed, list[sql.Composable]]:
+    """A work table's columns, named once: (its column list, its ``name type`` list)."""
+    return (sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns),
+            [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+             for name, kind in columns])
+
+
+KEYS_COLUMNS, KEYS_TYPES = _shape(("inp", "smallint"), ("room_jid", "text"),
+                                  ("msg_id", "bigint"), ("d", "timestamp"))
+HOLDERS_SHAPES = {HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"),
+                                  ("lo", "bigint"), ("hi", "bigint")),
+                  TIMELOG_HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"))}
 
 
 def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
@@ -165,7 +167,7 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     for every row of a room held by several inputs (whatever path the row takes), its
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
-    for holders, types in HOLDERS_TYPES.items():
+    for holders, (_, types) in HOLDERS_SHAPES.items():
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(holders), sql.SQL(", ").join(types)))
     for table in tables:
@@ -421,9 +423,9 @@ class SourceReader(abc.ABC):
         except psycopg.Error as exc:
             raise self._fail(exc, "reading the indexes of") from None
         queries: list[tuple[str, sql.Composable, sql.Composed]] = [
-            (HOLDERS, HOLDERS_COLUMNS[HOLDERS], holders_select(self.inp, holding, indexed))]
+            (HOLDERS, HOLDERS_SHAPES[HOLDERS][0], holders_select(self.inp, holding, indexed))]
         if "tc_timelog" in tables:
-            queries.append((TIMELOG_HOLDERS, HOLDERS_COLUMNS[TIMELOG_HOLDERS], sql.SQL(
+            queries.append((TIMELOG_HOLDERS, HOLDERS_SHAPES[TIMELOG_HOLDERS][0], sql.SQL(
                 "SELECT DISTINCT {}::smallint, {}::text FROM {}").format(
                 sql.Literal(self.inp), sql.Identifier(ROOM_COLUMN["tc_timelog"]),
                 sql.Identifier("tc_timelog"))))
@@ -434,7 +436,7 @@ class SourceReader(abc.ABC):
         ``holders_queries``); a transport may read them in the background, so they are
         in the target once ``load_holders`` returns."""
         for dest, columns, query in self.holders_queries(tables):
-            self.relay(query, dest, columns, HOLDERS_TYPES[dest], "rooms", None)
+            self.relay(query, dest, columns, HOLDERS_SHAPES[dest][1], "rooms", None)
 
     def load_holders(self) -> None:  # noqa: B027 - the rooms went straight to the target
         """After ``stage_holders`` of every source: rooms read in the background are put
