@@ -225,9 +225,6 @@ class Topology:
                 sources.append(db)
         return sources
 
-    def text_conference_states(self, group: str) -> dict[str, str]:
-        return {n: self.node(n).text_conference() for n in self.group_nodes(group)}
-
     def stated_text_conference_states(self, group: str) -> dict[str, str]:
         """As the file states them (``UNSTATED`` where it does not): what validation
         checks (the HA model's default does not say that a service runs)."""

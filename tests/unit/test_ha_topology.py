@@ -13,7 +13,7 @@ from tcmerge.cli.app import app
 from tcmerge.dburl import require_mergeable
 from tcmerge.errors import ConfigError, UnsupportedDatabaseError
 from tcmerge.ha.scenario import scenarios_dir
-from tcmerge.topology import assign_database, check_topology, load_topology
+from tcmerge.topology import UNSTATED, assign_database, check_topology, load_topology
 
 runner = CliRunner()
 
@@ -161,7 +161,8 @@ def test_integrator_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TCM_TEST_PW1", "pw-from-env")
     topo = load_topology(write(tmp_path, GOOD))
     assert topo.group_sources("sub1") == ["tcdb1"]
-    assert topo.text_conference_states("sub1") == {"1A": "stopped", "1B": "running"}
+    # as validation sees them: 1B's entry does not say (the HA model's default is running)
+    assert topo.stated_text_conference_states("sub1") == {"1A": "stopped", "1B": UNSTATED}
     ref = topo.database_ref("tcdb1")
     assert ref.url.password == "pw-from-env" and ref.label == "tcdb1"
     assert "pw-from-env" not in str(ref)
