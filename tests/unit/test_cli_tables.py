@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from tcmerge.cli import demo
+from tcmerge.cli import demo, output
 from tcmerge.cli.merge import summary_table
 from tcmerge.generate import GenerationResult
 from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
+from tcmerge.results import error, info, warning
 
 TABLES = ("tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog", "aft_log")
 
@@ -40,3 +41,32 @@ def test_demo_generation_table_keeps_table_names_whole_in_80_columns(
     for name in TABLES:
         assert name in text
     assert "1,234,567" in text and "tcdb2 (node 1B)" in text
+
+
+def test_findings_keep_codes_whole_and_wrap_messages_in_80_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    console = Console(width=80, record=True, color_system=None)
+    monkeypatch.setattr(output, "stdout", console)
+    url = "postgresql+psycopg://tcuser@db-node-1b.cluster.example.com:5432/tcnode1b"
+    message = ("1 member row(s) differ from the row kept (the owner's, or a ban): "
+               "room[red]@conference.example.com user@example.com")
+    output.print_findings([
+        info("MSG_ID_COLLISION", "2 row(s) get new msg_ids", database=url, table="tc_messages"),
+        warning("AFFILIATION_CONFLICT", message, database=url, table="tc_users"),
+        error("PRIVILEGE_MISSING", "first line\nsecond line", database="target",
+              hint="GRANT SELECT ON tc_rooms TO tcuser"),
+    ], "Validation findings")
+    text = console.export_text()
+    lines = text.splitlines()
+    assert lines[0] == "Validation findings: 1 error, 1 warning, 1 info"
+    assert all(len(line) <= 80 for line in lines), text
+    assert "…" not in text
+    # the code, the severity and the table share one line; the database heads its group
+    assert "  warning AFFILIATION_CONFLICT  tc_users" in lines
+    assert "  error   PRIVILEGE_MISSING" in lines
+    assert lines.count(url) == 1
+    # messages wrap under their finding, word for word, and markup is not interpreted
+    assert " ".join(line.strip() for line in lines[lines.index(
+        "  warning AFFILIATION_CONFLICT  tc_users") + 1:][:2]) == message
+    assert "    first line" in lines and "    second line" in lines
+    assert "    → GRANT SELECT ON tc_rooms TO tcuser" in lines

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar, NoReturn, Protocol
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
 
 from tcmerge.dburl import DatabaseRef, require_mergeable, scrub
 from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, TcmergeError
@@ -102,29 +104,42 @@ def print_text(text: str = "", *, err: bool = False) -> None:
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def findings_table(findings: Iterable[Finding], title: str = "Findings") -> Table | None:
-    """Findings grouped by database and table, most severe first."""
+def findings_view(findings: Iterable[Finding], title: str = "Findings") -> Group | None:
+    """Findings grouped by database, most severe first, as lines that fit any width.
+
+    A table squeezed codes and URLs into 80 columns ("AFFILIATION_CO/NFLICT"); here the
+    code, the severity and the table share a line and the message wraps below them.
+    """
     ordered = sort_findings(findings)
     if not ordered:
         return None
-    ordered.sort(key=lambda f: (f.database or "", f.table or ""))
-    table = Table(title=title, show_lines=False)
-    for column in ("database", "table", "severity", "code", "message / hint"):
-        table.add_column(column, overflow="fold")
+    ordered.sort(key=lambda f: f.database or "")  # stable: most severe first per database
+    counts = Counter(str(f.severity) for f in ordered)
+    parts: list[RenderableType] = [Text(f"{title}: " + ", ".join(
+        f"{counts[s]} {s}" for s in SEVERITY_STYLE if counts[s]), style="bold")]
+    shown: str | None = None
     for f in ordered:
-        text = f.message + (f"\n→ {f.hint}" if f.hint else "")
-        table.add_row(Secrets.scrub(f.database or "-"), f.table or "-",
-                      f"[{SEVERITY_STYLE[str(f.severity)]}]{f.severity}[/]", f.code,
-                      Secrets.scrub(text))
-    return table
+        database = f.database or "(all databases)"
+        if database != shown:
+            parts.append(Text(Secrets.scrub(database), style="bold"))
+            shown = database
+        head = Text("  ")
+        head.append(f"{f.severity:<7}", style=SEVERITY_STYLE[str(f.severity)])
+        head.append(f" {f.code}")
+        if f.table:
+            head.append(f"  {f.table}", style="dim")
+        parts.append(head)
+        for text in (f.message, f.hint and "→ " + f.hint):
+            for paragraph in Secrets.scrub(text or "").splitlines():
+                parts.extend(Text(line) for line in textwrap.wrap(
+                    paragraph, width=max(stdout.width, 40), initial_indent="    ",
+                    subsequent_indent="    ", break_on_hyphens=False))
+    return Group(*parts)
 
 
 def print_findings(findings: Iterable[Finding], title: str = "Findings") -> None:
-    table = findings_table(findings, title)
-    if table is None:
-        stdout.print("No findings.")
-    else:
-        stdout.print(table)
+    view = findings_view(findings, title)
+    stdout.print("No findings." if view is None else view)
 
 
 def finish(result: HasDict, *, as_json: bool, human: Callable[[], None]) -> NoReturn:
