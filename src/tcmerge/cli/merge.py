@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from tcmerge import api
 from tcmerge.cli.output import (
@@ -97,6 +99,22 @@ def summary_table(result: MergeResult) -> Table:
     return table
 
 
+def _short_name(source: dict[str, Any]) -> str:
+    """A job's source as the list shows it: its topology name, else host:port/database
+    (the whole URL, with its user, is in jobs show)."""
+    if source.get("name"):
+        return str(source["name"])
+    try:
+        url = make_url(str(source.get("url")))
+    except ArgumentError:
+        return str(source.get("label", "?"))
+    if not url.database:
+        return str(source.get("label", "?"))
+    if not url.host:  # a Unix socket: the database's name says enough
+        return url.database
+    return f"{url.host}:{url.port or 5432}/{url.database}"
+
+
 def _interactive(as_json: bool) -> bool:
     return not as_json and sys.stdin.isatty() and sys.stderr.isatty()
 
@@ -179,19 +197,19 @@ def register(root: typer.Typer) -> None:
             print_json({"ok": True, "jobs": [j.as_dict(full=False) for j in records]})
             return
         table = Table(title=f"Jobs in {Secrets.scrub(ref.label)}")
-        # the id is what jobs show, verify and restore take: never cut; in 80 columns
-        # the others wrap rather than end in "…" (the finishing time is in jobs show)
-        table.add_column("job", no_wrap=True,
+        # the id is what jobs show, verify and restore take: never cut. It begins with
+        # the start time (UTC), so the times are left to jobs show, and the sources are
+        # named short: the table fits 80 columns.
+        table.add_column("job (started UTC)", no_wrap=True,
                          min_width=max((len(j.job_id) for j in records), default=3))
         table.add_column("status", no_wrap=True)
-        table.add_column("started (UTC)", overflow="fold", min_width=10)
         table.add_column("sources", overflow="fold")
         table.add_column("inserted", justify="right", no_wrap=True)
         for j in records:
             inserted = sum(int(c.get("inserted", 0))
                            for c in j.counts.get("tables", {}).values())
-            table.add_row(j.job_id, j.status, j.started_at.isoformat(" ", "seconds"),
-                          Secrets.scrub(", ".join(s.get("label", "?") for s in
+            table.add_row(j.job_id, j.status,
+                          Secrets.scrub("\n".join(_short_name(s) for s in
                                                   j.inputs.get("sources", []))),
                           f"{inserted:,}")
         stdout.print(table)

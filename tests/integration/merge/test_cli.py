@@ -68,6 +68,10 @@ def test_run_jobs_verify_restore(tc_factory: Callable[..., TcData]) -> None:
                                env={"COLUMNS": "80"})
     assert human.exit_code == 0 and job in human.stdout, human.stdout
     assert "succeeded" in human.stdout and "…" not in human.stdout, human.stdout
+    for ref in (one.ref, two.ref):  # each source named short, on a line of its own
+        short = (f"{ref.url.host}:{ref.url.port or 5432}/{ref.url.database}"
+                 if ref.url.host else str(ref.url.database))
+        assert f"│ {short} " in human.stdout, human.stdout
     code, shown = cli("jobs", "show", job[:-2], "--target", url(target.ref))
     assert code == 0 and shown["status"] == "succeeded"
     assert shown["counts"]["tables"]["tc_msgarchive"]["inserted"] == 4
