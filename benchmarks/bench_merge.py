@@ -9,6 +9,10 @@ binary COPY of the same tables into an empty database (the same tables and keys;
 second source into a second schema) with no merge logic, relayed the way tcmerge's copy
 transport relays (``relay_copy``), so that the two differ by the merge logic only.
 
+Every timed run starts after a CHECKPOINT, and its database is dropped once it is timed
+(no checkpoint or autovacuum left over from the run before); the sources are vacuumed
+after generation, as a long-lived production database is.
+
 ``vs base`` compares each run with the mean of the baselines measured just before and
 just after it; with ``--repeat N`` (N rounds) the median of those ratios is printed, with
 every run. With dblink, ``dblink-plain`` is the same tables moved by dblink cursors with
@@ -76,7 +80,9 @@ def generate(conn: psycopg.Connection[Any], k: int, n: int) -> None:
         "timestamp '2024-01-01' + g * interval '1 minute' + interval '5 minutes' "
         "FROM generate_series(0, %(n)s / 10 - 1) AS g, "
         "LATERAL (SELECT g %% %(rooms)s + 1 AS i) AS r", params)
-    conn.execute("ANALYZE")
+    # a production source has long been vacuumed (its visibility map set); here it is
+    # done now rather than by autovacuum in the middle of a measured run
+    conn.execute("VACUUM (ANALYZE)")
 
 
 def connect(ref: DatabaseRef) -> psycopg.Connection[Any]:
@@ -91,6 +97,19 @@ def clone(server: DatabaseServer, template: str, name: str) -> DatabaseRef:
     return server.admin_ref(name)
 
 
+def settle(server: DatabaseServer) -> None:
+    """The same start for every timed run: the previous run's dirty pages written out
+    now, not by a checkpoint in the middle of this one."""
+    server.execute("CHECKPOINT")
+
+
+def drop(server: DatabaseServer, ref: DatabaseRef) -> None:
+    """A measured database dropped as soon as its run is timed: autovacuum would
+    otherwise work on its millions of new rows during the next run."""
+    server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(ref.url.database or "")).as_string(None))
+
+
 def second_schema(conn: psycopg.Connection[Any]) -> None:
     """Schema b2 with the TC tables (keys included): where the second source goes."""
     conn.execute("CREATE SCHEMA b2")
@@ -101,6 +120,7 @@ def second_schema(conn: psycopg.Connection[Any]) -> None:
 
 def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
     ref = clone(server, template, "bench_baseline")
+    settle(server)
     start = time.monotonic()
     with connect(ref) as tconn:
         second_schema(tconn)
@@ -118,7 +138,9 @@ def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) 
                         # merge logic, not two ways of moving bytes
                         relay_copy(sconn, out, into.write)
         tconn.commit()
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    drop(server, ref)
+    return elapsed
 
 
 def dblink_baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
@@ -135,6 +157,7 @@ def dblink_baseline(server: DatabaseServer, template: str, sources: list[Databas
                 "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
                 "ORDER BY attnum", (t,)).fetchall()) for t in TABLES}
+    settle(server)
     start = time.monotonic()
     with connect(ref) as tconn:
         tconn.autocommit = False
@@ -152,7 +175,9 @@ def dblink_baseline(server: DatabaseServer, template: str, sources: list[Databas
                 tconn.execute("SELECT dblink_close('bench', 'c')")
             tconn.execute("SELECT dblink_disconnect('bench')")
         tconn.commit()
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    drop(server, ref)
+    return elapsed
 
 
 def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], transport: str,
@@ -182,6 +207,7 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
            if not k.startswith("PG") and k != "PYTHONDONTWRITEBYTECODE"}
     env["PGPASSFILE"] = str(pgpass)
     env["TCMERGE_BENCH_PASSWORD"] = ref.url.password or ""
+    settle(server)
     start = time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", "from tcmerge.cli.app import main; main()",
                               *args], env=env, stdout=subprocess.PIPE, text=True)
@@ -194,6 +220,7 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
     result = json.loads(out)
     if child.returncode != 0:
         raise SystemExit(f"merge failed ({child.returncode}): {out}")
+    drop(server, ref)
     return elapsed, usage.ru_maxrss // 1024, result
 
 
