@@ -242,6 +242,8 @@ def holders_select(inp: int, tables: Iterable[str],
         else:
             parts.append(sql.SQL("SELECT {c}::text, min(msg_id)::bigint, max(msg_id)::bigint "
                                  "FROM {t} GROUP BY {c}").format(c=col, t=tab))
+    if not parts:  # --tables ma or mft alone: jm and aft_log have no rooms
+        parts.append(sql.SQL("SELECT NULL::text, NULL::bigint, NULL::bigint WHERE false"))
     return sql.SQL("SELECT {}::smallint, room_jid, min(lo), max(hi) FROM ({}) "
                    "AS h (room_jid, lo, hi) GROUP BY room_jid").format(
         sql.Literal(inp), sql.SQL(" UNION ALL ").join(parts))

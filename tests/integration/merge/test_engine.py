@@ -129,7 +129,10 @@ def test_long_and_non_ascii_values_survive_byte_for_byte(
     assert target.digest()["tc_rooms"] == one.digest()["tc_rooms"]  # counters consistent
 
 
-def test_union_tables_and_aft_index_renumbering(tc_factory: Callable[..., TcData]) -> None:
+@pytest.mark.parametrize("spec", ["tc,ma,mft", "ma,mft"])
+def test_union_tables_and_aft_index_renumbering(tc_factory: Callable[..., TcData],
+                                                spec: str) -> None:
+    """jm and aft_log with the TC tables, and alone (--tables ma,mft: no room table)."""
     from tcmerge.schema import tables_for, tc
 
     from .data import at
@@ -153,9 +156,15 @@ def test_union_tables_and_aft_index_renumbering(tc_factory: Callable[..., TcData
     two.insert(tc.aft_log, [aft(5, "two", 3), aft(6, "six", 4)])
     one.insert(tc.jm, [jm("hi"), jm("hi"), jm("only one")])  # identical rows inside one input
     two.insert(tc.jm, [jm("hi"), jm("two")])
-    result = merge(target, one, two, tables=tables_for("tc,ma,mft"))
+    one.room("solo@conference-1-c1.example.com")
+    result = merge(target, one, two, tables=tables_for(spec))
     assert result.ok, result.as_dict()
     t = result.as_dict()["tables"]
+    rooms = target.query("SELECT room_jid FROM tc_rooms")
+    if spec == "ma,mft":  # the TC tables are left alone
+        assert set(t) == {"jm", "aft_log"} and rooms == []
+    else:
+        assert rooms == [("solo@conference-1-c1.example.com",)]
     assert t["jm"]["inserted"] == 4 and t["jm"]["duplicates"] == 1
     assert sorted(target.query("SELECT body_string FROM jm")) == [
         ("hi",), ("hi",), ("only one",), ("two",)]
