@@ -223,7 +223,7 @@ def holders_select(inp: int, tables: Iterable[str],
     index (a recursive query: per room one probe for the next room and its lowest id,
     one for its highest) instead of a scan of every row."""
     skip = set(indexed)
-    parts = []
+    parts: list[sql.Composable] = []
     for t in tables:
         if t not in HOLDING_TABLES:
             continue
