@@ -85,3 +85,11 @@ def test_the_command_ends_after_atexit_handlers_with_its_exit_code(tmp_path: Pat
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["error"]["code"] == "UNSUPPORTED_DATABASE"
     assert marker.read_text() == "yes"
+
+
+def test_version_is_answered_without_a_command() -> None:
+    from tcmerge import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == __version__

@@ -34,14 +34,19 @@ COMMAND_MODULES = (
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
+    # eager: answered while parsing, before the parser asks for a command
+    version: Annotated[bool, typer.Option("--version", help="Show the version.",
+                                          callback=_show_version, is_eager=True)] = False,
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
     setup_logging(verbose)
 
 
