@@ -23,6 +23,10 @@ def run_offline() -> None:
         literal_binds=True,
         version_table=VERSION_TABLE,
     )
+    # SQLAlchemy 2.1 renders the version row's INSERT with RETURNING (on Oracle
+    # "RETURNING ... INTO :ret_0", a bind variable no script declares); a script has
+    # nothing to return it to
+    context.get_context()._version.implicit_returning = False
     with context.begin_transaction():
         context.run_migrations()
 

@@ -62,7 +62,9 @@ def test_offline_oracle_ddl_from_migrations() -> None:
         assert re.search(rf"CREATE TABLE {table} \(", text), table
     assert "CLOB" in text and "NUMBER(19)" in text and "VARCHAR2(3071)" in text
     assert "TEXT" not in text and "BIGINT" not in text
-    assert "INSERT INTO tcmerge_alembic_version" in text
+    # the version row as a plain INSERT: no RETURNING ... INTO an undeclared :ret_0
+    assert "INSERT INTO tcmerge_alembic_version (version_num) VALUES ('0001_tc_schema')\n" in text
+    assert "RETURNING" not in text and ":ret" not in text
 
 
 def test_offline_postgresql_ddl_from_migrations() -> None:
@@ -70,6 +72,8 @@ def test_offline_postgresql_ddl_from_migrations() -> None:
     assert "CREATE TABLE tc_msgarchive" in text
     assert "VARCHAR(3071)" in text and "BIGINT" in text and "TEXT" in text
     assert "CLOB" not in text
+    assert ("INSERT INTO tcmerge_alembic_version (version_num) VALUES ('0001_tc_schema');\n"
+            in text) and "RETURNING" not in text
 
 
 def test_offline_sql_refuses_other_dialects() -> None:
