@@ -27,7 +27,7 @@ from tcmerge.cli.output import (
     stdout,
 )
 from tcmerge.cli.validate import build_request
-from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK
+from tcmerge.errors import EXIT_FAILURE, EXIT_OK, FindingsBlock
 from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
 from tcmerge.results import sort_findings
@@ -115,8 +115,10 @@ def _short_name(source: dict[str, Any]) -> str:
     return f"{url.host}:{url.port or 5432}/{url.database}"
 
 
-def _interactive(as_json: bool) -> bool:
-    return not as_json and sys.stdin.isatty() and sys.stderr.isatty()
+def _interactive() -> bool:
+    """Someone can answer a prompt. With --json too: the prompt and what it shows go to
+    stderr, stdout keeps its one object. Without a terminal the command does not ask."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def register(root: typer.Typer) -> None:
@@ -145,14 +147,15 @@ def register(root: typer.Typer) -> None:
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
                     confirm = None
-                    if not yes and _interactive(as_json):
+                    if not yes and _interactive():
                         def confirm(pending: MergeResult) -> bool:
                             with progress.paused() if progress else nullcontext():
-                                print_findings(pending.findings, "Validation findings")
-                                stdout.print(summary_table(pending))
+                                print_findings(pending.findings, "Validation findings",
+                                               err=as_json)
+                                (stderr if as_json else stdout).print(summary_table(pending))
                                 return typer.confirm(
                                     f"Merge into {Secrets.scrub(request.target.label)}?",
-                                    default=False)
+                                    default=False, err=as_json)
                     result = api.run(request, progress=progress, confirm=confirm)
             except MergeFailed as exc:
                 message = Secrets.scrub(exc.message)
@@ -273,10 +276,10 @@ def register(root: typer.Typer) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
         with error_boundary(as_json):
             ref = database(target, topology, mergeable=True)
-            if not yes and _interactive(as_json) and not typer.confirm(
+            if not yes and _interactive() and not typer.confirm(
                     f"Restore {Secrets.scrub(ref.label)} to before job {job_id}?",
-                    default=False):
-                raise typer.Exit(EXIT_FINDINGS)
+                    default=False, err=as_json):
+                raise FindingsBlock("restore cancelled; nothing was changed", code="CANCELLED")
             result = restore_job(ref, job_id)
         if as_json:
             print_json(result.as_dict())

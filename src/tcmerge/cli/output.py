@@ -137,9 +137,10 @@ def findings_view(findings: Iterable[Finding], title: str = "Findings") -> Group
     return Group(*parts)
 
 
-def print_findings(findings: Iterable[Finding], title: str = "Findings") -> None:
+def print_findings(findings: Iterable[Finding], title: str = "Findings", *,
+                   err: bool = False) -> None:
     view = findings_view(findings, title)
-    stdout.print("No findings." if view is None else view)
+    (stderr if err else stdout).print("No findings." if view is None else view)
 
 
 def finish(result: HasDict, *, as_json: bool, human: Callable[[], None]) -> NoReturn:
