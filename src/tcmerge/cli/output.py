@@ -104,8 +104,9 @@ def print_text(text: str = "", *, err: bool = False) -> None:
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def findings_view(findings: Iterable[Finding], title: str = "Findings") -> Group | None:
-    """Findings grouped by database, most severe first, as lines that fit any width.
+def findings_view(findings: Iterable[Finding], title: str = "Findings", *,
+                  width: int = 80) -> Group | None:
+    """Findings grouped by database, most severe first, as lines of at most ``width``.
 
     A table squeezed codes and URLs into 80 columns ("AFFILIATION_CO/NFLICT"); here the
     code, the severity and the table share a line and the message wraps below them.
@@ -132,15 +133,16 @@ def findings_view(findings: Iterable[Finding], title: str = "Findings") -> Group
         for text in (f.message, f.hint and "→ " + f.hint):
             for paragraph in Secrets.scrub(text or "").splitlines():
                 parts.extend(Text(line) for line in textwrap.wrap(
-                    paragraph, width=max(stdout.width, 40), initial_indent="    ",
+                    paragraph, width=max(width, 40), initial_indent="    ",
                     subsequent_indent="    ", break_on_hyphens=False))
     return Group(*parts)
 
 
 def print_findings(findings: Iterable[Finding], title: str = "Findings", *,
                    err: bool = False) -> None:
-    view = findings_view(findings, title)
-    (stderr if err else stdout).print("No findings." if view is None else view)
+    console = stderr if err else stdout
+    view = findings_view(findings, title, width=console.width)
+    console.print("No findings." if view is None else view)
 
 
 def finish(result: HasDict, *, as_json: bool, human: Callable[[], None]) -> NoReturn:
