@@ -55,10 +55,13 @@ def test_findings_keep_codes_whole_and_wrap_messages_in_80_columns(
         warning("AFFILIATION_CONFLICT", message, database=url, table="tc_users"),
         error("PRIVILEGE_MISSING", "first line\nsecond line", database="target",
               hint="GRANT SELECT ON tc_rooms TO tcuser"),
+        info("DUPLICATE_ROWS", "3 rows already present", table="tc_users"),
     ], "Validation findings")
     text = console.export_text()
     lines = text.splitlines()
-    assert lines[0] == "Validation findings: 1 error, 1 warning, 1 info"
+    assert lines[0] == "Validation findings: 1 error, 1 warning, 2 info"
+    # a finding of no one database comes first, under the title, with no heading
+    assert lines[1:3] == ["  info    DUPLICATE_ROWS  tc_users", "    3 rows already present"]
     assert all(len(line) <= 80 for line in lines), text
     assert "…" not in text
     # the code, the severity and the table share one line; the database heads its group

@@ -118,12 +118,11 @@ def findings_view(findings: Iterable[Finding], title: str = "Findings", *,
     counts = Counter(str(f.severity) for f in ordered)
     parts: list[RenderableType] = [Text(f"{title}: " + ", ".join(
         f"{counts[s]} {s}" for s in SEVERITY_STYLE if counts[s]), style="bold")]
-    shown: str | None = None
+    shown: str | None = None  # findings of no one database come first, under the title
     for f in ordered:
-        database = f.database or "(all databases)"
-        if database != shown:
-            parts.append(Text(Secrets.scrub(database), style="bold"))
-            shown = database
+        if f.database is not None and f.database != shown:
+            parts.append(Text(Secrets.scrub(f.database), style="bold"))
+            shown = f.database
         head = Text("  ")
         head.append(f"{f.severity:<7}", style=SEVERITY_STYLE[str(f.severity)])
         head.append(f" {f.code}")
