@@ -262,3 +262,14 @@ url = "postgresql://tc@db3:5432/tcdb"
     assert name("postgresql://x@db1:5432/other") is None       # another database
     assert name("oracle://x@db1/?service_name=tcdb") is None   # another type
     assert name("postgresql://x@db3/tcdb") is None             # two entries: not one
+
+
+def test_human_check_keeps_chat_aliases_whole_in_80_columns() -> None:
+    result = runner.invoke(app, ["topology", "check",
+                                 str(scenarios_dir() / "seed-topology.toml")],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.stdout
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    for n in range(1, 5):
+        assert f"conference-{n}-cup.example.com" in result.stdout, result.stdout
+    assert "…" not in result.stdout

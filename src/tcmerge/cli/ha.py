@@ -40,9 +40,11 @@ def topology_check(
         report = check_topology(load_topology(file), strict=strict)
 
     def human() -> None:
-        table = Table(title=f"Cluster {report.cluster}")
+        # one space between cells: a node's whole chat alias fits in 80 columns
+        table = Table(title=f"Cluster {report.cluster}", collapse_padding=True,
+                      pad_edge=False)
         for column in ("node", "id", "group", "database", "TC", "aliases", "users"):
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", no_wrap=column == "aliases")
         for name, n in report.nodes.items():
             table.add_row(name, str(n["id"]), n["group"] or "-", n["database"] or "-",
                           n["text_conference"], "\n".join(n["aliases"]),
