@@ -39,11 +39,16 @@ def bare_url(ref: DatabaseRef) -> str:
     return without_password(ref.url).render_as_string(hide_password=False)
 
 
-def start(args: list[str], pgpass: Path) -> subprocess.Popen[str]:
+def child_env(pgpass: Path) -> dict[str, str]:
+    """The environment of a tcmerge child: passwords from ``pgpass`` only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSFILE"] = str(pgpass)
-    return subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return env
+
+
+def start(args: list[str], pgpass: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dict[str, Any]]:

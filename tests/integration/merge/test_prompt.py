@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .data import TcData
-from .proc import CLI, bare_url, write_pgpass
+from .proc import CLI, bare_url, child_env, write_pgpass
 
 pytestmark = pytest.mark.postgresql
 
@@ -28,10 +28,8 @@ def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str
     """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe), answer the
     first prompt, return (exit code, stdout, what the terminal showed)."""
     master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PGPASSFILE"] = str(pgpass)
-    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, text=True,
-                            stdin=slave, stderr=slave, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
+                            text=True, stdin=slave, stderr=slave, stdout=subprocess.PIPE)
     os.close(slave)
     shown, answered = b"", False
     deadline = time.monotonic() + 120
