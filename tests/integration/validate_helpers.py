@@ -66,21 +66,28 @@ def text_url(ref: DatabaseRef) -> str:
 class Snapshot:
     tables: dict[str, list[str]]
     checksums: dict[str, dict[str, str]]
+    #: pg_relation_size of every TC table: rows written and rolled back still grow it
+    sizes: dict[str, dict[str, int]]
 
 
 def snapshot(server: DatabaseServer, databases: Iterable[str]) -> Snapshot:
-    """Checksums of every TC table and the list of tables of each database (as admin)."""
+    """Checksums and sizes of every TC table and the list of tables of each database (as
+    admin)."""
     tables: dict[str, list[str]] = {}
     sums: dict[str, dict[str, str]] = {}
+    sizes: dict[str, dict[str, int]] = {}
     for name in databases:
         engine = sa.create_engine(utf8(server.admin_ref(name)).url)
         try:
             with engine.connect() as conn:
                 tables[name] = sorted(sa.inspect(conn).get_table_names())
                 sums[name] = table_checksums(conn, tc.ALL_TABLES)
+                sizes[name] = {t.name: int(conn.scalar(sa.text(
+                    "SELECT pg_relation_size(to_regclass(:t))"), {"t": t.name}) or 0)
+                    for t in tc.ALL_TABLES}
         finally:
             engine.dispose()
-    return Snapshot(tables, sums)
+    return Snapshot(tables, sums, sizes)
 
 
 @dataclass

@@ -255,12 +255,13 @@ class _Merge:
         if self.mode == "run" and request.snapshot:
             snapshot = take_snapshot(conn, self.job_id, names)
         self._phase("snapshot")
-        direct_ok = {t.name for t in request.tables
-                     if t.name in DIRECT_TABLES and direct_compatible(conn, t)}
+        # Validation writes nothing into the target's tables: every row goes to the TEMP
+        # staging tables (a copy rolled back would still grow and lock the live tables).
+        direct_ok = {t.name for t in request.tables if self.mode == "run"
+                     and t.name in DIRECT_TABLES and direct_compatible(conn, t)}
         staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
         direct: dict[str, dict[int, int]] = {t: {} for t in direct_ok}
-        aside = self._set_indexes_aside(conn, rules, sorted(direct_ok)) \
-            if self.mode == "run" else []
+        aside = self._set_indexes_aside(conn, rules, sorted(direct_ok))
         for reader in self.readers:
             owned = rules.owned_shared_rooms(reader.inp) \
                 if direct_ok & set(DATE_COLUMN) else []

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tcmerge.merge import MergeResult, run_merge
+from tcmerge.merge.engine import analyse_merge
 from tcmerge.providers import DatabaseServer
 from tcmerge.request import MergeRequest
 from tcmerge.schema import tc
@@ -45,9 +46,20 @@ def test_split_room_renumbers_drops_duplicates_and_keeps_bans(
     two.room(ROOM2, next_=3)
     two.messages(ROOM2, [(1, 0, "only here"), (2, 1, "and here")])
 
+    # validation first: the same counts and findings as the merge, and nothing written
+    # into the target's tables (not even rolled back: their size stays)
+    sizes = "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relname LIKE 'tc\\_%' " \
+            "AND relkind = 'r' ORDER BY 1"
+    before = target.query(sizes)
+    checked = analyse_merge(MergeRequest(sources=(one.ref, two.ref), target=target.ref,
+                                         transport=transport))
+    assert checked.status == "validated" and target.query(sizes) == before
+
     result = merge(target, one, two, transport=transport)
     assert result.ok, [f.message for f in result.verification]
     assert result.as_dict()["transport"] == transport
+    assert checked.as_dict()["tables"] == result.as_dict()["tables"]
+    assert [f.as_dict() for f in checked.findings] == [f.as_dict() for f in result.findings]
     tables = result.as_dict()["tables"]
     assert tables["tc_msgarchive"] == {"read": [0, 3, 5], "inserted": 7, "duplicates": 1,
                                        "renumbered": 2, "conflicts": 0}
