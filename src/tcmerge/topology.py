@@ -550,14 +550,15 @@ def _database_rules(t: Topology) -> list[Finding]:
         return f
     group_of_db: dict[str, set[str]] = {}
     for g in t.groups.values():
-        dbs = [t.nodes[n].database for n in g.nodes if n in t.nodes]
+        # one entry per listed node (an undeclared one, reported as UNKNOWN_NODE, has None)
+        dbs = [t.nodes[n].database if n in t.nodes else None for n in g.nodes]
         for n in g.nodes:
             if n in t.nodes and t.nodes[n].database is not None:
                 group_of_db.setdefault(t.nodes[n].database or "", set()).add(g.name)
         if g.high_availability and len(g.nodes) == 2:
             if len(set(dbs)) != 1 or dbs[0] is None:
                 shown = ", ".join(f"{n}: {d or 'none'}" for n, d in zip(g.nodes, dbs,
-                                                                         strict=False))
+                                                                         strict=True))
                 f.append(error("HA_DATABASE_MISMATCH", f"HA group {g.name} with persistent chat "
                                f"needs both nodes on the same database ({shown})",
                                hint=f"assign one logical database to both nodes of {g.name}",
@@ -566,7 +567,7 @@ def _database_rules(t: Topology) -> list[Finding]:
             f.append(error("DATABASE_PER_NODE", f"group {g.name} is not HA but both nodes share "
                            f"database {dbs[0]}; without HA each chat node needs its own "
                            "database instance", database=dbs[0], details={"group": g.name}))
-        for n, d in zip(g.nodes, dbs, strict=False):
+        for n, d in zip(g.nodes, dbs, strict=True):
             if d is None and n in t.nodes and not g.high_availability:
                 f.append(warning("NODE_WITHOUT_DATABASE", f"node {n} has no external database: "
                                  "it cannot host persistent rooms", details={"node": n}))

@@ -273,3 +273,11 @@ def test_human_check_keeps_chat_aliases_whole_in_80_columns() -> None:
     for n in range(1, 5):
         assert f"conference-{n}-cup.example.com" in result.stdout, result.stdout
     assert "…" not in result.stdout
+
+
+def test_a_group_without_ha_listing_an_undeclared_node_is_a_finding(tmp_path: Path) -> None:
+    text = GOOD.replace("high_availability = true", "high_availability = false").replace(
+        'nodes = ["1A", "1B"]', 'nodes = ["1A", "9Z"]')
+    code, out = cli("topology", "check", str(write(tmp_path, text)))
+    assert code == 1, out  # was an IndexError (exit 3)
+    assert "UNKNOWN_NODE" in {f["code"] for f in out["findings"]}  # type: ignore[union-attr,index]
