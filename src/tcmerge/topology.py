@@ -61,6 +61,8 @@ from tcmerge.results import Finding, Report, error, info, warning
 
 MAX_NODES = 6
 MAX_GROUP_NODES = 2
+#: the reference's limit ("at most 3 PRGs per cluster"), stated beside the node limit
+MAX_GROUPS = 3
 MODES = ("balanced", "active-standby")
 SERVICE_STATES = ("running", "stopped")
 #: Service keys a node may carry directly (``text_conference = "stopped"``).
@@ -461,6 +463,9 @@ def check_topology(topology: Topology, *, strict: bool = False,
     if len(t.nodes) > MAX_NODES:
         f.append(error("TOO_MANY_NODES", f"the cluster has {len(t.nodes)} IM and Presence "
                        f"nodes; at most {MAX_NODES} are allowed", count=len(t.nodes)))
+    if len(t.groups) > MAX_GROUPS:
+        f.append(error("TOO_MANY_GROUPS", f"the cluster has {len(t.groups)} presence redundancy "
+                       f"groups; at most {MAX_GROUPS} are allowed", count=len(t.groups)))
     # groups and membership
     membership: dict[str, list[str]] = {n: [] for n in t.nodes}
     for g in t.groups.values():

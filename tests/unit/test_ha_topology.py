@@ -116,6 +116,11 @@ RULES = {
         f'database = "db{i}"\n' for i in range(5)) + "".join(
         f'\n[databases.db{i}]\ntype = "postgresql"\nhost = "h"\nname = "d{i}"\n'
         for i in range(5)),
+    "TOO_MANY_GROUPS": GOOD + "".join(
+        f'\n[groups.g{i}]\nnodes = ["n{i}"]\n[nodes.n{i}]\nid = {10 + i}\n'
+        f'database = "db{i}"\n' for i in range(3)) + "".join(
+        f'\n[databases.db{i}]\ntype = "postgresql"\nhost = "h"\nname = "d{i}"\n'
+        for i in range(3)),
     "DATABASE_PER_SUBCLUSTER": GOOD + '\n[groups.sub2]\nnodes = ["2A"]\n'
                                       '[nodes.2A]\nid = 3\ndatabase = "tcdb1"\n',
     "DATABASE_PER_NODE": GOOD.replace("high_availability = true", "high_availability = false"),
