@@ -76,3 +76,20 @@ def test_simulation_refuses_mssql_before_connecting() -> None:
     out = json.loads(result.stdout)
     assert out["error"]["code"] == "UNSUPPORTED_DATABASE"
     assert "pw@" not in result.stdout
+
+
+def test_a_topology_that_breaks_the_ha_rules_is_not_simulated(tmp_path: Path) -> None:
+    seed = (scenarios_dir() / "seed-topology.toml").read_text(encoding="utf-8")
+    broken = seed.replace('[nodes.1B]\nid = 2\ngroup = "sub1"\ndatabase = "tcdb1"',
+                          '[nodes.1B]\nid = 2\ngroup = "sub1"\ndatabase = "tcdb2"')
+    assert broken != seed
+    (tmp_path / "topology.toml").write_text(broken, encoding="utf-8")
+    path = tmp_path / "s.toml"
+    path.write_text(BASE.replace((scenarios_dir() / "seed-topology.toml").as_posix(),
+                                 "topology.toml")
+                    + '[[events]]\nat = 100\ndo = "crash"\nnode = "1A"\n', encoding="utf-8")
+    # 1B would load 1A's rooms from a database that is not 1A's
+    result = CliRunner().invoke(app, ["ha", "simulate", str(path), "--json"])
+    assert result.exit_code == 2, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "SCENARIO_INVALID" and "HA_DATABASE_MISMATCH" in error["message"]

@@ -50,7 +50,7 @@ from typing import Any
 from tcmerge.errors import ConfigError
 from tcmerge.ha.srm import SrmTimers
 from tcmerge.ha.states import CRITICAL_SERVICES, HaReason, HaState
-from tcmerge.topology import Topology, load_topology, parse_topology
+from tcmerge.topology import Topology, check_topology, load_topology, parse_topology
 
 NODE_EVENTS = ("crash", "reboot", "boot", "network_loss", "network_restore", "database_loss",
                "database_restore", "failover", "fallback")
@@ -275,6 +275,12 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
         topology = parse_topology(topo_raw, path)
     else:
         raise _fail("file", "give the topology inline ([topology]) or as a file name")
+    # the simulation trusts the HA rules (a backup loads the failed node's rooms from
+    # the one database they share): a topology that breaks them is not simulated
+    broken = [f for f in check_topology(topology).findings if f.blocks()]
+    if broken:
+        raise _fail("topology", "breaks the HA rules (see tcmerge topology check): " + "; ".join(
+            f"{f.code}: {f.message}" for f in broken))
 
     rooms: dict[str, RoomDef] = {}
     for i, raw in enumerate(data.get("rooms", [])):
