@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.conninfo import make_conninfo
 
-from tcmerge.db import APPLICATION_NAME, server_reason
+from tcmerge.db import APPLICATION_NAME, libpq_params, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects.oracle.adapter import link_kind
 from tcmerge.dialects.oracle.ddl import (
@@ -66,6 +67,19 @@ SERVER_SIDE_PARAMETERS = frozenset({
 })
 
 
+def libpq_password(ref: DatabaseRef) -> str | None:
+    """The password libpq itself finds for ``ref`` (PGPASSWORD, the password file) when
+    the URL has none: dblink needs it in its connection string, because the target
+    server cannot read this machine's environment or files. None when libpq finds none
+    or the source cannot be reached (dblink then says why it cannot connect)."""
+    try:
+        with psycopg.connect(**{"connect_timeout": "10", **libpq_params(ref)},
+                             application_name=APPLICATION_NAME) as conn:
+            return conn.info.password or None
+    except psycopg.Error:
+        return None
+
+
 def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
                     port: int | str | None = None, application_name: str = APPLICATION_NAME,
                     options: str = "") -> str:
@@ -76,6 +90,7 @@ def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
     Contains the password: pass it only as a bind parameter.
     """
     url = ref.url
+    password = url.password if url.password is not None else libpq_password(ref)
     # Only settings that mean the same on the server: file paths (sslrootcert, passfile...)
     # name files on tcmerge's machine, not on the target server.
     params: dict[str, Any] = {
@@ -91,7 +106,7 @@ def dblink_conninfo(ref: DatabaseRef, *, host: str | None = None,
         port=port or url.port or url.query.get("port"),
         dbname=url.database,
         user=url.username,
-        password=url.password,
+        password=password,
         application_name=application_name,
         options=f"{READ_ONLY_OPTIONS} {options}".strip(),
     )

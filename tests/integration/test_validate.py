@@ -4,13 +4,14 @@ and nothing changes anywhere (checksums and table lists equal before and after).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
 from tcmerge.db import libpq_params
-from tcmerge.dburl import DatabaseRef
+from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.providers.base import DatabaseServer
 from tcmerge.request import MergeRequest
 from tcmerge.testing.plugin import unique_name
@@ -283,3 +284,26 @@ def test_merge_in_progress_on_the_target(
     assert busy.exit_code == 1
     assert [f["database"] for f in busy.findings("MERGE_IN_PROGRESS")] == [target.label]
     assert run_validate(target, source).exit_code == 0
+
+
+def test_dblink_uses_the_password_libpq_finds_in_the_password_file(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target server cannot read this machine's .pgpass: tcmerge hands dblink the
+    password libpq found there (as it hands over one given in the URL)."""
+    target = dbs("tgt", dblink=True, rooms=())
+    source = dbs("src")
+    bare = DatabaseRef(without_password(source.url))
+    assert bare.url.password is None
+    url = source.url
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{url.host}:{url.port}:{url.database}:{url.username}:"
+                        f"{url.password}\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    result = run_validate(target, bare, extra=["--transport", "dblink"])
+    assert result.exit_code == 0, result.stdout
+    assert result.json["transports"]["dblink"]["possible"] is True
+    assert result.findings("DBLINK_OK") and not result.findings("DBLINK_UNAVAILABLE")
+    assert PASSWORD not in result.stdout + result.stderr
