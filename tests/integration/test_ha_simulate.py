@@ -86,6 +86,13 @@ def test_cli_simulates_against_a_database_url(tc_database: DatabaseRef) -> None:
     assert any(e["kind"] == "state" for e in out["timeline"])
     password = tc_database.url.password
     assert password and password not in result.stdout
+    # the same scenario again on the same database: the earlier run's posts are not
+    # this run's copies
+    again = CliRunner().invoke(app, ["ha", "simulate", "manual-failover", "--database", url,
+                                     "--json"])
+    assert again.exit_code == 0, again.stdout
+    rerun = json.loads(again.stdout)
+    assert rerun["losses"] == {**out["losses"], "details": []} and rerun["ok"] is True
 
 
 def test_cli_human_timeline(tc_database: DatabaseRef) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
@@ -344,18 +344,33 @@ class LossReport:
                 "details": list(self.lost_details)}
 
 
-def verify_acknowledged(engine: sa.Engine, acks: Sequence[Ack]) -> LossReport:
-    """Each acknowledged post is in the archive exactly once, in acknowledgement order."""
+def highest_archived_ids(engine: sa.Engine, rooms: Iterable[str]) -> dict[str, int]:
+    """Per room its highest msg_id in tc_msgarchive now (rooms without rows left out)."""
+    a = tc_msgarchive.c
+    with engine.connect() as conn:
+        return {str(room): int(top) for room, top in conn.execute(
+            sa.select(a.to_jid, sa.func.max(a.msg_id))
+            .where(a.to_jid.in_(sorted(set(rooms)))).group_by(a.to_jid))}
+
+
+def verify_acknowledged(engine: sa.Engine, acks: Sequence[Ack],
+                        before: Mapping[str, int] | None = None) -> LossReport:
+    """Each acknowledged post is in the archive exactly once, in acknowledgement order.
+
+    ``before``: per room the highest msg_id archived before the run (see
+    ``highest_archived_ids``); older rows, such as an earlier run's posts on the same
+    database, are not this run's and are not counted as copies."""
     rooms = sorted({a.room_jid for a in acks})
     archived: dict[str, list[tuple[int, str, str]]] = {r: [] for r in rooms}
     recent: set[tuple[str, int]] = set()
     a, m = tc_msgarchive.c, tc_messages.c
+    floor = dict(before or {})
     with engine.connect() as conn:
         for room in rooms:
             for row in conn.execute(
                 sa.select(a.msg_id, a.from_jid,
                           sa.func.coalesce(a.body_string, a.body_text).label("body"))
-                .where(a.to_jid == room).order_by(a.msg_id)
+                .where(a.to_jid == room, a.msg_id > floor.get(room, 0)).order_by(a.msg_id)
             ):
                 archived[room].append((int(row.msg_id), row.from_jid, row.body or ""))
             recent.update((room, int(i)) for i in conn.execute(
