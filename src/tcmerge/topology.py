@@ -61,7 +61,7 @@ from tcmerge.results import Finding, Report, error, info, warning
 
 MAX_NODES = 6
 MAX_GROUP_NODES = 2
-#: the reference's limit ("at most 3 PRGs per cluster"), stated beside the node limit
+#: "at most 3 PRGs per cluster" (reference/ha-model.md, Topology)
 MAX_GROUPS = 3
 MODES = ("balanced", "active-standby")
 SERVICE_STATES = ("running", "stopped")
