@@ -557,9 +557,9 @@ def _database_rules(t: Topology) -> list[Finding]:
     for g in t.groups.values():
         # one entry per listed node (an undeclared one, reported as UNKNOWN_NODE, has None)
         dbs = [t.nodes[n].database if n in t.nodes else None for n in g.nodes]
-        for n in g.nodes:
-            if n in t.nodes and t.nodes[n].database is not None:
-                group_of_db.setdefault(t.nodes[n].database or "", set()).add(g.name)
+        for d in dbs:
+            if d is not None:
+                group_of_db.setdefault(d, set()).add(g.name)
         if g.high_availability and len(g.nodes) == 2:
             if len(set(dbs)) != 1 or dbs[0] is None:
                 shown = ", ".join(f"{n}: {d or 'none'}" for n, d in zip(g.nodes, dbs,
