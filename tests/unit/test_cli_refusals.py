@@ -93,3 +93,23 @@ def test_version_is_answered_without_a_command() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == __version__
+
+
+def test_a_terminal_that_cannot_show_a_character_gets_it_escaped(tmp_path: Path) -> None:
+    """An ASCII-only stdout (or a byte of a SQL_ASCII database that is not UTF-8): the
+    character is escaped, the command still ends with its own exit code."""
+    import os
+    import subprocess
+    import sys
+
+    from tcmerge.ha.scenario import scenarios_dir
+
+    text = (scenarios_dir() / "seed-topology.toml").read_text(encoding="utf-8")
+    path = tmp_path / "topology.toml"
+    path.write_text(text.replace('name = "cup"', 'name = "cup-café"', 1), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", "from tcmerge.cli.app import main; main()", "topology",
+         "check", str(path)], capture_output=True, timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "ascii:strict"})
+    assert done.returncode == 0, done.stderr
+    assert b"Cluster cup-caf\\xe9" in done.stdout

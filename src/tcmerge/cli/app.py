@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import io
 import os
 import sys
 import threading
@@ -60,6 +61,11 @@ _register()
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # a character the terminal cannot show (or a byte of a SQL_ASCII database that is
+        # not UTF-8) is escaped, not a crash at the end of a merge
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except SystemExit as exc:

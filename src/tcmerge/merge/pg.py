@@ -15,6 +15,9 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.adapt import Buffer
+from psycopg.pq import Format
+from psycopg.types.string import StrBinaryDumper, StrDumper, StrDumperUnknown, TextLoader
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
@@ -53,6 +56,62 @@ def libpq_params(ref: DatabaseRef) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+class _Text(TextLoader):
+    """Text from a SQL_ASCII session (which psycopg hands over as bytes) as str: UTF-8,
+    and any other byte as a surrogate (``surrogateescape``), so it goes back unchanged."""
+
+    def load(self, data: Buffer) -> str:
+        value = super().load(data)
+        return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+class _TextBinary(_Text):
+    format = Format.BINARY
+
+
+class _SurrogateDump:
+    """A str sent as the bytes it was read from (see ``_Text``)."""
+
+    _encoding: str
+
+    def dump(self, obj: str) -> bytes:
+        if "\x00" in obj:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return obj.encode(self._encoding, "surrogateescape")
+
+
+class _StrBinary(_SurrogateDump, StrBinaryDumper):
+    pass
+
+
+class _StrText(_SurrogateDump, StrDumper):
+    pass
+
+
+class _StrUnknown(_SurrogateDump, StrDumperUnknown):
+    pass
+
+
+def _text_both_ways(conn: PgConn) -> None:
+    """Text as str in every client encoding, SQL_ASCII included (a SQL_ASCII target, or a
+    source whose session takes a SQL_ASCII target's encoding), bytes kept exactly."""
+    for oid in ("text", "varchar", "bpchar", "name", '"char"'):
+        conn.adapters.register_loader(oid, _Text)
+        conn.adapters.register_loader(oid, _TextBinary)
+    conn.adapters.register_loader(0, _Text)  # unknown
+    # the last one registered is the default (as psycopg registers its own)
+    for dumper in (_StrBinary, _StrText, _StrUnknown):
+        conn.adapters.register_dumper(str, dumper)
+
+
+def sql_text(query: sql.Composable, conn: PgConn) -> str:
+    """``query`` as a str to send as a parameter (dblink's queries): in a SQL_ASCII session,
+    psycopg's ``as_string`` fails on any byte above 127 (a room name in a literal)."""
+    encoding = conn.info.encoding
+    return query.as_bytes(conn).decode("utf-8" if encoding == "ascii" else encoding,
+                                       "surrogateescape")
+
+
 def wrap(exc: BaseException, ref: DatabaseRef, doing: str) -> DatabaseError:
     """A DatabaseError with the server's words and no secret."""
     return DatabaseError(f"{doing} {ref.label} failed: {server_reason(exc, ref)}")
@@ -78,6 +137,7 @@ def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> Pg
         raise DatabaseError(
             f"cannot connect to {ref.label}: {server_reason(exc, ref)}", code="CONNECTION_FAILED"
         ) from None
+    _text_both_ways(conn)
     # libpq's PGTZ and PGDATESTYLE (the client's environment) outrank the options
     wrong = [name for name in _REPORTED if (conn.info.parameter_status(name) or "").replace(
         " ", "") != SESSION_SETTINGS[name]]

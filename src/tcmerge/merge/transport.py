@@ -787,8 +787,8 @@ class DblinkSource(SourceReader):
         self.side_connected = True
         try:
             for statement in (SIDE_SETTINGS, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                              sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                                  sql.Literal(snapshot)).as_string(self.target)):
+                              pg.sql_text(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                                  sql.Literal(snapshot)), self.target)):
                 self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
                     self._fn("dblink_exec")), (self.side, statement))
         except psycopg.Error as exc:
@@ -804,8 +804,8 @@ class DblinkSource(SourceReader):
             # asynchronous: the source computes while the target works on
             self.target.execute(sql.SQL("SELECT {}(%s, %s)").format(
                 self._fn("dblink_send_query")),
-                (self.side, checksums_query(self.methods(self.sum_tables or []))
-                 .as_string(self.target)))
+                (self.side, pg.sql_text(checksums_query(self.methods(self.sum_tables or [])),
+                             self.target)))
         except psycopg.Error as exc:
             raise self._fail(exc, "reading checksums of") from None
         self.side_sent = True
@@ -837,13 +837,13 @@ class DblinkSource(SourceReader):
         columns = sql.SQL(", ").join(sql.SQL("c{} text").format(sql.SQL(str(i)))
                                      for i in range(width))
         rows = self.target.execute(sql.SQL("SELECT * FROM {}(%s, %s) AS t({})").format(
-            self._fn("dblink"), columns), (self.link, query.as_string(self.target))).fetchall()
+            self._fn("dblink"), columns), (self.link, pg.sql_text(query, self.target))).fetchall()
         return [tuple("" if v is None else str(v) for v in row) for row in rows]
 
     def relay(self, select: sql.Composed, dest: str, columns: sql.Composable,
               types: list[sql.Composable], what: str, progress: Progress | None) -> int:
         cursor = f"tcmerge_{dest}"
-        query = select.as_string(self.target)
+        query = pg.sql_text(select, self.target)
         fetch = sql.SQL("INSERT INTO {} ({}) SELECT * FROM {}(%s, %s, %s) AS t({})").format(
             sql.Identifier(dest), columns, self._fn("dblink_fetch"), sql.SQL(", ").join(types))
         total = 0
