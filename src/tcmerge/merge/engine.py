@@ -169,7 +169,8 @@ class _Merge:
                 exc, request.target, "merging into").message
             code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
             recorded = self._record_failure(plan, f"{code}: {message}")
-            raise MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
+            what = "merge" if self.mode == "run" else "validation"
+            raise MergeFailed(f"{what} aborted, the target is unchanged: {message}", code=code,
                               job_id=self.job_id if recorded else None,
                               findings=findings) from None
         except BaseException as exc:  # interrupted, or a bug: still roll back and record
