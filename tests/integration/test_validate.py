@@ -230,6 +230,24 @@ def test_invalid_value_in_source(
     assert found[0]["details"]["keys"][0]["real_jid"] == "bob@example.com"
 
 
+def test_rows_sharing_the_model_key_in_a_source_without_that_key(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+    """Found by validate (the target's key would refuse them half-way through the run)."""
+    target = dbs("tgt", dblink=True)
+    source = dbs("src")
+    src = str(source.url.database)
+    pg_server.execute(["ALTER TABLE tc_msgarchive DROP CONSTRAINT tc_msgarchive_pkey",
+                       "INSERT INTO tc_msgarchive SELECT * FROM tc_msgarchive WHERE msg_id = 1",
+                       "ALTER TABLE tc_users DROP CONSTRAINT tc_users_pkey"], database=src)
+    result = run_validate(target, source)
+    assert result.exit_code == 1
+    found = result.findings("INVALID_VALUE")
+    # tc_users lost its key too, but holds no two rows with one key
+    assert [(f["table"], f["count"]) for f in found] == [("tc_msgarchive", 2)]
+    assert found[0]["details"]["keys"] == [
+        {"to_jid": "ops@conference-1.example.com", "msg_id": "1"}]
+
+
 def test_service_running_and_choose_transport(
         pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
     target = dbs("tgt", dblink=True)

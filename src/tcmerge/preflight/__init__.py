@@ -216,6 +216,7 @@ def _data(adapter: DialectAdapter, request: MergeRequest, result: PreflightResul
         if source is target:
             continue
         result.findings.extend(data.invalid_values(adapter, source, request.tables))
+        result.findings.extend(data.duplicate_keys(adapter, source, request.tables))
         if target.connected:
             result.findings.extend(data.invalid_encoding(adapter, source, target,
                                                          request.tables))

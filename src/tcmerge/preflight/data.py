@@ -96,6 +96,50 @@ def invalid_values(adapter: DialectAdapter, db: Database,
     return findings
 
 
+def duplicate_keys(adapter: DialectAdapter, db: Database,
+                   tables: Sequence[sa.Table]) -> list[Finding]:
+    """INVALID_VALUE: rows sharing the model's primary key, in a table whose own primary
+    key is another (or none): the target's key would refuse them half-way through."""
+    assert db.conn is not None
+    findings: list[Finding] = []
+    for table in tables:
+        t = _live_table(table, db)
+        live = db.live.get(table.name)
+        names = [c.name for c in table.primary_key.columns]
+        if t is None or live is None or not names or set(live.primary_key) == set(names) \
+                or not all(n in t.c for n in names):
+            continue
+        keys = [t.c[n] for n in names]
+        groups = (sa.select(*keys, sa.func.count().label("rows")).group_by(*keys)
+                  .having(sa.func.count() > 1).subquery())
+        rule = f"one row per primary key ({', '.join(names)})"
+        try:
+            with db.conn.begin_nested():
+                found = db.conn.execute(sa.select(
+                    sa.func.count(), sa.func.sum(groups.c.rows)).select_from(groups)).one()
+                sample = db.conn.execute(sa.select(*_key_exprs(
+                    adapter, [groups.c[n] for n in names])).limit(SAMPLE)).all() \
+                    if found[0] else []
+        except sa.exc.DBAPIError as exc:
+            findings.append(warning(
+                "VALUE_CHECK_SKIPPED",
+                f"could not check {table.name} for {rule}: {server_reason(exc, db.ref)}",
+                database=db.label, table=table.name,
+                hint="grant SELECT on the table, or check the rule by hand"))
+            continue
+        if found[0]:
+            findings.append(error(
+                "INVALID_VALUE",
+                f"{int(found[1])} row(s) of {table.name} share their key with another row "
+                f"({int(found[0])} key(s)); the model allows {rule}",
+                database=db.label, table=table.name, count=int(found[1]),
+                hint="keep one row per key in the source before merging (its table has no "
+                     "such primary key, so the database did not prevent the copies)",
+                details={"rule": rule, "keys": [
+                    dict(zip(names, map(_decode_key, r), strict=True)) for r in sample]}))
+    return findings
+
+
 def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database,
                      tables: Sequence[sa.Table]) -> list[Finding]:
     """INVALID_ENCODING: bytes of a source that are not valid in the target's encoding."""
