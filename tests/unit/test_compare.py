@@ -15,6 +15,8 @@ def test_shapes() -> None:
     assert shape_of(oracle.NUMBER(19, 0)) == ColumnShape("bigint")
     assert shape_of(sa.BigInteger()) == ColumnShape("bigint")
     assert shape_of(sa.TIMESTAMP()) == ColumnShape("timestamp")
+    assert shape_of(sa.TIMESTAMP(timezone=True)) == ColumnShape("timestamptz")
+    assert shape_of(oracle.TIMESTAMP(timezone=True)) == ColumnShape("timestamptz")
 
 
 def test_can_hold() -> None:
@@ -25,3 +27,6 @@ def test_can_hold() -> None:
     assert not can_hold(v3071, ColumnShape("text"))
     assert can_hold(ColumnShape("bigint"), ColumnShape("integer"))
     assert not can_hold(ColumnShape("integer"), ColumnShape("bigint"))
+    # a value moved between the two is shifted to the session's time zone
+    assert not can_hold(ColumnShape("timestamp"), ColumnShape("timestamptz"))
+    assert not can_hold(ColumnShape("timestamptz"), ColumnShape("timestamp"))

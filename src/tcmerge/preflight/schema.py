@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from tcmerge.preflight.context import Database
 from tcmerge.results import Finding, error, warning
-from tcmerge.schema.compare import can_hold, compare_to_model, reflect
+from tcmerge.schema.compare import can_hold, compare_to_model, reflect, why_not_held
 
 
 def schema_findings(databases: Sequence[Database], tables: Sequence[sa.Table]) -> list[Finding]:
@@ -53,7 +53,7 @@ def _against_target(source: Database, target: Database,
                 findings.append(error(
                     "SCHEMA_TYPE_MISMATCH",
                     f"{table.name}.{name} is {column.shape} in {source.label} but "
-                    f"{into.shape} in the target: values may not fit",
+                    f"{into.shape} in the target: {why_not_held(into.shape, column.shape)}",
                     database=target.label, table=table.name,
                     hint=f"widen the target column: ALTER TABLE {table.name} ALTER COLUMN "
                          f"{name} TYPE {column.shape} (PostgreSQL) / MODIFY (Oracle)",

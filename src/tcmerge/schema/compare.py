@@ -21,7 +21,8 @@ from tcmerge.results import Finding, error, info, warning
 class ColumnShape:
     """A column type reduced to what matters for moving data: its kind and length.
 
-    kinds: varchar, char, text, smallint, integer, bigint, numeric, timestamp, date, other.
+    kinds: varchar, char, text, smallint, integer, bigint, numeric, timestamp,
+    timestamptz (with time zone), date, other.
     """
 
     kind: str
@@ -70,10 +71,19 @@ def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
     if isinstance(type_, sa_oracle.DATE):
         return ColumnShape("date")
     if isinstance(type_, (sa.DateTime, sa.TIMESTAMP)):
-        return ColumnShape("timestamp")
+        # with a time zone, a value read as the model's timestamp is shifted to the
+        # session's zone: another kind, held by neither
+        return ColumnShape("timestamptz" if type_.timezone else "timestamp")
     if isinstance(type_, sa.Date):
         return ColumnShape("date")
     return ColumnShape("other")
+
+
+def why_not_held(target: ColumnShape, source: ColumnShape) -> str:
+    """Why ``target`` cannot hold ``source``'s values (see ``can_hold``), in a few words."""
+    if "timestamptz" in {target.kind, source.kind}:
+        return "with and without a time zone, the values would be shifted"
+    return "values may not fit"
 
 
 _INTEGER_RANK = {"smallint": 1, "integer": 2, "bigint": 3}
@@ -202,7 +212,7 @@ def _compare_table(found: LiveTable, table: sa.Table, database: str | None) -> l
                     "SCHEMA_TYPE_MISMATCH",
                     f"column {table.name}.{column.name} is {live_col.shape}, the model has "
                     f"{model_shape}"
-                    + ("" if holds else " (values of the model's type may not fit)"),
+                    + ("" if holds else f" ({why_not_held(live_col.shape, model_shape)})"),
                     details={
                         "column": column.name,
                         "expected": str(model_shape),
