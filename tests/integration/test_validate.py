@@ -200,6 +200,11 @@ def test_sql_ascii_source_with_latin1_bytes(
     assert found[0]["details"]["keys"] == [
         {"key": {"to_jid": room, "msg_id": "7"}, "columns": ["body_string"]}]
     assert snapshot(pg_server, names(target, source)) == before
+    # the hint's statement, applied to that row, is the cure
+    statement = found[0]["hint"].split("Latin-1: ")[1].split(") or merge")[0]
+    admin_execute(pg_server, src, [statement.replace("SET col", "SET body_string").replace(
+        "(col,", "(body_string,").replace("WHERE ...", "WHERE msg_id = 7")])
+    assert run_validate(target, source).exit_code == 0
 
 
 def test_source_column_longer_than_target(

@@ -197,8 +197,11 @@ def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database
                 f"{target.facts.encoding} (source encoding {source.facts.encoding}) in "
                 f"{', '.join(sorted(columns_hit))}",
                 database=source.label, table=table.name, count=bad,
-                hint=f"re-encode these values in the source (e.g. UPDATE ... SET col = "
-                     f"convert_from(convert_to(col, 'SQL_ASCII'), 'LATIN1')) or merge into a "
-                     f"{source.facts.encoding} target",
+                # the stored bytes, converted, stored back as they are: in a SQL_ASCII
+                # database convert_from(x, 'LATIN1') alone changes nothing
+                hint=f"re-encode these values in the source (if they are Latin-1: UPDATE "
+                     f"{table.name} SET col = convert_from(convert(convert_to(col, "
+                     f"'SQL_ASCII'), 'LATIN1', '{target.facts.encoding}'), 'SQL_ASCII') "
+                     f"WHERE ...) or merge into a {source.facts.encoding} target",
                 details={"keys": sample, "columns": sorted(columns_hit)}))
     return findings
