@@ -57,7 +57,7 @@ from sqlalchemy.engine import URL
 from tcmerge.config import read_secret
 from tcmerge.dburl import DatabaseRef, mask_text, parse_database
 from tcmerge.errors import ConfigError
-from tcmerge.results import Finding, Report, error, info, warning
+from tcmerge.results import Finding, Report, Severity, error, info, warning
 
 MAX_NODES = 6
 MAX_GROUP_NODES = 2
@@ -545,6 +545,19 @@ def check_topology(topology: Topology, *, strict: bool = False,
         for name, n in t.nodes.items()
     }
     return TopologyReport(findings=f, strict=strict, cluster=t.cluster_name, nodes=nodes)
+
+
+#: the rules on which database each node uses (``_database_rules``): before a merge the
+#: nodes of a group still have their own databases, which is what the merge mends
+DATABASE_RULES = frozenset({"NO_DATABASE", "HA_DATABASE_MISMATCH", "DATABASE_PER_NODE",
+                            "NODE_WITHOUT_DATABASE", "DATABASE_PER_SUBCLUSTER"})
+
+
+def structure_errors(topology: Topology) -> list[Finding]:
+    """The HA rules ``topology`` breaks that a merge does not mend (its errors outside
+    DATABASE_RULES): validate and run refuse such a file rather than write to it."""
+    return [f for f in check_topology(topology).findings
+            if f.severity is Severity.ERROR and f.code not in DATABASE_RULES]
 
 
 def _database_rules(t: Topology) -> list[Finding]:

@@ -113,8 +113,14 @@ def validate(request: MergeRequest, *, data_checks: DataChecks | None = None) ->
         for db in result.databases:
             if db.conn is not None:
                 db.conn.rollback()
+    findings = list(result.findings)
+    if request.topology is not None:
+        from tcmerge.topology import load_topology, structure_errors
+
+        # the file run writes the merged target into: refused while it breaks HA rules
+        findings += structure_errors(load_topology(request.topology))
     report = ValidationReport(
-        findings=list(result.findings),
+        findings=findings,
         strict=request.strict,
         dialect=result.dialect,
         databases=_database_facts(result),

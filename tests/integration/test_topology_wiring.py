@@ -114,6 +114,26 @@ def test_a_service_state_the_topology_does_not_give_is_a_warning(
     assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
 
 
+def test_a_topology_that_breaks_the_ha_rules_is_refused_and_left_unwritten(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    """Two nodes with one id: run refuses (exit 1) rather than merge and rewrite a file
+    that tcmerge topology check fails; the database rules (each node still on its own
+    database before the merge) do not count."""
+    topology = tmp_path / "cluster.toml"
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    topology.write_text(topology.read_text().replace("id = 2", "id = 1"))
+    original = topology.read_text()
+    args = ["--topology", str(topology), "--group", "sub1", "--target", "merged", "--json"]
+    checked = CliRunner().invoke(app, ["validate", *args])
+    assert checked.exit_code == 1, checked.stdout
+    codes = {f["code"] for f in json.loads(checked.stdout)["findings"]
+             if f["severity"] == "error"}
+    assert codes == {"DUPLICATE_NODE_ID", "DUPLICATE_ALIAS"}  # the alias holds the id
+    result = CliRunner().invoke(app, ["run", *args, "--yes"])
+    assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
+    assert topology.read_text() == original and not (tmp_path / "cluster.toml.bak").exists()
+
+
 def test_run_assigns_the_merged_target_to_the_group(
         tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
     from tcmerge.topology import load_topology
