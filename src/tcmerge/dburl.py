@@ -121,6 +121,13 @@ def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
         raise ConfigError(f"could not parse the database URL {mask_text(text)!r} (check its "
                           "syntax and port)") from None
     backend = url.get_backend_name()
+    if backend not in (*MERGEABLE, *REFUSED_FOR_MERGE):
+        raise UnsupportedDatabaseError(
+            f"{mask_text(text)!r}: database type {backend!r} is not supported; tcmerge "
+            "reads postgresql:// and oracle:// URLs (and mssql:// in a topology)")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"the database URL {mask_text(text)!r} has port {url.port}; a TCP "
+                          "port is 1 to 65535")
     driver = DEFAULT_DRIVERS.get(backend)
     if driver is not None and "+" not in url.drivername:
         url = url.set(drivername=f"{backend}+{driver}")

@@ -56,7 +56,7 @@ from sqlalchemy.engine import URL
 
 from tcmerge.config import read_secret
 from tcmerge.dburl import DatabaseRef, mask_text, parse_database
-from tcmerge.errors import ConfigError
+from tcmerge.errors import ConfigError, TcmergeError
 from tcmerge.results import Finding, Report, Severity, error, info, warning
 
 MAX_NODES = 6
@@ -296,7 +296,15 @@ def _database(name: str, table: dict[str, Any]) -> DatabaseSpec:
                           "password_env"}, where)
     url = _str(table, "url", where)
     if url is not None:
-        if parse_database(url, name=name).url.password:  # never echoes the URL
+        both = sorted(set(table) & {"type", "host", "port", "name", "database", "user"})
+        if both:
+            raise ConfigError(f"{where}: give either url or type/host/port/name/user, not "
+                              f"both (url and {', '.join(both)})")
+        try:
+            parsed = parse_database(url, name=name)
+        except TcmergeError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        if parsed.url.password:  # never echoes the URL
             raise ConfigError(f"{where}: put no password in a topology URL; use password_env")
         return DatabaseSpec(name, url=url, password_env=_str(table, "password_env", where))
     db_type = (_str(table, "type", where, required=True) or "").lower()

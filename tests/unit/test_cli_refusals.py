@@ -113,3 +113,21 @@ def test_a_terminal_that_cannot_show_a_character_gets_it_escaped(tmp_path: Path)
         env={**os.environ, "PYTHONIOENCODING": "ascii:strict"})
     assert done.returncode == 0, done.stderr
     assert b"Cluster cup-caf\\xe9" in done.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["schema", "upgrade", "mssql+pyodbc://u@h/x", "--json"],
+    ["schema", "check", "foo://x", "--json"],
+    ["schema", "upgrade", "postgresql://u@h:99999/x", "--json"],
+])
+def test_schema_commands_refuse_what_they_cannot_serve_before_connecting(
+        args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["code"] in {"UNSUPPORTED_DATABASE", "CONFIG_ERROR"}
+
+
+def test_an_unknown_revision_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["schema", "sql", "--dialect", "oracle", "--revision",
+                                      "nosuch"])
+    assert result.exit_code == 2 and "nosuch" in result.stderr

@@ -84,3 +84,16 @@ def test_scrub_masks_whole_tokens_only() -> None:
 def test_with_password_none_really_removes_it() -> None:
     ref = parse_database("postgresql://u:S3cret@h/db")
     assert ref.with_password(None).url.password is None
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("foo://u@h/db", UnsupportedDatabaseError),
+    ("postgres://u@h/db", UnsupportedDatabaseError),  # SQLAlchemy's name is postgresql
+    ("postgresql://u@h:70000/db", ConfigError),
+    ("postgresql://u@h:0/db", ConfigError),
+])
+def test_unknown_types_and_ports_out_of_range_are_refused_before_connecting(
+        url: str, error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        parse_database(url)
+    assert info.value.exit_code == 2  # type: ignore[attr-defined]

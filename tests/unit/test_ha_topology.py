@@ -148,6 +148,10 @@ def test_the_good_topology_breaks_no_rule() -> None:
     GOOD.replace("id = 1\n", 'id = "one"\n'),
     GOOD.replace('text_conference = "stopped"', 'text_conference = "paused"'),
     GOOD.replace('type = "mssql"', 'type = "db2"'),
+    GOOD.replace("postgresql+psycopg://tcuser@db1:5432", "foo://tcuser@db1:5432"),
+    GOOD.replace("tcuser@db1:5432", "tcuser@db1:70000"),
+    GOOD.replace('url = "postgresql+psycopg://tcuser@db1:5432/tcdb1"',
+                 'url = "postgresql+psycopg://tcuser@db1:5432/tcdb1"\nhost = "db9"'),
     GOOD.replace("tcuser@db1", "tcuser:secret123@db1"),
 ])
 def test_unusable_files_exit_2(tmp_path: Path, text: str) -> None:

@@ -31,7 +31,7 @@ def upgrade(db: Annotated[str, typer.Argument(help="Database URL or topology nam
     with error_boundary(as_json):
         from tcmerge.schema import manage  # Alembic: loaded for schema commands only
 
-        result = manage.upgrade(database(db, topology), revision)
+        result = manage.upgrade(database(db, topology, mergeable=True), revision)
     if as_json:
         print_json(result.as_dict())
     else:
@@ -61,7 +61,8 @@ def check(db: Annotated[str, typer.Argument(help="Database URL or topology name.
     with error_boundary(as_json):
         from tcmerge.schema import manage  # Alembic: loaded for schema commands only
 
-        report = manage.check(database(db, topology), tables_for(tables), strict=strict)
+        report = manage.check(database(db, topology, mergeable=True), tables_for(tables),
+                              strict=strict)
 
     def human() -> None:
         print_text(f"{report.database}: schema revision {report.revision or 'none'} "

@@ -7,6 +7,8 @@ package as ``tcmerge/migrations``) and return results; they never print.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from tcmerge.db import connect
 from tcmerge.dburl import DatabaseRef
@@ -73,11 +76,21 @@ def current_revision(conn: sa.Connection) -> str | None:
     return ctx.get_current_revision()
 
 
+@contextmanager
+def _known_revision(revision: str) -> Iterator[None]:
+    """Alembic's error for a revision it does not have, as a usage error (exit 2)."""
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigError(f"revision {revision!r}: {exc}") from None
+
+
 def _migrate(ref: DatabaseRef, action: str, revision: str) -> MigrationResult:
     with connect(ref) as conn:
         before = current_revision(conn)
         cfg = _config(connection=conn)
-        getattr(command, action)(cfg, revision)
+        with _known_revision(revision):
+            getattr(command, action)(cfg, revision)
         conn.commit()
         after = current_revision(conn)
     return MigrationResult(ref.label, before, after)
@@ -102,7 +115,8 @@ def offline_sql(dialect: str, revision: str = "head") -> str:
     buffer = io.StringIO()
     cfg = _config(dialect=dialect)
     cfg.output_buffer = buffer
-    command.upgrade(cfg, revision, sql=True)
+    with _known_revision(revision):
+        command.upgrade(cfg, revision, sql=True)
     return buffer.getvalue()
 
 
