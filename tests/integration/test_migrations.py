@@ -118,6 +118,15 @@ def test_cli_upgrade_and_check(pg_server: DatabaseServer) -> None:
         assert ("SCHEMA_TYPE_MISMATCH", "tc_msgarchive") in codes
         assert ("SCHEMA_MISSING_TABLE", "tc_timelog") in codes
         assert ref.url.password not in broken.output
+
+        # already at head, upgrade changes nothing, and says what still differs: exit 1
+        again = runner.invoke(app, ["schema", "upgrade", url, "--json"])
+        assert again.exit_code == 1, again.output
+        upgraded = json.loads(again.stdout)
+        assert upgraded["ok"] is False and upgraded["after"] == manage.head_revision()
+        assert {(f["code"], f["table"]) for f in upgraded["findings"]} == {
+            ("SCHEMA_MISSING_COLUMN", "tc_rooms"), ("SCHEMA_TYPE_MISMATCH", "tc_msgarchive"),
+            ("SCHEMA_MISSING_TABLE", "tc_timelog")}
     finally:
         pg_server.drop_database(name)
 

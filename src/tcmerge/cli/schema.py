@@ -15,6 +15,7 @@ from tcmerge.cli.output import (
     print_json,
     print_text,
 )
+from tcmerge.errors import EXIT_FINDINGS
 from tcmerge.schema import tables_for
 
 app = typer.Typer(help="Create, print and check the TC schema.", no_args_is_help=True)
@@ -31,13 +32,25 @@ def upgrade(db: Annotated[str, typer.Argument(help="Database URL or topology nam
     with error_boundary(as_json):
         from tcmerge.schema import manage  # Alembic: loaded for schema commands only
 
-        result = manage.upgrade(database(db, topology, mergeable=True), revision)
+        ref = database(db, topology, mergeable=True)
+        result = manage.upgrade(ref, revision)
+        # tables that existed before are kept as they are (and a revision already at head
+        # changes nothing): say where the schema breaks the model
+        broken = [f for f in manage.check(ref).findings if f.blocks()] \
+            if result.after == manage.head_revision() else []
     if as_json:
-        print_json(result.as_dict())
+        print_json({**result.as_dict(), "ok": not broken,
+                    "findings": [f.as_dict() for f in broken]})
     else:
         state = "upgraded" if result.changed else "already at"
         print_text(f"{result.database}: {state} revision {result.after} "
                    f"(was {result.before or 'empty'})")
+        if broken:
+            print_findings(broken, "The schema differs from the model")
+            print_text("schema upgrade INCOMPLETE: the migrations keep existing tables; fix "
+                       "these by hand (tcmerge schema sql prints the model's DDL)")
+    if broken:
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command("sql")
