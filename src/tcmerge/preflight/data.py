@@ -77,12 +77,7 @@ def invalid_values(adapter: DialectAdapter, db: Database,
                     rows = db.conn.execute(sa.select(*_key_exprs(adapter, keys))
                                            .where(condition).limit(SAMPLE)).all() if count else []
             except sa.exc.DBAPIError as exc:
-                # privileges are reported separately; say that this rule went unchecked
-                findings.append(warning(
-                    "VALUE_CHECK_SKIPPED",
-                    f"could not check {table.name} for {rule}: {server_reason(exc, db.ref)}",
-                    database=db.label, table=table.name,
-                    hint="grant SELECT on the table, or check the rule by hand"))
+                findings.append(_check_skipped(db, table, rule, exc))
                 continue
             if count:
                 sample = [dict(zip([k.name for k in keys], map(_decode_key, r), strict=True))
@@ -94,6 +89,15 @@ def invalid_values(adapter: DialectAdapter, db: Database,
                     hint="correct or delete these rows in the source before merging",
                     details={"rule": rule, "keys": sample}))
     return findings
+
+
+def _check_skipped(db: Database, table: sa.Table, rule: str,
+                   exc: sa.exc.DBAPIError) -> Finding:
+    """A value rule that could not be checked (privileges are reported separately)."""
+    return warning("VALUE_CHECK_SKIPPED",
+                   f"could not check {table.name} for {rule}: {server_reason(exc, db.ref)}",
+                   database=db.label, table=table.name,
+                   hint="grant SELECT on the table, or check the rule by hand")
 
 
 def duplicate_keys(adapter: DialectAdapter, db: Database,
@@ -121,11 +125,7 @@ def duplicate_keys(adapter: DialectAdapter, db: Database,
                     adapter, [groups.c[n] for n in names])).limit(SAMPLE)).all() \
                     if found[0] else []
         except sa.exc.DBAPIError as exc:
-            findings.append(warning(
-                "VALUE_CHECK_SKIPPED",
-                f"could not check {table.name} for {rule}: {server_reason(exc, db.ref)}",
-                database=db.label, table=table.name,
-                hint="grant SELECT on the table, or check the rule by hand"))
+            findings.append(_check_skipped(db, table, rule, exc))
             continue
         if found[0]:
             findings.append(error(
