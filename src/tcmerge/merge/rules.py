@@ -24,6 +24,7 @@ room and date another input has too are digested (equal rows have equal dates).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -85,7 +86,56 @@ class Analysis:
     bans_not_applied: int = 0
 
 
-class PgRules:
+class RuleSet(abc.ABC):
+    """What the PostgreSQL and Oracle rules share: the analysis in the contract's order
+    (rooms, members, messages, unions, aft_log), each table by the dialect's own SQL."""
+
+    tables: dict[str, sa.Table]
+
+    def analyse(self) -> Analysis:
+        counts: dict[str, TableCounts] = {}
+        findings: list[Finding] = []
+        if "tc_rooms" in self.tables:
+            counts["tc_rooms"] = self._analyse_rooms(findings)
+        result = Analysis(counts, findings)
+        if "tc_users" in self.tables:
+            counts["tc_users"] = self._analyse_users(result)
+        self._analyse_messages(counts, findings)
+        for name in ("tc_timelog", "jm"):
+            if name in self.tables:
+                counts[name] = self._analyse_union(name)
+        if "aft_log" in self.tables:
+            counts["aft_log"] = self._analyse_aft(findings)
+        for name, c in counts.items():
+            if c.duplicates:
+                findings.append(info(
+                    "DUPLICATE_ROWS",
+                    f"{c.duplicates} source row(s) of {name} are already present and are "
+                    "not inserted again", table=name, count=c.duplicates))
+        return result
+
+    @abc.abstractmethod
+    def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_users(self, result: Analysis) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_union(self, name: str) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
+        ...
+
+
+class PgRules(RuleSet):
     """Analyse and apply the merge of staged sources into the target (one session)."""
 
     def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str],
@@ -143,28 +193,6 @@ class PgRules:
         return {int(r[0]): (int(r[1]), list(r[2] or [])) for r in self._rows(query)}
 
     # -- analysis --------------------------------------------------------------------------
-    def analyse(self) -> Analysis:
-        counts: dict[str, TableCounts] = {}
-        findings: list[Finding] = []
-        if "tc_rooms" in self.tables:
-            counts["tc_rooms"] = self._analyse_rooms(findings)
-        result = Analysis(counts, findings)
-        if "tc_users" in self.tables:
-            counts["tc_users"] = self._analyse_users(result)
-        self._analyse_messages(counts, findings)
-        for name in ("tc_timelog", "jm"):
-            if name in self.tables:
-                counts[name] = self._analyse_union(name)
-        if "aft_log" in self.tables:
-            counts["aft_log"] = self._analyse_aft(findings)
-        for name, c in counts.items():
-            if c.duplicates:
-                findings.append(info(
-                    "DUPLICATE_ROWS",
-                    f"{c.duplicates} source row(s) of {name} are already present and are "
-                    "not inserted again", table=name, count=c.duplicates))
-        return result
-
     def rooms_owners(self) -> None:
         """tcm_w_room: per room its owner (first input holding it), number of holders, and
         the owner's lowest and highest msg_id (the ids its rows keep).

@@ -50,7 +50,7 @@ from tcmerge.merge.oracle import (
     work_table_name,
 )
 from tcmerge.merge.plan import TableCounts
-from tcmerge.merge.rules import Analysis
+from tcmerge.merge.rules import Analysis, RuleSet
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema import tc
 
@@ -123,7 +123,7 @@ def same_row(table: sa.Table, a: str, b: str, *, exclude: tuple[str, ...] = (),
     return "(" + " AND ".join(parts or ["1 = 1"]) + ")"
 
 
-class OracleRules:
+class OracleRules(RuleSet):
     """Analyse and apply the merge of staged sources into the target (one session)."""
 
     def __init__(self, conn: Executes | None, tables: tuple[sa.Table, ...], inputs: list[str],
@@ -442,28 +442,6 @@ class OracleRules:
         """The room work table: per room its owner (first input holding it) and holders."""
         if "room" in self._queries:
             self._fill("room")
-
-    def analyse(self) -> Analysis:
-        counts: dict[str, TableCounts] = {}
-        findings: list[Finding] = []
-        if "tc_rooms" in self.tables:
-            counts["tc_rooms"] = self._analyse_rooms(findings)
-        result = Analysis(counts, findings)
-        if "tc_users" in self.tables:
-            counts["tc_users"] = self._analyse_users(result)
-        self._analyse_messages(counts, findings)
-        for name in ("tc_timelog", "jm"):
-            if name in self.tables:
-                counts[name] = self._analyse_union(name)
-        if "aft_log" in self.tables:
-            counts["aft_log"] = self._analyse_aft(findings)
-        for name, c in counts.items():
-            if c.duplicates:
-                findings.append(info(
-                    "DUPLICATE_ROWS",
-                    f"{c.duplicates} source row(s) of {name} are already present and are "
-                    "not inserted again", table=name, count=c.duplicates))
-        return result
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         self._fill("rooms")
