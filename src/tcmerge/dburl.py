@@ -106,8 +106,9 @@ def mask_text(text: str) -> str:
 def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
     """Parse a database URL given by the user; normalise the driver.
 
-    ``postgresql://`` becomes ``postgresql+psycopg://`` and ``oracle://`` becomes
-    ``oracle+oracledb://``. Raises ConfigError (never echoing the password).
+    ``postgresql://`` (also ``postgres://`` and ``postgresql+psycopg2://``, any driver)
+    becomes ``postgresql+psycopg://``, and ``oracle://`` ``oracle+oracledb://``.
+    Raises ConfigError (never echoing the password).
     """
     if "://" not in text:
         raise ConfigError(
@@ -121,6 +122,9 @@ def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
         raise ConfigError(f"could not parse the database URL {mask_text(text)!r} (check its "
                           "syntax and port)") from None
     backend = url.get_backend_name()
+    if backend == "postgres":  # libpq's and psql's synonym, gone from SQLAlchemy
+        backend = "postgresql"
+        url = url.set(drivername="postgresql")
     if backend not in (*MERGEABLE, *REFUSED_FOR_MERGE):
         raise UnsupportedDatabaseError(
             f"{mask_text(text)!r}: database type {backend!r} is not supported; tcmerge "
@@ -129,7 +133,10 @@ def parse_database(text: str, *, name: str | None = None) -> DatabaseRef:
         raise ConfigError(f"the database URL {mask_text(text)!r} has port {url.port}; a TCP "
                           "port is 1 to 65535")
     driver = DEFAULT_DRIVERS.get(backend)
-    if driver is not None and "+" not in url.drivername:
+    if driver is not None:
+        # tcmerge talks to the server through this driver only (its COPY relay and
+        # sessions are psycopg's): another one named in the URL (psycopg2, pg8000,
+        # cx_oracle) means the same server and is not installed
         url = url.set(drivername=f"{backend}+{driver}")
     query_password = _query_values(url, "password")
     if query_password is not None:

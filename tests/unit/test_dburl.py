@@ -88,7 +88,6 @@ def test_with_password_none_really_removes_it() -> None:
 
 @pytest.mark.parametrize(("url", "error"), [
     ("foo://u@h/db", UnsupportedDatabaseError),
-    ("postgres://u@h/db", UnsupportedDatabaseError),  # SQLAlchemy's name is postgresql
     ("postgresql://u@h:70000/db", ConfigError),
     ("postgresql://u@h:0/db", ConfigError),
 ])
@@ -97,3 +96,17 @@ def test_unknown_types_and_ports_out_of_range_are_refused_before_connecting(
     with pytest.raises(error) as info:
         parse_database(url)
     assert info.value.exit_code == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),  # libpq's synonym
+    ("postgresql+psycopg2://u@h:5433/db", "postgresql+psycopg://u@h:5433/db"),
+    ("postgresql+pg8000://u@h/db", "postgresql+psycopg://u@h/db"),
+    ("oracle+cx_oracle://u@h:1521/?service_name=FREEPDB1",
+     "oracle+oracledb://u@h:1521/?service_name=FREEPDB1"),
+])
+def test_other_drivers_and_the_postgres_scheme_name_the_same_server(
+        text: str, expected: str) -> None:
+    # tcmerge connects with psycopg 3 and python-oracledb only; the URL's driver was an
+    # internal error (ModuleNotFoundError, exit 3) and postgres:// was refused
+    assert parse_database(text).url.render_as_string(hide_password=False) == expected
