@@ -53,8 +53,11 @@ def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
     if isinstance(type_, sa.SmallInteger):
         return ColumnShape("smallint")
     if isinstance(type_, sa.Numeric):  # before Integer: Oracle NUMBER derives from both
-        # Oracle NUMBER(p,0): sized by its precision.
+        # Oracle NUMBER(p,0): sized by its precision. A NUMBER / numeric with neither
+        # precision nor scale holds fractions and any magnitude: no integer kind.
         precision, scale = type_.precision, type_.scale
+        if precision is None and scale is None:
+            return ColumnShape("numeric")
         if not scale:
             if precision is not None and precision <= 4:
                 return ColumnShape("smallint")
@@ -63,7 +66,7 @@ def shape_of(type_: sa.types.TypeEngine[object]) -> ColumnShape:
             if precision is not None and precision <= 19:
                 return ColumnShape("bigint")
             if precision is None or precision <= 38:
-                # NUMBER / NUMBER(38) / Oracle INTEGER hold every BIGINT value
+                # NUMBER(*,0) / NUMBER(38) / Oracle INTEGER hold every BIGINT value
                 return ColumnShape("bigint")
         return ColumnShape("numeric", precision)
     if isinstance(type_, sa.Integer):
@@ -107,6 +110,8 @@ def can_hold(target: ColumnShape, source: ColumnShape) -> bool:
         ]
     if target.kind == "timestamp":
         return source.kind in {"timestamp", "date"}
+    if target == ColumnShape("numeric"):  # unconstrained: every integer and numeric
+        return source.kind in _INTEGER_RANK or source.kind == "numeric"
     return target == source
 
 
