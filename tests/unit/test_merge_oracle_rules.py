@@ -91,6 +91,11 @@ def test_counters_never_become_null_and_target_rooms_only_rise() -> None:
     assert counters.startswith("MERGE INTO tc_rooms t USING")
     assert "WHERE o.owner = 0" in counters  # only rooms the target owns are updated
     assert "t.next_msg_id = GREATEST(t.next_msg_id, i.hi + 1)" in counters
+    # as on PostgreSQL: a target room's start_msg_id is lowered to the lowest id kept,
+    # never raised (it set start_msg_id = i.lo: raised where the target's history was
+    # purged; audit finding)
+    assert "t.start_msg_id = LEAST(t.start_msg_id, i.lo)" in counters
+    assert "WHERE t.start_msg_id > i.lo OR t.next_msg_id <= i.hi" in counters
 
 
 def test_owner_is_the_first_input_holding_the_room() -> None:

@@ -381,8 +381,11 @@ class OracleRules(RuleSet):
                     f"FROM {self.w('ids')} i JOIN {self.w('room')} o "
                     "ON o.room_jid = i.room_jid WHERE o.owner = 0) i "
                     "ON (t.room_jid = i.room_jid) WHEN MATCHED THEN UPDATE SET "
-                    "t.start_msg_id = i.lo, t.next_msg_id = GREATEST(t.next_msg_id, i.hi + 1) "
-                    "WHERE DECODE(t.start_msg_id, i.lo, 1, 0) = 0 OR t.next_msg_id <= i.hi")))
+                    # rule 4, touching only what is wrong (as rules.PgRules): next_msg_id
+                    # above every id; start_msg_id lowered to the lowest id kept, never raised
+                    "t.start_msg_id = LEAST(t.start_msg_id, i.lo), "
+                    "t.next_msg_id = GREATEST(t.next_msg_id, i.hi + 1) "
+                    "WHERE t.start_msg_id > i.lo OR t.next_msg_id <= i.hi")))
         return out
 
     # -- helpers ---------------------------------------------------------------------------
