@@ -13,14 +13,15 @@ from tcmerge.schema.compare import can_hold, compare_to_model, reflect, why_not_
 
 def schema_findings(databases: Sequence[Database], tables: Sequence[sa.Table]) -> list[Finding]:
     findings: list[Finding] = []
-    for db in databases:
+    for n, db in enumerate(databases):
         if not db.connected or db.same_as is not None:
             if db.same_as is not None:
                 db.live = db.same_as.live
             continue
         assert db.conn is not None
         db.live = reflect(db.conn, tables)
-        findings.extend(compare_to_model(db.live, tables, db.label))
+        # a source is only read: a narrower column than the model's is no obstacle
+        findings.extend(compare_to_model(db.live, tables, db.label, source=n > 0))
     target = databases[0]
     if not target.connected:
         return findings

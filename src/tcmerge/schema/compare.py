@@ -169,9 +169,14 @@ def reflect(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, LiveTa
 
 
 def compare_to_model(
-    live: dict[str, LiveTable], tables: Iterable[sa.Table], database: str | None
+    live: dict[str, LiveTable], tables: Iterable[sa.Table], database: str | None,
+    *, source: bool = False,
 ) -> list[Finding]:
-    """Findings for every difference between a live schema and the model tables."""
+    """Findings for every difference between a live schema and the model tables.
+
+    A column of another type is an error where values cannot move unchanged: into it
+    (it cannot hold the model's values), or, for a ``source`` (only read), out of it
+    (the model cannot hold its values); otherwise a warning."""
     findings: list[Finding] = []
     for table in tables:
         found = live.get(table.name)
@@ -187,11 +192,12 @@ def compare_to_model(
                 )
             )
             continue
-        findings.extend(_compare_table(found, table, database))
+        findings.extend(_compare_table(found, table, database, source))
     return findings
 
 
-def _compare_table(found: LiveTable, table: sa.Table, database: str | None) -> list[Finding]:
+def _compare_table(found: LiveTable, table: sa.Table, database: str | None,
+                   source: bool = False) -> list[Finding]:
     findings: list[Finding] = []
     where = {"database": database, "table": table.name}
     for column in table.columns:
@@ -210,14 +216,16 @@ def _compare_table(found: LiveTable, table: sa.Table, database: str | None) -> l
             )
             continue
         if live_col.shape != model_shape:
-            holds = can_hold(live_col.shape, model_shape)
+            into, out_of = ((model_shape, live_col.shape) if source
+                            else (live_col.shape, model_shape))
+            holds = can_hold(into, out_of)
             make = warning if holds else error
             findings.append(
                 make(
                     "SCHEMA_TYPE_MISMATCH",
                     f"column {table.name}.{column.name} is {live_col.shape}, the model has "
                     f"{model_shape}"
-                    + ("" if holds else f" ({why_not_held(live_col.shape, model_shape)})"),
+                    + ("" if holds else f" ({why_not_held(into, out_of)})"),
                     details={
                         "column": column.name,
                         "expected": str(model_shape),

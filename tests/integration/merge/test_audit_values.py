@@ -46,3 +46,25 @@ def test_an_unconstrained_numeric_id_is_not_taken_for_a_bigint(
                     and f["severity"] == "error" and f.get("table") == "tc_messages"]
         assert mismatch and "numeric" in mismatch[0]["message"], out["findings"]
     assert target.digest() == before
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_a_source_column_narrower_than_the_model_does_not_block(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    """A source's integer msg_id or varchar(64) packet holds nothing the model's bigint or
+    text cannot: it was an error ("values may not fit") that refused the merge."""
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    one.execute("ALTER TABLE tc_messages ALTER COLUMN msg_id TYPE integer",
+                "ALTER TABLE tc_messages ALTER COLUMN msg TYPE varchar(64)")
+    one.room(ROOM, next_=3)
+    one.messages(ROOM, [(1, 0, "é ' \\N"), (2, 1, "two")])
+    code, out = cli("run", "--yes", "--transport", transport, "--source", url(one.ref),
+                    "--target", url(target.ref))
+    assert code == 0, out
+    narrower = [f for f in out["findings"] if f["code"] == "SCHEMA_TYPE_MISMATCH"]
+    assert {f["severity"] for f in narrower} == {"warning"}, narrower
+    assert out["tables"]["tc_messages"]["inserted"] == 2
+    assert target.query("SELECT msg_id, msg FROM tc_messages ORDER BY msg_id") == [
+        (1, "<m>é ' \\N</m>"), (2, "<m>two</m>")]
