@@ -199,7 +199,7 @@ def register(root: typer.Typer) -> None:
         if as_json:
             print_json({"ok": True, "jobs": [j.as_dict(full=False) for j in records]})
             return
-        table = Table(title=f"Jobs in {Secrets.scrub(ref.label)}")
+        table = Table(title=f"Jobs in {Secrets.scrub(ref.label)}", pad_edge=False)
         # the id is what jobs show, verify and restore take: never cut. It begins with
         # the start time (UTC), so the times are left to jobs show, and the sources are
         # named short: the table fits 80 columns.
