@@ -1,5 +1,5 @@
 """Values that the model's columns cannot hold unchanged are refused by validation, never
-changed on the way (rule 7; found by a black-box audit)."""
+changed on the way (rule 7)."""
 
 from __future__ import annotations
 
