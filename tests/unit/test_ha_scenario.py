@@ -93,3 +93,30 @@ def test_a_topology_that_breaks_the_ha_rules_is_not_simulated(tmp_path: Path) ->
     assert result.exit_code == 2, result.stdout
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "SCENARIO_INVALID" and "HA_DATABASE_MISMATCH" in error["message"]
+
+
+def _refused(path: Path, words: str) -> None:
+    """Refused by the loader and by ``ha simulate --json``: exit 2, SCENARIO_INVALID,
+    a message naming the problem, never a crash or a simulation that runs forever."""
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    assert info.value.exit_code == 2
+    assert words in info.value.message
+    result = CliRunner().invoke(app, ["ha", "simulate", str(path), "--json"])
+    assert result.exit_code == 2, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "SCENARIO_INVALID" and words in error["message"]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    # nan made an exit 3 (time cannot go back); inf ran forever
+    (BASE + '[[events]]\nat = nan\ndo = "crash"\nnode = "1A"\n', "at must be"),
+    (BASE + '[[events]]\nat = inf\ndo = "crash"\nnode = "1A"\n', "at must be"),
+    (BASE.replace('name = "t"', 'name = "t"\nuntil = nan'), "until must be"),
+    (BASE + '[timers]\nheartbeat_interval = nan\n', "heartbeat_interval"),
+    (BASE + '[timers]\nheartbeat_timeout = inf\n', "heartbeat_timeout"),
+])
+def test_numbers_that_are_not_finite_are_refused(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8")
+    _refused(path, words)

@@ -40,6 +40,7 @@ take ``expect = "ok"`` (default) or ``"rejected"``; ``read`` takes ``last``
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,8 +131,10 @@ def _fail(where: str, message: str) -> ConfigError:
 
 
 def _number(value: Any, where: str, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise _fail(where, f"{key} must be a number of seconds >= 0")
+    # nan and inf too: nan broke the clock (exit 3), inf ran the simulation forever
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise _fail(where, f"{key} must be a (finite) number of seconds >= 0")
     return float(value)
 
 
@@ -265,7 +268,10 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
     timers_raw = data.get("timers", {})
     if not isinstance(timers_raw, dict):
         raise _fail("[timers]", "must be a table")
-    timers = SrmTimers.from_mapping(timers_raw)
+    try:
+        timers = SrmTimers.from_mapping(timers_raw)
+    except ConfigError as exc:
+        raise _fail("[timers]", exc.message) from None
 
     topo_raw = data.get("topology", head.get("topology"))
     if isinstance(topo_raw, str):

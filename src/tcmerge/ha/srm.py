@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,8 +65,9 @@ class SrmTimers:
                 if not isinstance(value, bool):
                     raise ConfigError("timer automatic_fallback must be true or false")
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"timer {f.name} must be a number of seconds >= 0")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"timer {f.name} must be a (finite) number of seconds >= 0")
         if self.heartbeat_interval <= 0:
             raise ConfigError("timer heartbeat_interval must be > 0")
         if self.relogin_upper < self.relogin_lower:
