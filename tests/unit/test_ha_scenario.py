@@ -120,3 +120,37 @@ def test_numbers_that_are_not_finite_are_refused(tmp_path: Path, text: str, word
     path = tmp_path / "s.toml"
     path.write_text(text, encoding="utf-8")
     _refused(path, words)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    # a misspelt key was ignored: "untill" ran with the default end, "nodee" put the
+    # room on no node the writer meant
+    (BASE.replace('name = "t"', 'name = "t"\nuntill = 50'), "untill"),
+    (BASE + 'nodee = "1B"\n', "nodee"),
+    # a second room of the same name replaced the first one without a word
+    (BASE + '[[rooms]]\nname = "ops"\nnode = "1B"\n', "declared twice"),
+])
+def test_misspelt_keys_and_repeated_rooms_are_refused(tmp_path: Path, text: str,
+                                                     words: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8")
+    _refused(path, words)
+
+
+def test_an_event_after_until_is_refused(tmp_path: Path) -> None:
+    # the expectation at 100 never ran and the simulation said "ok"
+    path = tmp_path / "s.toml"
+    path.write_text(BASE.replace('name = "t"', 'name = "t"\nuntil = 50')
+                    + '[[events]]\nat = 100\ndo = "expect"\nstates = { "1A" = "Idle" }\n',
+                    encoding="utf-8")
+    _refused(path, "after until")
+
+
+def test_events_out_of_time_order_are_refused(tmp_path: Path) -> None:
+    # a timeline read top to bottom: an entry earlier than the one above it is a typo
+    # (at = 10 for 100), not an instruction to reorder
+    path = tmp_path / "s.toml"
+    path.write_text(BASE + '[[events]]\nat = 100\ndo = "crash"\nnode = "1A"\n'
+                    '[[events]]\nat = 10\ndo = "expect"\nstates = { "1A" = "Unknown" }\n',
+                    encoding="utf-8")
+    _refused(path, "before events[0]")

@@ -31,6 +31,7 @@
     room_host = { ops = "1B" }            # "none": unavailable
     users = { andy = "signed out" }       # or the node signed in to
 
+Events are listed in time order (at equal times, in file order), none after ``until``.
 Action events (``join``, ``post``, ``read``, ``failover``, ``fallback``, ``recover``)
 take ``expect = "ok"`` (default) or ``"rejected"``; ``read`` takes ``last``
 (messages), ``includes`` (bodies that must appear in this order) and
@@ -59,6 +60,8 @@ SERVICE_EVENTS = ("service_stop", "service_start")
 USER_EVENTS = ("join", "post", "read")
 EVENT_KINDS = (*NODE_EVENTS, *SERVICE_EVENTS, *USER_EVENTS, "recover", "expect")
 OUTCOMES = ("ok", "rejected")
+SCENARIO_KEYS = frozenset({"name", "description", "seed", "until", "start", "topology"})
+ROOM_KEYS = frozenset({"name", "node", "alias", "creator", "subject"})
 SIGNED_OUT = "signed out"
 NO_HOST = "none"
 
@@ -253,6 +256,10 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
     extra = sorted(set(data) - {"scenario", "timers", "topology", "rooms", "events"})
     if extra:
         raise _fail("file", f"unknown table(s) {', '.join(extra)}")
+    extra = sorted(set(head) - SCENARIO_KEYS)
+    if extra:
+        raise _fail("[scenario]", f"unknown key(s) {', '.join(extra)}; allowed: "
+                    + ", ".join(sorted(SCENARIO_KEYS)))
     name = str(head.get("name") or (path.stem if path else "scenario"))
     seed = head.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -293,6 +300,12 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
         where = f"rooms[{i}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise _fail(where, "must be a table with a name")
+        extra = sorted(set(raw) - ROOM_KEYS)
+        if extra:
+            raise _fail(where, f"unknown key(s) {', '.join(extra)}; allowed: "
+                        + ", ".join(sorted(ROOM_KEYS)))
+        if raw["name"] in rooms:
+            raise _fail(where, f"room {raw['name']!r} is declared twice")
         if "alias" in raw:
             alias = str(raw["alias"])
             owner = topology.node_of_alias(alias)
@@ -307,11 +320,22 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
     raw_events = data.get("events", [])
     if not isinstance(raw_events, list):
         raise _fail("events", "must be an array of tables ([[events]])")
-    events = tuple(sorted((_event(i, raw, topology, rooms) for i, raw in enumerate(raw_events)),
-                          key=lambda e: (e.at, e.index)))
+    events = tuple(_event(i, raw, topology, rooms) for i, raw in enumerate(raw_events))
+    # a timeline, read top to bottom: an entry earlier than the one above it is a typo
+    # (at = 10 for 100) that reordering would hide
+    for before, event in zip(events, events[1:], strict=False):
+        if event.at < before.at:
+            raise _fail(f"events[{event.index}]", f"at = {event.at:g} comes before "
+                        f"events[{before.index}] (at = {before.at:g}); list the events in "
+                        "time order")
     until_raw = head.get("until")
     until = _number(until_raw, "[scenario]", "until") if until_raw is not None else (
         (events[-1].at if events else 0.0) + 60.0)
+    late = [e for e in events if e.at > until]
+    if late:
+        # such an event never ran, and an expectation that never ran passed
+        raise _fail(f"events[{late[0].index}]", f"at = {late[0].at:g} is after until = "
+                    f"{until:g}: it would never run")
     return Scenario(name, str(head.get("description", "")), seed, until, start, timers,
                     topology, tuple(rooms.values()), events, path)
 
