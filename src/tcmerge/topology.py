@@ -57,6 +57,7 @@ from sqlalchemy.engine import URL
 from tcmerge.config import read_secret
 from tcmerge.dburl import DatabaseRef, mask_text, parse_database
 from tcmerge.errors import ConfigError, TcmergeError
+from tcmerge.ha.states import CRITICAL_SERVICES, SERVICE_ALIASES, critical_service
 from tcmerge.results import Finding, Report, Severity, error, info, warning
 
 MAX_NODES = 6
@@ -65,9 +66,9 @@ MAX_GROUP_NODES = 2
 MAX_GROUPS = 3
 MODES = ("balanced", "active-standby")
 SERVICE_STATES = ("running", "stopped")
-#: Service keys a node may carry directly (``text_conference = "stopped"``).
-CRITICAL_SERVICES = ("text_conference", "router", "presence_engine", "sip_proxy",
-                     "sync_agent", "client_profile_agent")
+#: Service keys a node may carry directly (``text_conference = "stopped"``), or in its
+#: ``services`` table: the HA model's critical services, ``router`` for ``xcp_router`` too
+SERVICE_KEYS = (*CRITICAL_SERVICES, *SERVICE_ALIASES)
 DATABASE_TYPES = {
     "postgresql": ("postgresql+psycopg", 5432),
     "oracle": ("oracle+oracledb", 1521),
@@ -346,7 +347,7 @@ def parse_topology(data: Mapping[str, Any], path: Path | None = None) -> Topolog
     for node_name, table in _entries(data.get("nodes"), "nodes"):
         where = f"nodes.{node_name}"
         _unknown_keys(table, {"id", "group", "database", "services", "users", "aliases",
-                              *CRITICAL_SERVICES}, where)
+                              *SERVICE_KEYS}, where)
         if node_name in nodes:
             raise ConfigError(f"{where}: declared twice")
         node_id = table.get("id")
@@ -357,14 +358,21 @@ def parse_topology(data: Mapping[str, Any], path: Path | None = None) -> Topolog
             raise ConfigError(f"{where}: services must be a table such as "
                               '{ text_conference = "stopped" }')
         # The contract's short form: text_conference = "stopped" on the node itself.
-        direct = {k: table[k] for k in CRITICAL_SERVICES if k in table}
-        if set(direct) & set(services):
-            raise ConfigError(f"{where}: a service is given both directly and in services")
-        services = {**services, **direct}
-        for service, state in services.items():
+        direct = {k: table[k] for k in SERVICE_KEYS if k in table}
+        stated: dict[str, str] = {}
+        for key, state in [*services.items(), *direct.items()]:
+            # one name per service: the simulation ignored ``router`` (its xcp_router)
+            service = critical_service(key)
+            if service is None:
+                raise ConfigError(f"{where}: unknown service {key!r}; the critical services "
+                                  f"are {', '.join(SERVICE_KEYS)}")
+            if service in stated:
+                raise ConfigError(f"{where}: service {service} is given twice")
             if state not in SERVICE_STATES:
-                raise ConfigError(f"{where}: service {service} must be "
+                raise ConfigError(f"{where}: service {key} must be "
                                   f"{' or '.join(SERVICE_STATES)}, not {state!r}")
+            stated[service] = state
+        services = stated
         nodes[node_name] = NodeSpec(
             name=node_name, id=node_id, group=_str(table, "group", where),
             database=_str(table, "database", where), services=dict(services),

@@ -290,3 +290,39 @@ def test_a_group_without_ha_listing_an_undeclared_node_is_a_finding(tmp_path: Pa
     code, out = cli("topology", "check", str(write(tmp_path, text)))
     assert code == 1, out  # was an IndexError (exit 3)
     assert "UNKNOWN_NODE" in {f["code"] for f in out["findings"]}  # type: ignore[union-attr,index]
+
+
+@pytest.mark.parametrize("stated", ['router = "stopped"', 'xcp_router = "stopped"',
+                                    'services = { router = "stopped" }',
+                                    'services = { xcp_router = "stopped" }'])
+def test_a_critical_service_has_one_name_in_topologies_and_the_simulation(
+        stated: str) -> None:
+    """The file took ``router`` and the HA model ``xcp_router``: a node stated with
+    ``router = "stopped"`` started the simulation with its router running, and
+    ``xcp_router = "stopped"`` was refused. Both names now mean the same service."""
+    import tomllib
+
+    from tcmerge.ha.scenario import parse_scenario
+    from tcmerge.ha.simulate import _groups
+    from tcmerge.topology import parse_topology
+
+    text = GOOD.replace('users = ["bob"]', f'users = ["bob"]\n{stated}')
+    assert parse_topology(tomllib.loads(text)).nodes["1B"].services == {
+        "xcp_router": "stopped"}
+    topology = tomllib.loads(text)
+    topology.pop("databases")["tcdb1"].pop("url")
+    topology["databases"] = {"tcdb1": {"type": "postgresql", "host": "db1", "name": "t"}}
+    scenario = parse_scenario({"topology": topology, "rooms": [{"name": "ops", "node": "1A"}],
+                               "events": [{"at": 1, "do": "service_start", "node": "1B",
+                                           "service": "router"}]})
+    (group,) = _groups(scenario)
+    assert dict(group.nodes[1].services) == {"xcp_router": "stopped"}
+    assert scenario.events[0].service == "xcp_router"
+
+
+def test_an_unknown_service_name_is_refused(tmp_path: Path) -> None:
+    # a misspelt service was taken as stated and then ignored (TC counted as unstated)
+    text = GOOD.replace('services = { text_conference = "stopped" }',
+                        'services = { text_conferense = "stopped" }')
+    code, out = cli("topology", "check", str(write(tmp_path, text)))
+    assert code == 2 and "text_conferense" in out["error"]["message"]  # type: ignore[index]

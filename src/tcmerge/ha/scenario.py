@@ -41,6 +41,7 @@ take ``expect = "ok"`` (default) or ``"rejected"``; ``read`` takes ``last``
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -51,7 +52,7 @@ from typing import Any
 
 from tcmerge.errors import ConfigError
 from tcmerge.ha.srm import SrmTimers
-from tcmerge.ha.states import CRITICAL_SERVICES, HaReason, HaState
+from tcmerge.ha.states import CRITICAL_SERVICES, HaReason, HaState, critical_service
 from tcmerge.topology import Topology, check_topology, load_topology, parse_topology
 
 NODE_EVENTS = ("crash", "reboot", "boot", "network_loss", "network_restore", "database_loss",
@@ -174,9 +175,10 @@ def _event(index: int, raw: Any, topology: Topology, rooms: dict[str, RoomDef]) 
     elif do in SERVICE_EVENTS:
         allowed |= {"node", "service"}
         kw["node"] = node_key()
-        if raw.get("service") not in CRITICAL_SERVICES:
+        service = critical_service(raw.get("service"))
+        if service is None:
             raise _fail(where, f"service must be one of {', '.join(CRITICAL_SERVICES)}")
-        kw["service"] = raw["service"]
+        kw["service"] = service
     elif do == "recover":
         allowed |= {"group", "expect"}
         if raw.get("group") not in topology.groups:
@@ -323,7 +325,7 @@ def parse_scenario(data: Mapping[str, Any], path: Path | None = None) -> Scenari
     events = tuple(_event(i, raw, topology, rooms) for i, raw in enumerate(raw_events))
     # a timeline, read top to bottom: an entry earlier than the one above it is a typo
     # (at = 10 for 100) that reordering would hide
-    for before, event in zip(events, events[1:], strict=False):
+    for before, event in itertools.pairwise(events):
         if event.at < before.at:
             raise _fail(f"events[{event.index}]", f"at = {event.at:g} comes before "
                         f"events[{before.index}] (at = {before.at:g}); list the events in "

@@ -115,6 +115,16 @@ CRITICAL_SERVICES = (
     "sync_agent",
     "client_profile_agent",
 )
+#: Other names a topology or scenario may give a critical service.
+SERVICE_ALIASES = {"router": "xcp_router"}
+
+
+def critical_service(name: object) -> str | None:
+    """The critical service ``name`` stands for (``router`` is ``xcp_router``), else None."""
+    if not isinstance(name, str):
+        return None
+    name = SERVICE_ALIASES.get(name, name)
+    return name if name in CRITICAL_SERVICES else None
 
 
 @dataclass(frozen=True)
