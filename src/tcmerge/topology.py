@@ -42,6 +42,7 @@ findings (exit 1 when any is an error).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import tomllib
@@ -520,17 +521,34 @@ def check_topology(topology: Topology, *, strict: bool = False,
                            details={"nodes": names}))
     owners: dict[str, list[str]] = {}
     for name in t.nodes:
-        for alias in t.aliases(name):
-            owners.setdefault(alias.lower(), []).append(name)
+        for i, alias in enumerate(t.aliases(name)):
+            if not valid_alias(alias):
+                f.append(error("INVALID_ALIAS", f"chat alias {alias!r} of node {name} is not a "
+                               "host name: room JIDs (room@alias) cannot use it",
+                               hint="the generated alias is conference-<node id>-<cluster id>."
+                               "<domain>: fix the cluster id or the domain" if i == 0 else
+                               "use labels of letters, digits and hyphens separated by dots",
+                               details={"alias": alias, "node": name}))
+            owners.setdefault(_alias_key(alias), []).append(name)
     for alias, names in owners.items():
         if len(names) > 1:
             f.append(error("DUPLICATE_ALIAS", f"chat alias {alias} is used "
                            f"{len(names)} times (nodes {', '.join(names)}); aliases must be "
                            "unique in the cluster", details={"alias": alias, "nodes": names}))
-        if alias == t.domain.lower():
+        if alias == _alias_key(t.domain):
             f.append(error("ALIAS_EQUALS_DOMAIN", f"chat alias {alias} of node {names[0]} equals "
                            "the domain; an alias may not equal the domain",
                            details={"alias": alias}))
+    # users: each is homed on one node
+    homes: dict[str, list[str]] = {}
+    for node in t.nodes.values():
+        for user in node.users:
+            homes.setdefault(t.user_jid(user).lower(), []).append(node.name)
+    for user, names in homes.items():
+        if len(names) > 1:
+            f.append(error("USER_HOMED_TWICE", f"user {user} is homed on {', '.join(names)}; "
+                           "a user is homed on one node", details={"user": user,
+                                                                  "nodes": names}))
     # databases
     for node in t.nodes.values():
         if node.database is not None and node.database not in t.databases:
@@ -561,6 +579,21 @@ def check_topology(topology: Topology, *, strict: bool = False,
         for name, n in t.nodes.items()
     }
     return TopologyReport(findings=f, strict=strict, cluster=t.cluster_name, nodes=nodes)
+
+
+_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)")
+
+
+def _alias_key(alias: str) -> str:
+    """An alias as DNS compares it: case aside, without the root's trailing dot."""
+    return alias.lower().removesuffix(".")
+
+
+def valid_alias(alias: str) -> bool:
+    """A host name that can be the domain part of a room JID: dot-separated labels of
+    letters, digits, hyphens (and underscores), none empty; one trailing dot allowed."""
+    name = alias.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 #: the rules on which database each node uses (``_database_rules``): before a merge the

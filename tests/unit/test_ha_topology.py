@@ -326,3 +326,26 @@ def test_an_unknown_service_name_is_refused(tmp_path: Path) -> None:
                         'services = { text_conferense = "stopped" }')
     code, out = cli("topology", "check", str(write(tmp_path, text)))
     assert code == 2 and "text_conferense" in out["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    # aliases that cannot be the domain part of a room JID were accepted
+    (GOOD.replace('aliases = ["chat.example.com"]', 'aliases = ["not a valid alias!"]'),
+     "INVALID_ALIAS"),
+    (GOOD.replace('aliases = ["chat.example.com"]', 'aliases = ["chat..example.com"]'),
+     "INVALID_ALIAS"),
+    (GOOD.replace('id = "cup"', 'id = "c u/p"'), "INVALID_ALIAS"),  # the generated ones
+    # a trailing dot names the same DNS domain
+    (GOOD.replace('aliases = ["chat.example.com"]', 'aliases = ["example.com."]'),
+     "ALIAS_EQUALS_DOMAIN"),
+    (GOOD.replace('users = ["bob"]', 'users = ["bob"]\naliases = ["Chat.Example.com."]'),
+     "DUPLICATE_ALIAS"),
+    # a user is homed on one node (the simulation failed on it at run time)
+    (GOOD.replace('users = ["bob"]', 'users = ["bob", "Andy"]'), "USER_HOMED_TWICE"),
+])
+def test_aliases_and_homed_users_follow_the_ha_rules(tmp_path: Path, text: str,
+                                                     code: str) -> None:
+    assert code in codes(text)
+    exit_code, out = cli("topology", "check", str(write(tmp_path, text)))
+    assert exit_code == 1
+    assert code in {f["code"] for f in out["findings"]}  # type: ignore[union-attr,index]
