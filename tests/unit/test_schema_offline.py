@@ -92,3 +92,23 @@ def test_tables_for_selection() -> None:
     assert [t.name for t in tables_for("tc,ma,mft")][-2:] == ["jm", "aft_log"]
     with pytest.raises(ConfigError):
         tables_for("tc,xx")
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_an_empty_tables_value_is_refused_like_a_comma(value: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tcmerge.cli.app import app
+    from tcmerge.errors import ConfigError
+    from tcmerge.schema import tables_for
+
+    # --tables "" (an unset shell variable) merged the TC tables only, while "," was
+    # refused: a script meant some selection, so neither is taken for the default
+    with pytest.raises(ConfigError, match="selects no table"):
+        tables_for(value)
+    result = CliRunner().invoke(app, ["schema", "check", "postgresql://u@h/d", "--tables",
+                                      value, "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["message"] == "--tables selects no table"

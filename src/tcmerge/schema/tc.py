@@ -142,7 +142,9 @@ def tables_for(selection: str | None) -> tuple[sa.Table, ...]:
     """Tables for a ``--tables`` value such as ``tc`` or ``tc,ma,mft`` (order kept, no repeats)."""
     from tcmerge.errors import ConfigError
 
-    names = [part.strip().lower() for part in (selection or "tc").split(",") if part.strip()]
+    # None is the default; "" is a selection of nothing, as "," is
+    names = [part.strip().lower() for part in ("tc" if selection is None else selection)
+             .split(",") if part.strip()]
     chosen: list[sa.Table] = []
     for name in names:
         if name not in TABLE_SETS:
