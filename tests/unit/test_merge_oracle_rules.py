@@ -204,3 +204,24 @@ def test_fill_order_is_enforced() -> None:
     r = rules()
     with pytest.raises(AssertionError, match="out of order"):
         r._fill("users")  # before "room": the order the script shows would be wrong
+
+
+def test_recent_message_follows_its_archive_rows_verdict() -> None:
+    # rule 3, as rules.PgRules: a tc_messages row with an archive row (same input, room
+    # and old id) is kept and renumbered, or dropped as a duplicate, with it. The Oracle
+    # rules judged it on its own columns: a source's recent message whose archive row was
+    # a duplicate (the target's tc_messages had rotated it out) was kept under a new id
+    # with no archive row, and the other way round.
+    queries = dict(rules().work_queries())
+    msg = queries["msg"]
+    assert ("LEFT JOIN tcm_ab12cd34_w_arch ar ON ar.inp = a.inp AND ar.room_jid = a.room_jid "
+            "AND ar.msg_id = a.msg_id") in msg
+    assert ("CASE WHEN ar.msg_id IS NOT NULL THEN ar.dup "
+            "ELSE CASE WHEN dd.msg_id IS NULL THEN 0 ELSE 1 END END AS dup") in msg
+    parses(msg)
+    # the archive verdict is filled before the messages read it
+    names = [n for n, _ in rules().work_queries()]
+    assert names.index("arch") < names.index("msg")
+    # without tc_msgarchive a recent message is judged on its own
+    alone = dict(rules((tc.tc_rooms, tc.tc_messages)).work_queries())["msg"]
+    assert "w_arch" not in alone and "CASE WHEN dd.msg_id IS NULL THEN 0 ELSE 1 END" in alone

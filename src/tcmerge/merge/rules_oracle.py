@@ -231,11 +231,19 @@ class OracleRules(RuleSet):
                 f"ON r.room_jid = x.{quote(room)} AND r.nholders > 1")))
             dups = self._dup_set(table, self.w(f"{work}_h"), ("room_jid", "msg_id"),
                                  ("msg_id",), room=quote(room))
+            own = "CASE WHEN dd.msg_id IS NULL THEN 0 ELSE 1 END"
+            follow = ""
+            if work == "msg" and "tc_msgarchive" in self.tables:
+                # Rule 3 (as rules.PgRules): a recent message follows its archive row (same
+                # input, room and old id): kept and renumbered together, or dropped together
+                # as a duplicate; only one without an archive row is judged on its own
+                own = f"CASE WHEN ar.msg_id IS NOT NULL THEN ar.dup ELSE {own} END"
+                follow = (f" LEFT JOIN {self.w('arch')} ar ON ar.inp = a.inp "
+                          "AND ar.room_jid = a.room_jid AND ar.msg_id = a.msg_id")
             out.append((work, (
-                "SELECT a.inp, a.room_jid, a.msg_id, a.d, a.owner, "
-                "CASE WHEN dd.msg_id IS NULL THEN 0 ELSE 1 END AS dup "
+                f"SELECT a.inp, a.room_jid, a.msg_id, a.d, a.owner, {own} AS dup "
                 f"FROM {self.w(f'{work}_h')} a LEFT JOIN ({dups}) dd ON dd.inp = a.inp "
-                "AND dd.room_jid = a.room_jid AND dd.msg_id = a.msg_id")))
+                f"AND dd.room_jid = a.room_jid AND dd.msg_id = a.msg_id{follow}")))
             works[work] = self.w(work)
         if "tc_msgarchive" not in self.tables and "tc_messages" not in self.tables:
             return out
