@@ -26,7 +26,14 @@ from tcmerge.dburl import DatabaseRef, parse_database
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import oracle as ora
 from tcmerge.merge.engine import MergeFailed, _Merge, analyse_merge, run_merge
-from tcmerge.merge.oracle_engine import OraclePlan, iter_sql, render_script, run_oracle
+from tcmerge.merge.oracle_engine import (
+    OracleMerge,
+    OraclePlan,
+    iter_sql,
+    render_script,
+    run_oracle,
+)
+from tcmerge.merge.plan import MergePlan
 from tcmerge.request import MergeRequest
 from tcmerge.schema import tc
 from tcmerge.validate import ValidationReport
@@ -232,3 +239,26 @@ def test_oracle_inputs_reach_the_oracle_executor() -> None:
     result = analyse_merge(REQUEST, preflight=lambda r: REPORT)
     assert result.status == "validated"
     assert [f.code for f in result.findings] == ["DATA_NOT_CHECKED"]
+
+
+def test_the_merge_transaction_first_locks_the_merged_tables_against_writers() -> None:
+    # as on PostgreSQL (engine.py): SHARE mode from the transaction's first statement, so
+    # that no writer changes the target between the checksums, the snapshot, the analysis
+    # and the inserts. Without it, a row committed by another session in between was
+    # missing from the snapshot (a restore would delete it) or changed what the rules saw.
+    steps = [s.sql() for s in plan().transaction_steps()]
+    lock = ("LOCK TABLE tc_rooms, tc_users, tc_messages, tc_msgarchive, tc_timelog "
+            "IN SHARE MODE")
+    assert steps[1] == lock
+    assert steps.index(lock) < min(i for i, t in enumerate(steps)
+                                   if t.startswith(("SELECT", "INSERT")))
+    log: list[tuple[str, str, Any]] = []
+    merge = _Merge(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT)
+    executor = OracleMerge(merge, REPORT, [], connect=lambda db, role: RecordingConnection(
+        log, role, lambda t: None))
+    executor.conn = RecordingConnection(log, "merge", lambda t: OraError(
+        1013, "ORA-01013: user requested cancel of current operation"))
+    with pytest.raises(sa.exc.DatabaseError):
+        executor._transaction(plan(), MergePlan(inputs=["t", "s1", "s2"], transport="dblink",
+                                                     tables=plan().tables))
+    assert [t for _, t, _ in log] == [lock]

@@ -201,6 +201,14 @@ def lock_merge() -> sa.TextClause:
     return sa.text(f"LOCK TABLE {quote(tcmerge_merge_lock.name)} IN EXCLUSIVE MODE NOWAIT")
 
 
+def lock_tables(tables: list[str]) -> sa.TextClause:
+    """LOCK TABLE the merged tables IN SHARE MODE: the first statement of the merge
+    transaction (as engine.py on PostgreSQL). No other writer until COMMIT or ROLLBACK,
+    so the checksums, the snapshot, the analysis and the inserts all see one target;
+    readers pass. Not DDL: it neither commits nor ends the transaction."""
+    return sa.text(f"LOCK TABLE {', '.join(quote(t) for t in tables)} IN SHARE MODE")
+
+
 #: ORA-00054: resource busy and acquire with NOWAIT specified
 LOCK_BUSY = 54
 

@@ -13,7 +13,8 @@ Oracle DDL commits, so a run is three parts:
    tc_x@link`` and committed (LOBs move inside the servers; ORA-22992 forbids
    selecting them over a link); the links closed and dropped (nothing needs them
    any more); the empty snapshot tables and the empty work tables of the rules.
-2. *The merge transaction*: the target's checksums and the snapshot (filled inside
+2. *The merge transaction*: the merged tables locked in SHARE mode (no other writer
+   until its end, as on PostgreSQL), the target's checksums and the snapshot (filled inside
    the transaction, so it shows exactly what the merge changed), the rules
    (``OracleRules``: analysis, then apply), verification, the job record, COMMIT.
 3. *After* it, also after a failure: staging and work tables dropped (snapshot
@@ -183,7 +184,9 @@ class OraclePlan:
     def transaction_steps(self, recording: bool = True) -> list[Step]:
         adapter = OracleAdapter()
         steps = [Step("transaction", None, "BEGIN: Oracle starts the transaction with the "
-                                           "first DML")]
+                                           "first DML"),
+                 Step("transaction", ora.lock_tables(self.tables),
+                      "no other writer of the merged tables until the end (readers pass)")]
         if recording and self.snapshot:
             steps += [Step("transaction", adapter.checksum_statement(t),
                            f"checksum of the target's {t.name}") for t in self.request.tables]
@@ -498,6 +501,9 @@ class OracleMerge:
         assert conn is not None
         rules = OracleRules(conn, request.tables, mplan.inputs, self.token)
         adapter = OracleAdapter()
+        # no other writer until COMMIT/ROLLBACK: the checksums, the snapshot, the rules and
+        # the verification all see the same target (as on PostgreSQL)
+        conn.execute(ora.lock_tables(plan.tables))
         target_before: dict[str, str] = {}
         if m.recording and request.snapshot:
             for table in request.tables:
