@@ -209,12 +209,30 @@ def probe_dblink(conn: sa.Connection, ref: DatabaseRef, dblink: DblinkFacts, *,
 
 # -- Oracle database links --------------------------------------------------------------------
 def oracle_connect_descriptor(ref: DatabaseRef) -> str:
-    """EZConnect text for a source: //host:port/service_name."""
+    """What the link's USING names: the database tcmerge itself connects to for ``ref``.
+
+    ``?service_name=X``: EZConnect ``//host:port/X``. A database part (``host:1521/ORCL``)
+    is a SID to SQLAlchemy's Oracle dialect (``makedsn(sid=...)``), not a service name, so
+    the link names it as a SID too (EZConnect has no SID form)."""
     url = ref.url
-    service = url.query.get("service_name") or url.database
-    if not url.host or not service:
-        raise ConfigError(f"{ref.label}: an Oracle source needs a host and a service_name")
-    return f"//{url.host}:{url.port or 1521}/{service}"
+    service = url.query.get("service_name")
+    port = url.port or 1521
+    if url.host and isinstance(service, str) and service:
+        return f"//{url.host}:{port}/{service}"
+    if url.host and url.database:
+        return (f"(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST={url.host})(PORT={port}))"
+                f"(CONNECT_DATA=(SID={url.database})))")
+    raise ConfigError(f"{ref.label}: an Oracle source needs a host and a service_name or SID")
+
+
+def oracle_link_user(ref: DatabaseRef) -> str:
+    """The source's user name as Oracle stores it: a user name is case-insensitive when
+    tcmerge connects (the server folds it to upper case unless it is double-quoted), while
+    the link's ``CONNECT TO "name"`` is quoted and exact."""
+    name = ref.url.username or ""
+    if len(name) > 1 and name.startswith('"') and name.endswith('"'):
+        return name[1:-1]
+    return name.upper()
 
 
 @dataclass(frozen=True)
@@ -245,7 +263,7 @@ def plan_oracle_link(ref: DatabaseRef, privileges: set[str] | frozenset[str],
     return OracleLinkPlan(
         name=name,
         public=public,
-        create=CreateDatabaseLink(name, ref.url.username, oracle_connect_descriptor(ref),
+        create=CreateDatabaseLink(name, oracle_link_user(ref), oracle_connect_descriptor(ref),
                                   public=public),
         probe=probe_link(name),
         close=sa.text(f"ALTER SESSION CLOSE DATABASE LINK {name}"),

@@ -43,7 +43,7 @@ def test_oracle_link_private_when_allowed_public_only_when_it_must() -> None:
     private = plan_oracle_link(ref, {"CREATE DATABASE LINK", "CREATE TABLE"}, name="tcm_l1")
     text = compiled(private.create)
     assert text == ("BEGIN EXECUTE IMMEDIATE 'CREATE DATABASE LINK \"TCM_L1\" CONNECT TO "
-                    "tcuser IDENTIFIED BY \"' || :tcmerge_link_password || '\" USING "
+                    "\"TCUSER\" IDENTIFIED BY \"' || :tcmerge_link_password || '\" USING "
                     "''//db1:1521/FREEPDB1'''; END;")
     assert SECRET not in text and PASSWORD_PARAM in text
     assert compiled(private.drop) == 'DROP DATABASE LINK "TCM_L1"'
@@ -57,6 +57,29 @@ def test_oracle_link_private_when_allowed_public_only_when_it_must() -> None:
     quote_pw = parse_database('oracle://tcuser:a%22b@db1:1521/?service_name=X')
     with pytest.raises(ConfigError, match="double quote"):
         plan_oracle_link(quote_pw, {"CREATE DATABASE LINK"})
+
+
+def test_oracle_link_names_the_user_and_database_tcmerge_connects_to() -> None:
+    # a user name is case-insensitive when tcmerge connects (TcUser logs in as TCUSER), but
+    # CONNECT TO "TcUser" is exact: the link failed with ORA-01017 (so did c##tc, quoted
+    # lower-case for its '#'); a URL's database part is a SID to SQLAlchemy's Oracle
+    # dialect, but the link used it as a service name (ORA-12514 where they differ)
+    def create(url: str) -> str:
+        return compiled(plan_oracle_link(parse_database(url), {"CREATE DATABASE LINK"},
+                                         name="tcm_l1").create)
+
+    assert 'CONNECT TO "TCUSER" IDENTIFIED BY' in create(
+        "oracle://TcUser:pw@db1:1521/?service_name=FREEPDB1")
+    assert 'CONNECT TO "C##TC" IDENTIFIED BY' in create(
+        "oracle://c%23%23tc:pw@db1:1521/?service_name=FREEPDB1")
+    assert 'CONNECT TO "MixedCase" IDENTIFIED BY' in create(
+        "oracle://%22MixedCase%22:pw@db1:1521/?service_name=FREEPDB1")
+    assert ("USING ''(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST=db1)(PORT=1521))"
+            "(CONNECT_DATA=(SID=ORCL)))''") in create("oracle://tcuser:pw@db1/ORCL")
+    assert "USING ''//db1:1522/FREEPDB1''" in create(
+        "oracle://tcuser:pw@db1:1522/?service_name=FREEPDB1")
+    with pytest.raises(ConfigError, match="service_name or SID"):
+        create("oracle://tcuser:pw@mytnsalias")
 
 
 def test_lobs_move_by_insert_select_over_the_link() -> None:
