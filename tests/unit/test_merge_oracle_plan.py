@@ -262,3 +262,32 @@ def test_the_merge_transaction_first_locks_the_merged_tables_against_writers() -
         executor._transaction(plan(), MergePlan(inputs=["t", "s1", "s2"], transport="dblink",
                                                      tables=plan().tables))
     assert [t for _, t, _ in log] == [lock]
+
+
+def test_an_interrupted_merge_is_recorded_as_failed_and_cleans_up() -> None:
+    # rules 8 and 9, as engine.py does on PostgreSQL: Ctrl-C (or a bug) while a source is
+    # staged still rolls back, records the failed job in a session of its own, drops the
+    # links and staging, and releases the lock. The Oracle executor caught only driver and
+    # tcmerge errors: such a run left no job record at all.
+    log: list[tuple[str, str, Any]] = []
+    merge = _Merge(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT)
+    merge.job_id = "20261126T101500-ab12cd34"
+
+    def interrupt(text: str) -> OraError | None:
+        if text.startswith("INSERT /*+ APPEND */ INTO tcm_ab12cd34_s_users"):
+            raise KeyboardInterrupt
+        return None
+
+    executor = OracleMerge(merge, REPORT, [], connect=lambda db, role: RecordingConnection(
+        log, role, interrupt))
+    executor.source_checksums = lambda: []  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        executor.execute()
+    job = index(log, "jobs", r"^INSERT INTO tcmerge_jobs")
+    assert log[job][2]["status"] == "failed"
+    assert log[job][2]["error"] == "KeyboardInterrupt: interrupted or internal error"
+    assert log[job + 1] == ("jobs", "COMMIT", None)
+    texts = [t for r, t, _ in log if r == "merge"]
+    assert 'DROP DATABASE LINK "TCM_AB12CD34_L1"' in texts
+    assert "DROP TABLE tcm_ab12cd34_s_users PURGE" in texts
+    assert log[-2:] == [("lock", "ROLLBACK", None), ("lock", "CLOSE", None)]

@@ -421,28 +421,39 @@ class OracleMerge:
         except (TcmergeError, sa.exc.DBAPIError) as exc:
             self._rollback(self.conn)
             raise self._fail(exc, mplan) from None
+        except BaseException as exc:  # interrupted, or a bug: still roll back and record
+            self._rollback(self.conn)
+            self._record_failed(mplan, f"{type(exc).__name__}: interrupted or internal error")
+            raise
         finally:
             self._finish(plan, succeeded)
 
     def _fail(self, exc: TcmergeError | sa.exc.DBAPIError, mplan: MergePlan) -> MergeFailed:
         """Record the failed job (own transaction) and say so; the target is unchanged."""
-        from tcmerge.merge.engine import MergeFailed, describe_inputs
+        from tcmerge.merge.engine import MergeFailed
 
         m, request = self.m, self.request
         if isinstance(exc, TcmergeError):
             message, code = exc.message, exc.code
         else:
             message, code = server_reason(exc, request.target), "MERGE_FAILED"
-        recorded = False
-        if m.recording:
-            recorded = self.record_failure(JobRecord(
-                job_id=m.job_id, status="failed", started_at=m.started, finished_at=utcnow(),
-                inputs=describe_inputs(request),
-                options={**request.describe(), "transport": mplan.transport},
-                counts={"tables": {n: c.as_dict() for n, c in mplan.counts.items()}},
-                error=f"{code}: {message}"))
+        recorded = self._record_failed(mplan, f"{code}: {message}")
         return MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
                            job_id=m.job_id if recorded else None)
+
+    def _record_failed(self, mplan: MergePlan, error_text: str) -> bool:
+        """The failed job (rule 9), when this run records jobs; False if not recorded."""
+        from tcmerge.merge.engine import describe_inputs
+
+        m, request = self.m, self.request
+        if not m.recording:
+            return False
+        return self.record_failure(JobRecord(
+            job_id=m.job_id, status="failed", started_at=m.started, finished_at=utcnow(),
+            inputs=describe_inputs(request),
+            options={**request.describe(), "transport": mplan.transport},
+            counts={"tables": {n: c.as_dict() for n, c in mplan.counts.items()}},
+            error=error_text))
 
     def record_failure(self, job: JobRecord) -> bool:
         """The failed job, in a transaction of its own (a new session)."""
