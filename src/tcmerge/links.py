@@ -6,11 +6,14 @@ bind parameter, never inside SQL text; the source session is forced read-only
 (``default_transaction_read_only``) and announces itself as ``tcmerge``. The
 connection is closed in ``finally``, after errors too.
 
-Oracle: database links made by the target's user to a source schema. A private
-link when the user may create one, a public link only when it must; unique
-names; dropped in ``finally``. The statements are constructs compiled for the
-Oracle dialect (``tcmerge.dialects.oracle.ddl``); LOB columns move by
-INSERT ... SELECT over the link (ORA-22992 forbids selecting them directly).
+Oracle: database links made by the target's user to a source schema.
+``plan_oracle_link`` gives one link's statements (create, probe, close, drop): a
+private link when the user may create one, a public link only when it must; unique
+names; the password a bind variable. The Oracle merge (``merge/oracle_engine.py``)
+runs them before its transaction and drops the links afterwards, after failures too.
+The statements are constructs compiled for the Oracle dialect
+(``tcmerge.dialects.oracle.ddl``); LOB columns move by INSERT ... SELECT over the
+link (ORA-22992 forbids selecting them directly).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +35,6 @@ from tcmerge.db import APPLICATION_NAME, libpq_params, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects.oracle.adapter import link_kind
 from tcmerge.dialects.oracle.ddl import (
-    PASSWORD_PARAM,
     CreateDatabaseLink,
     DropDatabaseLink,
     check_link_password,
@@ -269,39 +270,3 @@ def plan_oracle_link(ref: DatabaseRef, privileges: set[str] | frozenset[str],
         close=sa.text(f"ALTER SESSION CLOSE DATABASE LINK {name}"),
         drop=DropDatabaseLink(name, public=public),
     )
-
-
-@contextmanager
-def oracle_database_link(conn: sa.Connection, ref: DatabaseRef,
-                         privileges: set[str] | frozenset[str]) -> Iterator[str]:
-    """Create a database link to ``ref``, test it, yield its name; drop it afterwards.
-
-    Oracle DDL commits: call this outside the merge transaction.
-    """
-    plan = plan_oracle_link(ref, privileges)
-    try:
-        conn.execute(plan.create, {PASSWORD_PARAM: ref.url.password or ""})
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseError(f"cannot create a database link to {ref.label}: "
-                            f"{server_reason(exc, ref)}", code="CONNECTION_FAILED") from None
-    try:
-        conn.execute(plan.probe)
-        yield plan.name
-    finally:
-        pending = sys.exc_info()[1]  # the failure that ended the block, if any
-        try:
-            conn.rollback()  # a link in use by a transaction cannot be dropped (ORA-02080)
-            try:
-                conn.execute(plan.close)
-            except sa.exc.DBAPIError:
-                log.debug("database link %s was not open", plan.name)
-            conn.execute(plan.drop)
-        except sa.exc.DBAPIError as exc:
-            reason = server_reason(exc, ref)
-            log.warning("could not drop database link %s: %s", plan.name, reason)
-            if pending is None:
-                # nothing else failed: a link left behind is itself the failure
-                raise DatabaseError(
-                    f"database link {plan.name} could not be dropped: {reason}; drop it "
-                    f"by hand (DROP {'PUBLIC ' if plan.public else ''}DATABASE LINK "
-                    f"{plan.name})", code="LINK_NOT_REMOVED") from None

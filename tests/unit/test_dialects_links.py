@@ -57,6 +57,11 @@ def test_oracle_link_private_when_allowed_public_only_when_it_must() -> None:
     quote_pw = parse_database('oracle://tcuser:a%22b@db1:1521/?service_name=X')
     with pytest.raises(ConfigError, match="double quote"):
         plan_oracle_link(quote_pw, {"CREATE DATABASE LINK"})
+    # a wallet or external login serves tcmerge's sessions, not the target's link: refused
+    # before any link is made (IDENTIFIED BY "" failed mid-merge with ORA-01741)
+    no_pw = parse_database("oracle://tcuser@db1:1521/?service_name=X")
+    with pytest.raises(ConfigError, match="needs the source user's password"):
+        plan_oracle_link(no_pw, {"CREATE DATABASE LINK"})
 
 
 def test_oracle_link_names_the_user_and_database_tcmerge_connects_to() -> None:

@@ -14,17 +14,6 @@ def text(element: sa.ClauseElement, **kw: object) -> str:
     return str(element.compile(dialect=oracle.dialect(), **kw))
 
 
-def test_link_ddl_takes_the_password_as_a_bind_variable() -> None:
-    sql = text(ora.create_link_block())
-    assert ":password" in sql and ":username" in sql and ":tns" in sql
-    assert "DBMS_ASSERT.ENQUOTE_NAME(:password, FALSE)" in sql
-    assert sql.startswith("BEGIN EXECUTE IMMEDIATE 'CREATE DATABASE LINK '")
-    secret = "s3cr'et\"pw"
-    compiled = ora.create_link_block().bindparams(link="TCM_X_L1", username="tc",
-                                                  password=secret, tns="//h:1521/FREEPDB1")
-    assert secret not in text(compiled)
-
-
 def test_stage_over_link_is_insert_select_from_table_at_link() -> None:
     meta = sa.MetaData()
     staging = ora.staging_table(tc.tc_msgarchive, "ab12cd34", meta)

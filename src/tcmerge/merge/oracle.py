@@ -114,22 +114,6 @@ def snapshot_table_name(token: str, table: str) -> str:
 
 
 # -- links ------------------------------------------------------------------------------------
-def create_link_block() -> sa.TextClause:
-    """CREATE DATABASE LINK built server-side from bind variables (no secret in SQL text).
-
-    Binds: ``link`` (a simple SQL name), ``username``, ``password``, ``tns``. The merge
-    uses ``tcmerge.links.plan_oracle_link``; this form is kept for callers that cannot
-    quote the user name themselves.
-    """
-    return sa.text(
-        "BEGIN EXECUTE IMMEDIATE 'CREATE DATABASE LINK ' "
-        "|| DBMS_ASSERT.SIMPLE_SQL_NAME(:link) "
-        "|| ' CONNECT TO ' || DBMS_ASSERT.ENQUOTE_NAME(:username, FALSE) "
-        "|| ' IDENTIFIED BY ' || DBMS_ASSERT.ENQUOTE_NAME(:password, FALSE) "
-        "|| ' USING ' || DBMS_ASSERT.ENQUOTE_LITERAL(:tns); END;"
-    )
-
-
 def drop_link(link: str) -> sa.TextClause:
     return sa.text("BEGIN EXECUTE IMMEDIATE 'DROP DATABASE LINK ' "
                    "|| DBMS_ASSERT.SIMPLE_SQL_NAME(:link); END;").bindparams(link=link)

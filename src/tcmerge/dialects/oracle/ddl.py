@@ -38,6 +38,13 @@ def oracle_quote(name: str) -> str:
 
 
 def check_link_password(password: str) -> None:
+    if not password:
+        # a wallet or an external login serves tcmerge's own sessions, not the link that
+        # the target opens (IDENTIFIED BY "" fails there with ORA-01741, mid-merge)
+        raise ConfigError(
+            "an Oracle database link needs the source user's password: give it in the URL "
+            "or by the topology's password_env"
+        )
     if '"' in password:
         raise ConfigError(
             "an Oracle database link cannot use a password that contains a double quote; "
