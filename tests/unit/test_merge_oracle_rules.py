@@ -11,6 +11,7 @@ server accepts and executes them (tests/integration/test_merge_oracle_live.py).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -225,3 +226,37 @@ def test_recent_message_follows_its_archive_rows_verdict() -> None:
     # without tc_msgarchive a recent message is judged on its own
     alone = dict(rules((tc.tc_rooms, tc.tc_messages)).work_queries())["msg"]
     assert "w_arch" not in alone and "CASE WHEN dd.msg_id IS NULL THEN 0 ELSE 1 END" in alone
+
+
+class _Counts:
+    """Answers every query with one count, and keeps the queries asked."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.queries = count, list[str]()
+
+    def execute(self, statement: Any, parameters: Any = None) -> Any:
+        self.queries.append(str(statement))
+        count = self.count
+
+        class Result:
+            def all(self) -> list[tuple[int]]:
+                return [(count,)]
+        return Result()
+
+
+@pytest.mark.parametrize(("rooms", "warned"), [(5000, False), (5001, True)])
+def test_more_persistent_rooms_than_a_group_serves_is_room_capacity(
+        rooms: int, warned: bool) -> None:
+    conn = _Counts(rooms)
+    r = OracleRules(conn, tc.TC_TABLES, INPUTS, TOKEN)
+    findings = r._capacity()
+    assert [f.code for f in findings] == (["ROOM_CAPACITY"] if warned else [])
+    if warned:
+        assert findings[0].severity == "warning" and findings[0].count == rooms
+        assert findings[0].database == "target"
+    query = conn.queries[-1]
+    parses(query)
+    # the target's persistent rooms plus the ones the merge inserts (owner's rows)
+    assert "FROM tc_rooms WHERE type = 'persistent'" in query
+    assert "JOIN tcm_ab12cd34_s_rooms s ON s.inp = w.inp AND s.room_jid = w.room_jid" in query
+    assert "WHERE w.inp = w.winner AND s.type = 'persistent'" in query

@@ -52,6 +52,9 @@ from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema import tc
 
 SAMPLE = 10
+#: Persistent rooms one presence redundancy group serves at most (reference: ha-model.md,
+#: "Capacity"); with HA about half per node, since the backup carries both after failover.
+MAX_PERSISTENT_ROOMS = 5000
 
 
 def _q(text: str, **parts: sql.Composable) -> sql.Composed:
@@ -91,12 +94,14 @@ class RuleSet(abc.ABC):
     (rooms, members, messages, unions, aft_log), each table by the dialect's own SQL."""
 
     tables: dict[str, sa.Table]
+    inputs: list[str]  # labels, target first
 
     def analyse(self) -> Analysis:
         counts: dict[str, TableCounts] = {}
         findings: list[Finding] = []
         if "tc_rooms" in self.tables:
             counts["tc_rooms"] = self._analyse_rooms(findings)
+            findings += self._capacity()
         result = Analysis(counts, findings)
         if "tc_users" in self.tables:
             counts["tc_users"] = self._analyse_users(result)
@@ -113,6 +118,26 @@ class RuleSet(abc.ABC):
                     f"{c.duplicates} source row(s) of {name} are already present and are "
                     "not inserted again", table=name, count=c.duplicates))
         return result
+
+    def _capacity(self) -> list[Finding]:
+        """ROOM_CAPACITY: the merged database holds more persistent rooms than the group
+        that shares it may serve (the merge is where two nodes' rooms meet)."""
+        rooms = self._persistent_rooms_after()
+        if rooms <= MAX_PERSISTENT_ROOMS:
+            return []
+        return [warning(
+            "ROOM_CAPACITY",
+            f"the merged database holds {rooms} persistent rooms; a presence redundancy "
+            f"group serves at most {MAX_PERSISTENT_ROOMS} (with high availability about "
+            f"{MAX_PERSISTENT_ROOMS // 2} per node: after a failover the backup carries both "
+            "nodes' rooms)", database=self.inputs[0], table="tc_rooms", count=rooms,
+            hint="remove unused persistent rooms, or spread the rooms over more groups' "
+                 "databases", details={"persistent_rooms": rooms,
+                                       "limit": MAX_PERSISTENT_ROOMS})]
+
+    @abc.abstractmethod
+    def _persistent_rooms_after(self) -> int:
+        """Persistent rooms in the target after the merge: its own and those inserted."""
 
     @abc.abstractmethod
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
@@ -302,6 +327,14 @@ class PgRules(RuleSet):
                     if code == "ROOM_CONFLICT" else None))
         return TableCounts("tc_rooms", read, inserted=inserted, duplicates=dups,
                            conflicts=conflicts)
+
+    def _persistent_rooms_after(self) -> int:
+        return int(self._one(_q(
+            "SELECT (SELECT count(*) FROM tc_rooms WHERE type = 'persistent') "
+            "+ (SELECT count(*) FROM tcm_w_rooms AS w JOIN {s} AS s "
+            "ON s.inp = w.inp AND s.room_jid = w.room_jid "
+            "WHERE w.inp = w.winner AND s.type = 'persistent')",
+            s=_ident(staging_name("tc_rooms")))))
 
     def _analyse_users(self, result: Analysis) -> TableCounts:
         t = tc.tc_users

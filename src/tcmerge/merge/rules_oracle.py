@@ -454,6 +454,13 @@ class OracleRules(RuleSet):
         if "room" in self._queries:
             self._fill("room")
 
+    def _persistent_rooms_after(self) -> int:
+        return int(self._one(
+            "SELECT (SELECT COUNT(*) FROM tc_rooms WHERE type = 'persistent') "
+            f"+ (SELECT COUNT(*) FROM {self.w('rooms')} w JOIN {self.s('tc_rooms')} s "
+            "ON s.inp = w.inp AND s.room_jid = w.room_jid "
+            "WHERE w.inp = w.winner AND s.type = 'persistent') FROM dual"))
+
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
         self._fill("rooms")
         read = self._read("tc_rooms")
