@@ -10,9 +10,12 @@ import pytest
 
 from . import proc
 from .data import TcData
+from .test_cli import cli, sources, url
 from .test_reliability import fill, run_args
 
 pytestmark = pytest.mark.postgresql
+
+ROOM = "ops@conference-1-c1.example.com"
 
 
 @pytest.mark.slow
@@ -44,3 +47,23 @@ def test_sigterm_mid_merge_records_a_failed_job_and_leaves_the_target_unchanged(
     assert target.query("SELECT status FROM tcmerge_jobs ORDER BY started_at") == [
         ("failed",), ("succeeded",)]
 
+
+def test_verify_fails_when_a_ban_was_swapped_for_another(
+        tc_factory: Callable[..., TcData]) -> None:
+    """One ban lifted and another added by hand: the number of bans is the same, but a
+    ban the merge kept is gone; verify must say so (exit 1), not merely warn."""
+    target, one = tc_factory(), tc_factory()
+    target.room(ROOM, next_=1)
+    one.member(ROOM, "eve@example.com", "outcast")
+    one.member(ROOM, "bob@example.com", "member")
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    target.execute(
+        f"UPDATE tc_users SET affiliation = 'member' WHERE room_jid = '{ROOM}' "
+        "AND real_jid = 'eve@example.com'",
+        f"UPDATE tc_users SET affiliation = 'outcast' WHERE room_jid = '{ROOM}' "
+        "AND real_jid = 'bob@example.com'")
+    code, checked = cli("verify", done["job_id"], "--target", url(target.ref))
+    assert code == 1, checked
+    assert "VERIFY_BAN_LOST" in [f["code"] for f in checked["findings"]
+                                 if f["severity"] == "error"]
