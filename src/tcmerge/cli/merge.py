@@ -271,6 +271,9 @@ def register(root: typer.Typer) -> None:
     def restore(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
                 target: TargetOpt,
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="No prompt.")] = False,
+                force: Annotated[bool, typer.Option(
+                    "--force", help="Restore even when the target changed after the job "
+                    "(those changes are discarded).")] = False,
                 topology: TopologyOpt = None,
                 as_json: JsonOpt = False) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
@@ -280,12 +283,14 @@ def register(root: typer.Typer) -> None:
                     f"Restore {Secrets.scrub(ref.label)} to before job {job_id}?",
                     default=False, err=as_json):
                 raise FindingsBlock("restore cancelled; nothing was changed", code="CANCELLED")
-            result = restore_job(ref, job_id)
+            result = restore_job(ref, job_id, force=force)
         if as_json:
             print_json(result.as_dict())
         else:
             for name, n in result.tables.items():
                 print_text(f"{name}: {n:,} rows restored")
+            for name, what in result.changes_discarded.items():
+                print_text(f"{name}: changes made after the job discarded ({what})")
             print_text(f"job {result.job_id} restored; checksums match the state before it")
         raise typer.Exit(EXIT_OK)
 

@@ -183,6 +183,14 @@ def existing_tables(conn: PgConn, names: list[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def table_columns(conn: PgConn, table: str) -> list[str]:
+    """The column names of ``table`` (search path), in order."""
+    rows = conn.execute(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s)) "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def relay_copy(source: PgConn, out: psycopg.Copy, write: Callable[[bytearray], Any], *,
                every: int = 0, tick: Callable[[int], None] | None = None) -> int:
     """Relay a binary ``COPY ... TO STDOUT`` started on ``source`` (``out``) to ``write``

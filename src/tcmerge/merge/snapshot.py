@@ -6,6 +6,14 @@ so it exists exactly when the merge committed. Snapshot tables are named
 target's checksums before the merge; ``restore`` puts the rows back in one
 transaction, proves the checksums equal, marks the job ``restored`` and drops
 the snapshot tables.
+
+A restore would also discard what changed in the target after the merge (messages
+the TC service archived, rows edited by hand). Before writing, it compares the
+target with the snapshot and the job's counts: every snapshot row still there
+(tc_rooms' counters aside, which the merge itself raises) and as many rows as the
+merge left. When they differ it refuses (RESTORE_TARGET_CHANGED) unless ``force``.
+Changes to the rows the merge itself inserted, balanced by as many inserted rows,
+are not seen (no copy of the merged state is kept).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ class RestoreResult:
     job_id: str
     tables: dict[str, int] = field(default_factory=dict)
     checksums_match: bool = True
+    #: per table what changed after the merge and was discarded (``force``)
+    changes_discarded: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -63,20 +73,53 @@ class RestoreResult:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "job_id": self.job_id, "status": "restored",
                 "tables": {t: {"rows": n} for t, n in self.tables.items()},
-                "checksums_match": self.checksums_match}
+                "checksums_match": self.checksums_match,
+                "changes_discarded": dict(self.changes_discarded)}
 
 
-def restore_job(ref: DatabaseRef, job_id: str) -> RestoreResult:
-    """Put the target's tables back as they were before ``job_id``, in one transaction."""
+#: columns a merge may change in rows the target held before it (rule 4)
+COUNTERS = {"tc_rooms": ("start_msg_id", "next_msg_id")}
+
+
+def changes_since(conn: PgConn, job: jobs.JobRecord, snap: dict[str, str]) -> dict[str, str]:
+    """Per table, how the target differs from what the job left (empty: no change seen)."""
+    out: dict[str, str] = {}
+    counts = job.counts.get("tables", {})
+    for table, snapshot in snap.items():
+        parts = []
+        columns = [c for c in pg.table_columns(conn, snapshot)
+                   if c not in COUNTERS.get(table, ())]
+        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+        row = conn.execute(sql.SQL(
+            "SELECT (SELECT count(*) FROM {t}), (SELECT count(*) FROM {s}), "
+            "(SELECT count(*) FROM (SELECT {c} FROM {s} EXCEPT ALL SELECT {c} FROM {t}) d)"
+        ).format(t=sql.Identifier(table), s=sql.Identifier(snapshot), c=cols)).fetchone()
+        assert row is not None
+        now, before, gone = (int(v) for v in row)
+        left = before + int(counts.get(table, {}).get("inserted", 0))
+        if gone:
+            parts.append(f"{gone} row(s) held before the merge edited or deleted")
+        if now != left:
+            parts.append(f"{now} rows where the merge left {left}")
+        if parts:
+            out[table] = "; ".join(parts)
+    return out
+
+
+def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False) -> RestoreResult:
+    """Put the target's tables back as they were before ``job_id``, in one transaction.
+
+    Refused (RESTORE_TARGET_CHANGED) when the target changed after the merge, unless
+    ``force``: the restore would discard those changes."""
     with pg.session(ref, role="restore") as conn:
         try:
-            return _restore(conn, job_id)
+            return _restore(conn, job_id, force)
         except psycopg.Error as exc:
             conn.rollback()
             raise pg.wrap(exc, ref, "restoring") from None
 
 
-def _restore(conn: PgConn, job_id: str) -> RestoreResult:
+def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
     if not try_merge_lock(conn):
         raise MergeInProgress("another merge or restore is running on this target")
     job = jobs.get_job(conn, job_id, for_update=True)
@@ -99,8 +142,16 @@ def _restore(conn: PgConn, job_id: str) -> RestoreResult:
                             f"{job.job_id}: restore the later jobs first, newest first",
                             code="RESTORE_BLOCKED")
     result = RestoreResult(job.job_id)
-    for table, snapshot in snap.items():
+    for table in snap:
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
+    result.changes_discarded = changes_since(conn, job, snap)
+    if result.changes_discarded and not force:
+        raise FindingsBlock(
+            f"the target changed after job {job.job_id} (" + "; ".join(
+                f"{t}: {what}" for t, what in result.changes_discarded.items())
+            + "); a restore would discard those changes; nothing was changed (--force "
+            "restores anyway)", code="RESTORE_TARGET_CHANGED")
+    for table, snapshot in snap.items():
         conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         cur = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
             sql.Identifier(table), sql.Identifier(snapshot)))

@@ -67,3 +67,66 @@ def test_verify_fails_when_a_ban_was_swapped_for_another(
     assert code == 1, checked
     assert "VERIFY_BAN_LOST" in [f["code"] for f in checked["findings"]
                                  if f["severity"] == "error"]
+
+
+def _post(db: TcData, room: str, msg_id: int, body: str) -> None:
+    """A message the TC service archives after the merge (as ha/rooms.py posts)."""
+    db.messages(room, [(msg_id, 90, body)])
+    db.execute(f"UPDATE tc_rooms SET next_msg_id = {msg_id + 1} WHERE room_jid = '{room}'")
+
+
+def test_restore_newest_first_then_back_to_the_start(tc_factory: Callable[..., TcData]) -> None:
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    fill(two, "two")
+    start = target.digest()
+    code, first = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, first
+    after_first = target.digest()
+    code, second = cli("run", *sources(two), "--target", url(target.ref), "--yes")
+    assert code == 0, second
+    code, out = cli("restore", first["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_BLOCKED", out
+    code, out = cli("restore", second["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    assert target.digest() == after_first
+    code, out = cli("restore", second["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_NOT_POSSIBLE", out
+    code, out = cli("restore", first["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    assert target.digest() == start
+
+
+def test_restore_refuses_to_discard_changes_made_after_the_merge(
+        tc_factory: Callable[..., TcData]) -> None:
+    """Messages posted (or rows edited) after the merge would be lost by a restore: it is
+    refused (exit 1, nothing changed) unless --force says to discard them."""
+    target, one = tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    start = target.digest()
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    next_id = target.counters(ROOM)[1]
+    _post(target, ROOM, next_id, "posted after the merge")
+    changed = target.digest()
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1, out
+    assert out["error"]["code"] == "RESTORE_TARGET_CHANGED"
+    assert "tc_msgarchive" in out["error"]["message"]
+    assert target.digest() == changed
+    code, shown = cli("jobs", "show", done["job_id"], "--target", url(target.ref))
+    assert shown["status"] == "succeeded"
+    # a row of the target from before the merge, edited by hand: also a change
+    target.execute(f"DELETE FROM tc_msgarchive WHERE msg_id = {next_id}",
+                   f"DELETE FROM tc_messages WHERE msg_id = {next_id}",
+                   "UPDATE tc_users SET role = 'visitor' WHERE real_jid = 't@example.com'")
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_TARGET_CHANGED", out
+    assert "tc_users" in out["error"]["message"]
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes",
+                    "--force")
+    assert code == 0, out
+    assert out["changes_discarded"]["tc_users"]
+    assert target.digest() == start
