@@ -119,6 +119,24 @@ def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False) -> Restor
             raise pg.wrap(exc, ref, "restoring") from None
 
 
+def _require_delete(conn: PgConn, tables: list[str]) -> None:
+    """Restore empties each table before putting the snapshot back: it needs DELETE.
+
+    A merge needs only SELECT, INSERT and UPDATE, so a target whose tables belong to
+    another role can be merged into by a user that may not restore; say so before
+    anything is changed, with the statement that grants it.
+    """
+    missing = [t for t in tables if not (conn.execute(
+        "SELECT has_table_privilege(quote_ident(%s)::regclass, 'DELETE')", (t,)).fetchone()
+        or (False,))[0]]
+    if missing:
+        user = (conn.execute("SELECT quote_ident(current_user)").fetchone() or ("",))[0]
+        raise FindingsBlock(
+            f"{user} lacks DELETE on {', '.join(missing)}: restore replaces the rows of each "
+            f"table with its snapshot; nothing was changed. As the tables' owner: GRANT DELETE "
+            f"ON TABLE {', '.join(missing)} TO {user};", code="PRIVILEGE_MISSING")
+
+
 def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
     if not try_merge_lock(conn):
         raise MergeInProgress("another merge or restore is running on this target")
@@ -141,6 +159,7 @@ def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
         raise FindingsBlock(f"job {later[-1].job_id} merged into this target after "
                             f"{job.job_id}: restore the later jobs first, newest first",
                             code="RESTORE_BLOCKED")
+    _require_delete(conn, list(snap))
     result = RestoreResult(job.job_id)
     for table in snap:
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))

@@ -1,0 +1,97 @@
+"""The administrator's real set-up: tcmerge runs as a non-superuser login role whose
+rights on the target are grants, not ownership (tables made by another role)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
+from tcmerge.dburl import DatabaseRef
+from tcmerge.providers import DatabaseServer
+from tcmerge.testing.plugin import unique_name
+
+from .data import TcData
+
+pytestmark = pytest.mark.postgresql
+
+ROOM = "ops@conference-1-c1.example.com"
+PASSWORD = "Gr4nted-role pw"
+TC_TABLES = ("tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog")
+
+
+def url(ref: DatabaseRef) -> str:
+    return ref.url.render_as_string(hide_password=False)
+
+
+def cli(*args: str) -> tuple[int, dict[str, Any], str]:
+    result = CliRunner().invoke(app, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout), result.stdout + result.stderr
+
+
+@pytest.fixture
+def granted_role(embedded_server: DatabaseServer) -> Iterator[str]:
+    """A LOGIN role with no ownership anywhere (dropped afterwards)."""
+    role = unique_name("tcgrant")
+    embedded_server.create_role(role, PASSWORD)
+    yield role
+    embedded_server.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+        sql.Identifier(role)).as_string(None))
+
+
+def as_role(server: DatabaseServer, db: TcData, role: str) -> DatabaseRef:
+    assert db.ref.url.database is not None
+    return server.ref(db.ref.url.database, user=role, password=PASSWORD)
+
+
+def grant(db: TcData, role: str, privileges: str, tables: tuple[str, ...]) -> None:
+    db.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+        sql.SQL(privileges), sql.SQL(", ").join(sql.Identifier(t) for t in tables),
+        sql.Identifier(role)).as_string(None))
+
+
+def revoke_all(db: TcData, role: str) -> None:
+    """Drop the role's grants in a database (the role is dropped by the fixture)."""
+    db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)).as_string(None))
+
+
+def test_restore_without_delete_names_the_grant_and_changes_nothing(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        granted_role: str) -> None:
+    # the TC tables and tcmerge_jobs belong to the administrator; the role may read,
+    # insert and update them (all a merge needs) and create its snapshot tables
+    target, source = tc_factory(), tc_factory()
+    source.room(ROOM, next_=3)
+    source.messages(ROOM, [(1, 0, "one"), (2, 1, "two")])
+    grant(target, granted_role, "SELECT, INSERT, UPDATE", (*TC_TABLES, "tcmerge_jobs"))
+    target.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(
+        sql.Identifier(granted_role)).as_string(None))
+    try:
+        tgt = url(as_role(embedded_server, target, granted_role))
+        code, done, _ = cli("run", "--source", url(source.ref), "--target", tgt, "--yes")
+        assert code == 0, done
+        job = done["job_id"]
+        merged = target.digest()
+
+        code, refused, text = cli("restore", job, "--target", tgt, "--yes")
+        assert code == 1, refused
+        assert refused["error"]["code"] == "PRIVILEGE_MISSING"
+        message = refused["error"]["message"]
+        assert "DELETE" in message and "tc_rooms" in message and "tc_msgarchive" in message
+        assert "GRANT DELETE ON TABLE" in message and granted_role in message
+        assert PASSWORD not in text
+        assert target.digest() == merged  # nothing changed
+        code, shown, _ = cli("jobs", "show", job, "--target", tgt)
+        assert code == 0 and shown["status"] == "succeeded"
+
+        grant(target, granted_role, "DELETE", TC_TABLES)
+        code, restored, _ = cli("restore", job, "--target", tgt, "--yes")
+        assert code == 0, restored
+        assert target.archive(ROOM) == []
+    finally:
+        revoke_all(target, granted_role)
