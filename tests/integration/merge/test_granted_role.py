@@ -95,3 +95,48 @@ def test_restore_without_delete_names_the_grant_and_changes_nothing(
         assert target.archive(ROOM) == []
     finally:
         revoke_all(target, granted_role)
+
+
+def test_a_schema_of_the_users_own_first_on_the_search_path(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        granted_role: str) -> None:
+    # PostgreSQL 15+ lets only the database owner create in public; a DBA gives the
+    # role a schema of its own, which the default search_path ("$user", public) puts
+    # first. The TC tables and the job history stay in public.
+    target, source = tc_factory(), tc_factory()
+    source.room(ROOM, next_=3)
+    source.messages(ROOM, [(1, 0, "one"), (2, 1, "two")])
+    grant(target, granted_role, "SELECT, INSERT, UPDATE, DELETE",
+          (*TC_TABLES, "tcmerge_jobs"))
+    target.execute(sql.SQL("CREATE SCHEMA {0} AUTHORIZATION {0}").format(
+        sql.Identifier(granted_role)).as_string(None))
+    try:
+        tgt = url(as_role(embedded_server, target, granted_role))
+        code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
+        assert code == 0, checked  # was INTERNAL_ERROR: "<role>.tc_messages" does not exist
+        assert not [f for f in checked["findings"] if f["code"] == "PRIVILEGE_MISSING"]
+
+        code, done, _ = cli("run", "--source", url(source.ref), "--target", tgt, "--yes")
+        assert code == 0, done
+        # one job history: the one in public, not a new one in the role's schema
+        assert target.query("SELECT schemaname FROM pg_tables WHERE tablename = "
+                            "'tcmerge_jobs'") == [("public",)]
+        assert target.query("SELECT job_id FROM public.tcmerge_jobs") == [(done["job_id"],)]
+        code, listed, _ = cli("jobs", "list", "--target", tgt)
+        assert code == 0 and [j["job_id"] for j in listed["jobs"]] == [done["job_id"]]
+        code, restored, _ = cli("restore", done["job_id"], "--target", tgt, "--yes")
+        assert code == 0, restored
+        assert target.archive(ROOM) == []
+
+        # a privilege that is missing is named with the schema that holds the table
+        target.execute(sql.SQL("REVOKE UPDATE ON tc_rooms FROM {}").format(
+            sql.Identifier(granted_role)).as_string(None))
+        code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
+        assert code == 1, checked
+        [missing] = [f for f in checked["findings"] if f["code"] == "PRIVILEGE_MISSING"]
+        assert missing["table"] == "tc_rooms"
+        assert missing["hint"] == f"GRANT UPDATE ON TABLE public.tc_rooms TO {granted_role};"
+    finally:
+        target.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
+            sql.Identifier(granted_role)).as_string(None))
+        revoke_all(target, granted_role)

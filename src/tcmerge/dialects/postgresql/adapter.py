@@ -152,11 +152,19 @@ class PostgresAdapter(DialectAdapter):
                 hint=f"GRANT TEMPORARY ON DATABASE {quote(facts.database)} TO {user};",
                 details={"privilege": "TEMPORARY", "object": facts.database}))
         wanted = ("SELECT", "INSERT", "UPDATE") if target else ("SELECT",)
+        # tables are found as the merge finds them, through the search_path: the first
+        # schema of the path (current_schema, e.g. a "$user" schema) need not hold them
         if target and conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"),
-                                   {"t": qualified(schema, "tcmerge_jobs")}).scalar():
+                                   {"t": quote("tcmerge_jobs")}).scalar():
             tables = [*tables, "tcmerge_jobs"]  # the job history is written in the merge
         for table in tables:
-            name = qualified(schema, table)
+            found = conn.execute(sa.text(
+                "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:t)"),
+                {"t": quote(table)}).scalar()
+            if found is None:
+                continue  # absent: the schema check reports it
+            name = qualified(str(found), table)
             missing = [p for p in wanted if not conn.execute(
                 sa.text("SELECT has_table_privilege(:t, :p)"), {"t": name, "p": p}).scalar()]
             if missing:
