@@ -35,6 +35,14 @@ def utcnow() -> datetime:
 
 
 def ensure_jobs_table(conn: PgConn) -> None:
+    """Create tcmerge_jobs unless one is visible on the search path.
+
+    IF NOT EXISTS alone looks only in the schema a new table would go to (the first of
+    the path, e.g. a "$user" schema made after the first merge), and would start a
+    second, empty history there that hides the first one.
+    """
+    if pg.existing_tables(conn, [JOBS_TABLE]):
+        return
     statement = CreateTable(tcmerge_jobs, if_not_exists=True)
     ddl = str(statement.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
     conn.execute(ddl.encode())
