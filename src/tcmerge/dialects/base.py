@@ -103,6 +103,11 @@ class DialectAdapter(abc.ABC):
                            tables: list[str], target: bool) -> list[Finding]:
         """PRIVILEGE_MISSING findings, each with the exact statement that grants it."""
 
+    def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
+                         tables: list[str]) -> list[Finding]:
+        """Warnings when the target's user could merge but not ``tcmerge restore``."""
+        return []
+
     def merge_in_progress(self, conn: sa.Connection) -> bool | None:
         """Whether another tcmerge run holds this target's merge lock (None: cannot tell)."""
         return None

@@ -89,6 +89,12 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
     findings.extend(_services(request))
     findings.extend(schema_findings(databases, request.tables))
     findings.extend(_privileges(adapter, databases))
+    if request.snapshot and result.target.connected:
+        target = result.target
+        assert target.conn is not None and target.facts is not None
+        findings.extend(adapter.restore_findings(target.conn, target.facts,
+                                                 database=target.label,
+                                                 tables=sorted(target.live)))
     _transports(adapter, request, result)
     _data(adapter, request, result)
     findings.extend(_space(adapter, request, result))

@@ -75,6 +75,12 @@ def test_restore_without_delete_names_the_grant_and_changes_nothing(
         tgt = url(as_role(embedded_server, target, granted_role))
         code, done, _ = cli("run", "--source", url(source.ref), "--target", tgt, "--yes")
         assert code == 0, done
+        # said before the merge: it may go ahead, but its restore would be refused
+        [warned] = [f for f in done["findings"] if f["code"] == "RESTORE_NOT_POSSIBLE"]
+        assert warned["severity"] == "warning"
+        assert warned["details"]["tables"] == sorted(TC_TABLES)
+        assert warned["hint"].startswith("GRANT DELETE ON TABLE tc_messages, ")
+        assert not [f for f in done["findings"] if f["code"] == "PRIVILEGE_MISSING"]
         job = done["job_id"]
         merged = target.digest()
 
@@ -93,6 +99,9 @@ def test_restore_without_delete_names_the_grant_and_changes_nothing(
         code, restored, _ = cli("restore", job, "--target", tgt, "--yes")
         assert code == 0, restored
         assert target.archive(ROOM) == []
+        code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
+        assert code == 0 and "RESTORE_NOT_POSSIBLE" not in {
+            f["code"] for f in checked["findings"]}, checked
     finally:
         revoke_all(target, granted_role)
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
-from tcmerge.results import Finding, error
+from tcmerge.results import Finding, error, warning
 
 #: One table's digest, shared with the merge engine (tcmerge.merge.checksums): row count
 #: and the sum of a 64-bit hash of each row's text; independent of row order, one scan,
@@ -175,6 +175,23 @@ class PostgresAdapter(DialectAdapter):
                     hint=f"GRANT {', '.join(missing)} ON TABLE {name} TO {user};",
                     details={"privilege": missing, "object": table}))
         return findings
+
+    def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
+                         tables: list[str]) -> list[Finding]:
+        # restore empties each table and puts its snapshot back (merge/snapshot.py)
+        missing = [t for t in tables if conn.execute(sa.text(
+            "SELECT to_regclass(:t) IS NOT NULL AND NOT has_table_privilege(to_regclass(:t), "
+            "'DELETE')"), {"t": quote(t)}).scalar()]
+        if not missing:
+            return []
+        return [warning(
+            "RESTORE_NOT_POSSIBLE",
+            f"{facts.user} may merge but could not restore this merge: it lacks DELETE on "
+            f"{', '.join(missing)} (restore replaces their rows with the snapshot)",
+            database=database,
+            hint=f"GRANT DELETE ON TABLE {', '.join(quote(t) for t in missing)} TO "
+                 f"{quote(facts.user)}; (as the tables' owner), or merge with --no-snapshot",
+            details={"privilege": "DELETE", "tables": missing})]
 
     def dblink_facts(self, conn: sa.Connection, facts: ServerFacts) -> DblinkFacts:
         ext = sa.select(cat.pg_namespace.c.nspname).select_from(
