@@ -149,3 +149,38 @@ def test_a_schema_of_the_users_own_first_on_the_search_path(
         target.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
             sql.Identifier(granted_role)).as_string(None))
         revoke_all(target, granted_role)
+
+
+def test_tc_tables_off_the_users_search_path_are_named_where_they_are(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        granted_role: str) -> None:
+    # the role's search_path leaves out public, where the TC tables are: the finding
+    # must not send the administrator to `schema upgrade` (a second, empty TC schema)
+    target, source = tc_factory(), tc_factory()
+    grant(target, granted_role, "SELECT, INSERT, UPDATE", (*TC_TABLES, "tcmerge_jobs"))
+    database = target.ref.url.database
+    assert database is not None
+    target.execute(sql.SQL("CREATE SCHEMA {0} AUTHORIZATION {0}").format(
+                       sql.Identifier(granted_role)).as_string(None),
+                   sql.SQL("ALTER ROLE {0} IN DATABASE {1} SET search_path = {0}").format(
+                       sql.Identifier(granted_role), sql.Identifier(database)).as_string(None))
+    try:
+        tgt = url(as_role(embedded_server, target, granted_role))
+        code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
+        assert code == 1, checked
+        missing = {f["table"]: f for f in checked["findings"]
+                   if f["code"] == "SCHEMA_MISSING_TABLE"}
+        assert sorted(missing) == sorted(TC_TABLES)
+        rooms = missing["tc_rooms"]
+        assert "not on the search_path" in rooms["message"] and "public" in rooms["message"]
+        assert rooms["hint"].startswith(f"ALTER ROLE {granted_role} IN DATABASE {database} "
+                                        "SET search_path = public;")
+        assert "schema upgrade" not in rooms["hint"]
+        assert rooms["details"]["schemas"] == ["public"]
+    finally:
+        target.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET search_path").format(
+                           sql.Identifier(granted_role), sql.Identifier(database)
+                       ).as_string(None),
+                       sql.SQL("DROP SCHEMA {} CASCADE").format(
+                           sql.Identifier(granted_role)).as_string(None))
+        revoke_all(target, granted_role)
