@@ -103,6 +103,12 @@ class DialectAdapter(abc.ABC):
                            tables: list[str], target: bool) -> list[Finding]:
         """PRIVILEGE_MISSING findings, each with the exact statement that grants it."""
 
+    def missing_table(self, conn: sa.Connection, facts: ServerFacts,
+                      finding: Finding) -> Finding:
+        """A SCHEMA_MISSING_TABLE finding, told better where the dialect can say where the
+        table is (PostgreSQL: in a schema off the session's search_path)."""
+        return finding
+
     def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
                          tables: list[str]) -> list[Finding]:
         """Warnings when the target's user could merge but not ``tcmerge restore``."""

@@ -87,7 +87,7 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
         return result
     findings.extend(_identities(databases))
     findings.extend(_services(request))
-    findings.extend(schema_findings(databases, request.tables))
+    findings.extend(schema_findings(adapter, databases, request.tables))
     findings.extend(_privileges(adapter, databases))
     if request.snapshot and result.target.connected:
         target = result.target

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import sqlalchemy as sa
 
-from tcmerge.dialects.postgresql.adapter import quote
+from tcmerge.dialects.base import DialectAdapter
 from tcmerge.preflight.context import Database
 from tcmerge.results import Finding, error, warning
 from tcmerge.schema.compare import can_hold, compare_to_model, reflect, why_not_held
 
 
-def schema_findings(databases: Sequence[Database], tables: Sequence[sa.Table]) -> list[Finding]:
+def schema_findings(adapter: DialectAdapter, databases: Sequence[Database],
+                    tables: Sequence[sa.Table]) -> list[Finding]:
     findings: list[Finding] = []
     for n, db in enumerate(databases):
         if not db.connected or db.same_as is not None:
@@ -23,8 +23,11 @@ def schema_findings(databases: Sequence[Database], tables: Sequence[sa.Table]) -
         assert db.conn is not None
         db.live = reflect(db.conn, tables)
         # a source is only read: a narrower column than the model's is no obstacle
-        found = compare_to_model(db.live, tables, db.label, source=n > 0)
-        findings.extend(_off_the_path(db, found))
+        for finding in compare_to_model(db.live, tables, db.label, source=n > 0):
+            if finding.code == "SCHEMA_MISSING_TABLE" and db.facts is not None:
+                # a table the session does not see may still be elsewhere in the database
+                finding = adapter.missing_table(db.conn, db.facts, finding)
+            findings.append(finding)
     target = databases[0]
     if not target.connected:
         return findings
@@ -33,36 +36,6 @@ def schema_findings(databases: Sequence[Database], tables: Sequence[sa.Table]) -
             continue
         findings.extend(_against_target(source, target, tables))
     return findings
-
-
-def _off_the_path(db: Database, findings: list[Finding]) -> list[Finding]:
-    """A PostgreSQL table missing from the session's search_path but present in another
-    schema (a role whose search_path leaves out public): say where it is and how to make
-    it visible, instead of suggesting a second TC schema."""
-    if db.facts is None or db.facts.dialect != "postgresql" or db.conn is None:
-        return findings
-    result = []
-    for finding in findings:
-        if finding.code == "SCHEMA_MISSING_TABLE" and finding.table:
-            schemas = list(db.conn.execute(sa.text(
-                "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p') "
-                "ORDER BY n.nspname = 'public' DESC, n.nspname"), {"t": finding.table}
-            ).scalars())
-            if schemas:
-                path = db.conn.execute(sa.text("SELECT current_setting('search_path')")).scalar()
-                finding = replace(
-                    finding,
-                    message=f"table {finding.table} is not on the search_path of "
-                            f"{db.facts.user} ({path}); it exists in schema "
-                            f"{', '.join(schemas)}",
-                    hint=f"ALTER ROLE {quote(db.facts.user)} IN DATABASE "
-                         f"{quote(db.facts.database)} SET search_path = "
-                         f"{quote(schemas[0])}; (the schema IM and Presence uses: its "
-                         "sessions have the same search_path), then reconnect",
-                    details={**finding.details, "schemas": schemas, "search_path": path})
-        result.append(finding)
-    return result
 
 
 def _against_target(source: Database, target: Database,

@@ -23,6 +23,7 @@ from alembic.util import CommandError
 
 from tcmerge.db import connect
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects import adapter_for
 from tcmerge.errors import ConfigError
 from tcmerge.results import Finding, Report
 from tcmerge.schema import tc
@@ -137,11 +138,17 @@ class SchemaReport(Report):
 def check(ref: DatabaseRef, tables: tuple[sa.Table, ...] = tc.ALL_TABLES,
           *, strict: bool = False) -> SchemaReport:
     """Compare the live schema of ``ref`` with the model; findings, nothing changed."""
+    adapter = adapter_for(ref)
     with connect(ref) as conn:
         live = reflect(conn, tables)
         revision = current_revision(conn)
+        findings: list[Finding] = compare_to_model(live, tables, ref.label)
+        if any(f.code == "SCHEMA_MISSING_TABLE" for f in findings):
+            # a table off the session's search_path is named where it is (as validate does)
+            facts = adapter.server_facts(conn)
+            findings = [adapter.missing_table(conn, facts, f)
+                        if f.code == "SCHEMA_MISSING_TABLE" else f for f in findings]
         conn.rollback()
-    findings: list[Finding] = compare_to_model(live, tables, ref.label)
     return SchemaReport(findings=findings, strict=strict, database=ref.label,
                         revision=revision, head=head_revision(),
                         tables=[t.name for t in tables])

@@ -177,6 +177,13 @@ def test_tc_tables_off_the_users_search_path_are_named_where_they_are(
                                         "SET search_path = public;")
         assert "schema upgrade" not in rooms["hint"]
         assert rooms["details"]["schemas"] == ["public"]
+        # schema check says the same (it, too, suggested `schema upgrade`)
+        code, checked, _ = cli("schema", "check", tgt)
+        assert code == 1, checked
+        rooms = next(f for f in checked["findings"]
+                     if f["code"] == "SCHEMA_MISSING_TABLE" and f["table"] == "tc_rooms")
+        assert "not on the search_path" in rooms["message"]
+        assert rooms["details"]["schemas"] == ["public"]
     finally:
         target.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET search_path").format(
                            sql.Identifier(granted_role), sql.Identifier(database)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -175,6 +176,26 @@ class PostgresAdapter(DialectAdapter):
                     hint=f"GRANT {', '.join(missing)} ON TABLE {name} TO {user};",
                     details={"privilege": missing, "object": table}))
         return findings
+
+    def missing_table(self, conn: sa.Connection, facts: ServerFacts,
+                      finding: Finding) -> Finding:
+        # a role whose search_path leaves out the TC tables' schema: say where they are
+        # and how to make them visible, instead of suggesting a second, empty TC schema
+        schemas = list(conn.execute(sa.text(
+            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p') "
+            "ORDER BY n.nspname = 'public' DESC, n.nspname"), {"t": finding.table}).scalars())
+        if not schemas:
+            return finding
+        path = conn.execute(sa.text("SELECT current_setting('search_path')")).scalar()
+        return dataclasses.replace(
+            finding,
+            message=f"table {finding.table} is not on the search_path of {facts.user} "
+                    f"({path}); it exists in schema {', '.join(schemas)}",
+            hint=f"ALTER ROLE {quote(facts.user)} IN DATABASE {quote(facts.database)} SET "
+                 f"search_path = {quote(schemas[0])}; (the schema IM and Presence uses: its "
+                 "sessions have the same search_path), then reconnect",
+            details={**finding.details, "schemas": schemas, "search_path": path})
 
     def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
                          tables: list[str]) -> list[Finding]:
