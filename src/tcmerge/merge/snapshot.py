@@ -156,6 +156,15 @@ def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
              if j.status == "succeeded" and j.job_id != job.job_id
              and (j.started_at, j.job_id) > (job.started_at, job.job_id)]
     if later:
+        stuck = [j.job_id for j in later if not j.counts.get("snapshot")]
+        if stuck:
+            # that job cannot be restored, so this one never can: say so, rather than
+            # ask for an order that cannot be followed
+            raise FindingsBlock(
+                f"job {stuck[-1]} merged into this target after {job.job_id} and ran with "
+                f"--no-snapshot: it cannot be restored, so {job.job_id} cannot be either "
+                "(its snapshot lacks that job's rows); restore the target from its backup",
+                code="RESTORE_BLOCKED")
         raise FindingsBlock(f"job {later[-1].job_id} merged into this target after "
                             f"{job.job_id}: restore the later jobs first, newest first",
                             code="RESTORE_BLOCKED")

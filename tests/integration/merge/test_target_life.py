@@ -130,3 +130,24 @@ def test_restore_refuses_to_discard_changes_made_after_the_merge(
     assert code == 0, out
     assert out["changes_discarded"]["tc_users"]
     assert target.digest() == start
+
+
+def test_a_later_merge_without_snapshot_blocks_restore_and_says_why(
+        tc_factory: Callable[..., TcData]) -> None:
+    # "restore the later jobs first" cannot be followed when a later job has no snapshot
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    fill(two, "two")
+    code, first = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, first
+    code, second = cli("run", *sources(two), "--target", url(target.ref), "--yes",
+                       "--no-snapshot")
+    assert code == 0, second
+    before = target.digest()
+    code, out = cli("restore", first["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_BLOCKED", out
+    message = out["error"]["message"]
+    assert second["job_id"] in message and "--no-snapshot" in message
+    assert "restore the later jobs first" not in message
+    assert target.digest() == before
