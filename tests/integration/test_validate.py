@@ -344,3 +344,22 @@ def test_dblink_uses_the_password_libpq_finds_in_the_password_file(
     assert result.json["transports"]["dblink"]["possible"] is True
     assert result.findings("DBLINK_OK") and not result.findings("DBLINK_UNAVAILABLE")
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_password_libpq_cannot_find_gets_a_hint_on_where_to_give_it(
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """"fe_sendauth: no password supplied" came with the generic "check the URL" hint; a
+    password file line naming the host otherwise than the URL is the usual cause."""
+    target = dbs("tgt", rooms=())
+    bare = DatabaseRef(without_password(dbs("src").url))
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("elsewhere.example.com:*:*:*:not-this-one\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    result = run_validate(target, bare)
+    assert result.exit_code == 1, result.stdout
+    failed = result.findings("CONNECTION_FAILED")
+    assert failed and "no password supplied" in failed[0]["message"]
+    assert "password file line whose host is written as in the URL" in failed[0]["hint"]

@@ -43,6 +43,11 @@ class Database:
 
 def _hint_for(reason: str) -> str:
     text = reason.lower()
+    if "no password supplied" in text:
+        # the server asked for a password and libpq found none for this host and user
+        return ("give the password in the URL, PGPASSWORD, the topology's password_env or "
+                "a password file line whose host is written as in the URL (libpq does not "
+                "take localhost for 127.0.0.1)")
     if "password authentication failed" in text or ("password" in text and "fail" in text):
         return "check the user name and password in the URL (or PGPASSWORD / .pgpass)"
     if "does not exist" in text:
