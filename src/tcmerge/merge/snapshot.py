@@ -126,9 +126,13 @@ def _require_delete(conn: PgConn, tables: list[str]) -> None:
     another role can be merged into by a user that may not restore; say so before
     anything is changed, with the statement that grants it.
     """
-    missing = [t for t in tables if not (conn.execute(
-        "SELECT has_table_privilege(quote_ident(%s)::regclass, 'DELETE')", (t,)).fetchone()
-        or (False,))[0]]
+    # schema-qualified: the owner who runs the GRANT may have another search_path
+    rows = [conn.execute(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+        "has_table_privilege(c.oid, 'DELETE') FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.oid = quote_ident(%s)::regclass", (t,)).fetchone()
+        for t in tables]
+    missing = [str(r[0]) for r in rows if r is not None and not r[1]]
     if missing:
         user = (conn.execute("SELECT quote_ident(current_user)").fetchone() or ("",))[0]
         raise FindingsBlock(

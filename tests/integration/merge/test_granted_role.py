@@ -76,10 +76,10 @@ def test_restore_without_delete_names_the_grant_and_changes_nothing(
         code, done, _ = cli("run", "--source", url(source.ref), "--target", tgt, "--yes")
         assert code == 0, done
         # said before the merge: it may go ahead, but its restore would be refused
-        [warned] = [f for f in done["findings"] if f["code"] == "RESTORE_NOT_POSSIBLE"]
+        [warned] = [f for f in done["findings"] if f["code"] == "RESTORE_PRIVILEGE_MISSING"]
         assert warned["severity"] == "warning"
         assert warned["details"]["tables"] == sorted(TC_TABLES)
-        assert warned["hint"].startswith("GRANT DELETE ON TABLE tc_messages, ")
+        assert warned["hint"].startswith("GRANT DELETE ON TABLE public.tc_messages, ")
         assert not [f for f in done["findings"] if f["code"] == "PRIVILEGE_MISSING"]
         job = done["job_id"]
         merged = target.digest()
@@ -100,7 +100,7 @@ def test_restore_without_delete_names_the_grant_and_changes_nothing(
         assert code == 0, restored
         assert target.archive(ROOM) == []
         code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
-        assert code == 0 and "RESTORE_NOT_POSSIBLE" not in {
+        assert code == 0 and "RESTORE_PRIVILEGE_MISSING" not in {
             f["code"] for f in checked["findings"]}, checked
     finally:
         revoke_all(target, granted_role)
@@ -190,4 +190,25 @@ def test_tc_tables_off_the_users_search_path_are_named_where_they_are(
                        ).as_string(None),
                        sql.SQL("DROP SCHEMA {} CASCADE").format(
                            sql.Identifier(granted_role)).as_string(None))
+        revoke_all(target, granted_role)
+
+
+def test_tc_tables_in_a_schema_the_role_may_not_use_ask_for_usage(
+        embedded_server: DatabaseServer, tc_factory: Callable[..., TcData],
+        granted_role: str) -> None:
+    # public is on the role's search_path, but without USAGE its tables are hidden: the
+    # fix is a GRANT USAGE, not a search_path (nor a second TC schema)
+    target, source = tc_factory(), tc_factory()
+    grant(target, granted_role, "SELECT, INSERT, UPDATE", (*TC_TABLES, "tcmerge_jobs"))
+    target.execute("REVOKE USAGE ON SCHEMA public FROM PUBLIC")
+    try:
+        tgt = url(as_role(embedded_server, target, granted_role))
+        code, checked, _ = cli("validate", "--source", url(source.ref), "--target", tgt)
+        assert code == 1, checked
+        rooms = next(f for f in checked["findings"]
+                     if f["code"] == "SCHEMA_MISSING_TABLE" and f["table"] == "tc_rooms")
+        assert "may not use (no USAGE)" in rooms["message"]
+        assert rooms["hint"].startswith(f"GRANT USAGE ON SCHEMA public TO {granted_role};")
+    finally:
+        target.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
         revoke_all(target, granted_role)

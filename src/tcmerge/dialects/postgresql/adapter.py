@@ -51,6 +51,15 @@ def qualified(schema: str | None, name: str) -> str:
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
+def visible_table(conn: sa.Connection, table: str) -> str | None:
+    """``schema.table`` of the table the session finds through its search_path (as the
+    merge and SQLAlchemy's reflection do), or None: what a GRANT for it must name."""
+    schema = conn.execute(sa.text(
+        "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:t)"), {"t": quote(table)}).scalar()
+    return None if schema is None else qualified(str(schema), table)
+
+
 @dataclass(frozen=True)
 class DblinkFacts:
     """Whether the session's user can use dblink in this database."""
@@ -159,13 +168,9 @@ class PostgresAdapter(DialectAdapter):
                                    {"t": quote("tcmerge_jobs")}).scalar():
             tables = [*tables, "tcmerge_jobs"]  # the job history is written in the merge
         for table in tables:
-            found = conn.execute(sa.text(
-                "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:t)"),
-                {"t": quote(table)}).scalar()
-            if found is None:
+            name = visible_table(conn, table)
+            if name is None:
                 continue  # absent: the schema check reports it
-            name = qualified(str(found), table)
             missing = [p for p in wanted if not conn.execute(
                 sa.text("SELECT has_table_privilege(:t, :p)"), {"t": name, "p": p}).scalar()]
             if missing:
@@ -181,18 +186,31 @@ class PostgresAdapter(DialectAdapter):
                       finding: Finding) -> Finding:
         # a role whose search_path leaves out the TC tables' schema: say where they are
         # and how to make them visible, instead of suggesting a second, empty TC schema
-        schemas = list(conn.execute(sa.text(
-            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        rows = conn.execute(sa.text(
+            "SELECT n.nspname, has_schema_privilege(n.oid, 'USAGE') "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
             "ON n.oid = c.relnamespace WHERE c.relname = :t AND c.relkind IN ('r', 'p') "
-            "ORDER BY n.nspname = 'public' DESC, n.nspname"), {"t": finding.table}).scalars())
-        if not schemas:
+            "AND n.nspname !~ '^pg_(temp|toast)' "
+            "ORDER BY n.nspname = 'public' DESC, n.nspname"), {"t": finding.table}).all()
+        if not rows:
             return finding
+        schemas = [str(r[0]) for r in rows]
+        user = quote(facts.user)
         path = conn.execute(sa.text("SELECT current_setting('search_path')")).scalar()
+        if not rows[0][1]:
+            # on the path or not, a schema the role may not use hides its tables
+            return dataclasses.replace(
+                finding,
+                message=f"table {finding.table} is in schema {schemas[0]}, which "
+                        f"{facts.user} may not use (no USAGE)",
+                hint=f"GRANT USAGE ON SCHEMA {quote(schemas[0])} TO {user}; (as the schema's "
+                     "owner)",
+                details={**finding.details, "schemas": schemas, "search_path": path})
         return dataclasses.replace(
             finding,
             message=f"table {finding.table} is not on the search_path of {facts.user} "
                     f"({path}); it exists in schema {', '.join(schemas)}",
-            hint=f"ALTER ROLE {quote(facts.user)} IN DATABASE {quote(facts.database)} SET "
+            hint=f"ALTER ROLE {user} IN DATABASE {quote(facts.database)} SET "
                  f"search_path = {quote(schemas[0])}; (the schema IM and Presence uses: its "
                  "sessions have the same search_path), then reconnect",
             details={**finding.details, "schemas": schemas, "search_path": path})
@@ -200,17 +218,17 @@ class PostgresAdapter(DialectAdapter):
     def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
                          tables: list[str]) -> list[Finding]:
         # restore empties each table and puts its snapshot back (merge/snapshot.py)
-        missing = [t for t in tables if conn.execute(sa.text(
-            "SELECT to_regclass(:t) IS NOT NULL AND NOT has_table_privilege(to_regclass(:t), "
-            "'DELETE')"), {"t": quote(t)}).scalar()]
+        names = {t: visible_table(conn, t) for t in tables}
+        missing = [t for t, name in names.items() if name is not None and not conn.execute(
+            sa.text("SELECT has_table_privilege(:t, 'DELETE')"), {"t": name}).scalar()]
         if not missing:
             return []
         return [warning(
-            "RESTORE_NOT_POSSIBLE",
+            "RESTORE_PRIVILEGE_MISSING",
             f"{facts.user} may merge but could not restore this merge: it lacks DELETE on "
             f"{', '.join(missing)} (restore replaces their rows with the snapshot)",
             database=database,
-            hint=f"GRANT DELETE ON TABLE {', '.join(quote(t) for t in missing)} TO "
+            hint=f"GRANT DELETE ON TABLE {', '.join(str(names[t]) for t in missing)} TO "
                  f"{quote(facts.user)}; (as the tables' owner), or merge with --no-snapshot",
             details={"privilege": "DELETE", "tables": missing})]
 
