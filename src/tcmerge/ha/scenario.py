@@ -31,7 +31,8 @@
     room_host = { ops = "1B" }            # "none": unavailable
     users = { andy = "signed out" }       # or the node signed in to
 
-Events are listed in time order (at equal times, in file order), none after ``until``.
+Events are listed in time order, none after ``until``; at equal times actions run in
+file order and ``expect`` checks after them (they see everything that happened then).
 Action events (``join``, ``post``, ``read``, ``failover``, ``fallback``, ``recover``)
 take ``expect = "ok"`` (default) or ``"rejected"``; ``read`` takes ``last``
 (messages), ``includes`` (bodies that must appear in this order) and
