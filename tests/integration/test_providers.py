@@ -117,3 +117,27 @@ def test_system_binaries_found_when_installed() -> None:
     if found is None:
         pytest.skip("no system PostgreSQL installed")
     assert (found / "pg_ctl").is_file()
+
+
+def test_demo_on_a_named_server_with_a_tcdb1_of_its_own(cluster_factory) -> None:  # type: ignore[no-untyped-def]
+    """The url provider makes the demo's databases on the administrator's server: one
+    that already has a tcdb1 gets a configuration error that names it (exit 2), not an
+    internal error, and keeps its own database."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tcmerge.cli.app import app
+
+    server: DatabaseServer = cluster_factory("urlprov")
+    server.create_database("tcdb1")
+    server.execute("CREATE TABLE mine (x int)", database="tcdb1")
+    admin = server.url("postgres").render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["demo", "--json"], env={
+        "TCMERGE_DB_PROVIDER": "url", "TCMERGE_DB_URL": admin})
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "CONFIG_ERROR"
+    assert "tcdb1" in error["message"] and "already exists" in error["message"]
+    with connect(server.admin_ref("tcdb1")) as conn:  # the administrator's database stays
+        assert conn.execute(sa.text("SELECT count(*) FROM mine")).scalar() == 0

@@ -48,7 +48,8 @@ def _verify(report: VerifyReport) -> None:
 
 def _kept(kept: dict[str, str] | None) -> None:
     if kept is None:
-        print_text("Removed the server, its databases and the topology file.")
+        print_text("Removed the demo's databases and topology file, and the server if tcmerge "
+                   "started it (the url provider's server stays).")
         return
     print_text("Kept (passwords are in the pgpass file, never printed):")
     for key, value in kept.items():

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from tcmerge.db import libpq_params
 from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import ConfigError
 from tcmerge.providers.base import DatabaseServer
 
 _ENCODING = re.compile(r"^[A-Za-z0-9_]+$")
@@ -39,7 +40,16 @@ class PostgresAdminMixin(DatabaseServer):
         if owner:
             statement = statement + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
         with self.admin_connection() as conn:
-            conn.execute(statement)
+            try:
+                conn.execute(statement)
+            except psycopg.errors.DuplicateDatabase:
+                # a server the user named (url provider) may hold one of that name: it is
+                # theirs, never dropped; say so instead of failing as an internal error
+                raise ConfigError(
+                    f"database {name!r} already exists on the server "
+                    f"{self.admin_ref().label}; tcmerge creates its own databases there "
+                    "and drops only those: drop or rename it, or name another server"
+                ) from None
         return self.admin_ref(name)
 
     def drop_database(self, name: str) -> None:
