@@ -154,3 +154,14 @@ def test_events_out_of_time_order_are_refused(tmp_path: Path) -> None:
                     '[[events]]\nat = 10\ndo = "expect"\nstates = { "1A" = "Unknown" }\n',
                     encoding="utf-8")
     _refused(path, "before events[0]")
+
+
+def test_scenarios_lists_as_one_json_object() -> None:
+    """Like every command that reports, ``ha scenarios`` takes --json: one object."""
+    result = CliRunner().invoke(app, ["ha", "scenarios", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    names = [s["name"] for s in data["scenarios"]]
+    assert "failover-use-case" in names and names == sorted(names)
+    assert all(s["description"] for s in data["scenarios"])

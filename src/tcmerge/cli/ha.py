@@ -13,6 +13,7 @@ from tcmerge.cli.output import (
     error_boundary,
     finish,
     print_findings,
+    print_json,
     print_text,
     stdout,
 )
@@ -82,13 +83,17 @@ def simulate(
 
 
 @ha_app.command("scenarios")
-def scenarios() -> None:
+def scenarios(as_json: JsonOpt = False) -> None:
     """List the scenarios shipped with tcmerge."""
-    with error_boundary(False):
+    with error_boundary(as_json):
         from tcmerge.ha.scenario import load_scenario, shipped_scenarios
 
         described = {name: load_scenario(path).description
-                     for name, path in shipped_scenarios().items()}
+                     for name, path in sorted(shipped_scenarios().items())}
+    if as_json:
+        print_json({"ok": True, "scenarios": [{"name": name, "description": description}
+                                              for name, description in described.items()]})
+        return
     for name, description in described.items():
         print_text(f"{name}: {description}")
 
