@@ -102,8 +102,11 @@ def register(root: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Generator seed.")] = 11,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     ) -> None:
-        """The whole story on a throwaway embedded PostgreSQL: generate two node
-        databases, validate, merge, verify, fail over on the merged database."""
+        """The whole story on a throwaway embedded PostgreSQL.
+
+        Generates two node databases, validates, merges, verifies, and fails over
+        on the merged database; then removes everything (unless --keep).
+        """
         with error_boundary(as_json):
             from tcmerge.demo import default_spec, run_demo  # loaded by this command only
 

@@ -69,8 +69,10 @@ def simulate(
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a failover/fallback scenario and print its timeline; exit 1 if an expectation fails
-    or an acknowledged message was lost."""
+    """Run a failover/fallback scenario and print its timeline.
+
+    Exit 1 if an expectation fails or an acknowledged message was lost.
+    """
     with error_boundary(as_json):
         # the HA model is loaded by the commands that use it: ``tcmerge run`` starts sooner
         from tcmerge.ha.scenario import load_scenario

@@ -33,7 +33,8 @@ from tcmerge.merge import jobs as jobs_mod
 from tcmerge.results import sort_findings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-TargetOpt = Annotated[str, typer.Option("--target", help="Target database URL.")]
+TargetOpt = Annotated[str, typer.Option(
+    "--target", help="Target database: URL, or a name declared in the --topology file.")]
 
 jobs_app = typer.Typer(help="The job history kept in the target.", no_args_is_help=True)
 
@@ -126,21 +127,33 @@ def register(root: typer.Typer) -> None:
     def run(
         target: TargetOpt,
         source: Annotated[list[str] | None, typer.Option(
-            "--source", help="Source database (repeat; order matters).")] = None,
-        topology: Annotated[str | None, typer.Option(help="Topology file.")] = None,
-        group: Annotated[str | None, typer.Option(help="Redundancy group.")] = None,
-        tables: Annotated[str, typer.Option(help="tc, or tc,ma,mft.")] = "tc",
+            "--source", help="A source database: URL, or a name declared in the --topology "
+            "file (repeat for each source, in merge order).")] = None,
+        topology: Annotated[str | None, typer.Option(help="A topology file (TOML).")] = None,
+        group: Annotated[str | None, typer.Option(
+            help="A presence redundancy group (its nodes' databases are the sources).")]
+        = None,
+        tables: Annotated[str, typer.Option(help="tc (default) or tc,ma,mft.")] = "tc",
         strict: Annotated[bool, typer.Option(help="Warnings block too.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do the whole merge, "
                                               "report exact counts, roll back.")] = False,
-        no_snapshot: Annotated[bool, typer.Option("--no-snapshot", help="Skip the snapshot "
-                                                  "restore needs.")] = False,
-        transport: Annotated[str | None, typer.Option(help="dblink or copy.")] = None,
+        no_snapshot: Annotated[bool, typer.Option("--no-snapshot", help="Take no snapshot: "
+                                                  "faster, but the job cannot be restored.")]
+        = False,
+        transport: Annotated[str | None, typer.Option(
+            help="PostgreSQL: dblink or copy (default: chosen automatically).")] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation prompt.")]
         = False,
         as_json: JsonOpt = False,
     ) -> None:
-        """Validate, then merge in one transaction, then verify."""
+        """Validate, then merge in one transaction, then verify.
+
+        On a terminal it asks first, showing findings and counts (not with --yes).
+
+        Exit 0 when merged (or the dry run done), 1 on blocking findings, a
+        refusal or "no" at the prompt, 2 for usage errors or an unsupported
+        database (MS SQL), 3 on a failure while working (target unchanged).
+        """
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run)

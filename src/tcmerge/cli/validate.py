@@ -19,8 +19,10 @@ from tcmerge.request import build_request as make_request
 from tcmerge.validate import ValidationReport
 
 SourceOpt = Annotated[list[str], typer.Option(
-    "--source", help="A source database URL (repeat for each source, in merge order).")]
-TargetOpt = Annotated[str | None, typer.Option("--target", help="The target database URL.")]
+    "--source", help="A source database: URL, or a name declared in the --topology file "
+    "(repeat for each source, in merge order).")]
+TargetOpt = Annotated[str | None, typer.Option(
+    "--target", help="The target database: URL, or a name declared in the --topology file.")]
 TablesOpt = Annotated[str, typer.Option("--tables", help="tc (default) or tc,ma,mft.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings block too.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
