@@ -27,7 +27,7 @@ from tcmerge.cli.output import (
     stdout,
 )
 from tcmerge.cli.validate import build_request
-from tcmerge.errors import EXIT_FAILURE, EXIT_OK, FindingsBlock
+from tcmerge.errors import EXIT_FAILURE, EXIT_OK
 from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
 from tcmerge.results import sort_findings
@@ -292,11 +292,18 @@ def register(root: typer.Typer) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
         with error_boundary(as_json):
             ref = database(target, topology, mergeable=True)
-            if not yes and _interactive() and not typer.confirm(
-                    f"Restore {Secrets.scrub(ref.label)} to before job {job_id}?",
-                    default=False, err=as_json):
-                raise FindingsBlock("restore cancelled; nothing was changed", code="CANCELLED")
-            result = restore_job(ref, job_id, force=force)
+
+            def confirm(job: jobs_mod.JobRecord, discarded: dict[str, str]) -> bool:
+                # asked once the job is known to be restorable, not before
+                for name, what in discarded.items():
+                    typer.echo(f"{name}: changed after the job, discarded by --force "
+                               f"({what})", err=as_json)
+                return typer.confirm(
+                    f"Restore {Secrets.scrub(ref.label)} to before job {job.job_id}?",
+                    default=False, err=as_json)
+
+            result = restore_job(ref, job_id, force=force,
+                                 confirm=None if yes or not _interactive() else confirm)
         if as_json:
             print_json(result.as_dict())
         else:

@@ -18,6 +18,7 @@ are not seen (no copy of the merged state is kept).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,14 +107,20 @@ def changes_since(conn: PgConn, job: jobs.JobRecord, snap: dict[str, str]) -> di
     return out
 
 
-def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False) -> RestoreResult:
+#: Asked once every check has passed, before any change, with the job and what the
+#: restore would discard (``force``); False cancels.
+ConfirmRestore = Callable[[jobs.JobRecord, dict[str, str]], bool]
+
+
+def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False,
+                confirm: ConfirmRestore | None = None) -> RestoreResult:
     """Put the target's tables back as they were before ``job_id``, in one transaction.
 
     Refused (RESTORE_TARGET_CHANGED) when the target changed after the merge, unless
     ``force``: the restore would discard those changes."""
     with pg.session(ref, role="restore") as conn:
         try:
-            return _restore(conn, job_id, force)
+            return _restore(conn, job_id, force, confirm)
         except psycopg.Error as exc:
             conn.rollback()
             raise pg.wrap(exc, ref, "restoring") from None
@@ -141,7 +148,8 @@ def _require_delete(conn: PgConn, tables: list[str]) -> None:
             f"ON TABLE {', '.join(missing)} TO {user};", code="PRIVILEGE_MISSING")
 
 
-def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
+def _restore(conn: PgConn, job_id: str, force: bool,
+             confirm: ConfirmRestore | None) -> RestoreResult:
     if not try_merge_lock(conn):
         raise MergeInProgress("another merge or restore is running on this target")
     job = jobs.get_job(conn, job_id, for_update=True)
@@ -183,6 +191,9 @@ def _restore(conn: PgConn, job_id: str, force: bool) -> RestoreResult:
                 f"{t}: {what}" for t, what in result.changes_discarded.items())
             + "); a restore would discard those changes; nothing was changed (--force "
             "restores anyway)", code="RESTORE_TARGET_CHANGED")
+    if confirm is not None and not confirm(job, result.changes_discarded):
+        conn.rollback()
+        raise FindingsBlock("restore cancelled; nothing was changed", code="CANCELLED")
     for table, snapshot in snap.items():
         conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         cur = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(

@@ -23,10 +23,11 @@ pytestmark = pytest.mark.postgresql
 ROOM = "ops@conference-1-c1.example.com"
 
 
-def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str
-                          ) -> tuple[int, str, str]:
+def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
+                          asked: bool = True) -> tuple[int, str, str]:
     """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe), answer the
-    first prompt, return (exit code, stdout, what the terminal showed)."""
+    first prompt, return (exit code, stdout, what the terminal showed); ``asked``: whether
+    a prompt must have come."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
                             text=True, stdin=slave, stderr=slave, stdout=subprocess.PIPE)
@@ -57,7 +58,7 @@ def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str
         os.close(master)
         if proc.poll() is None:
             proc.kill()
-    assert answered, shown.decode(errors="replace")
+    assert answered == asked, shown.decode(errors="replace")
     return code, out, shown.decode(errors="replace")
 
 
@@ -88,3 +89,8 @@ def test_run_json_asks_on_the_terminal_and_keeps_stdout_one_object(
         assert json.loads(out) == {"ok": False, "error": {
             "code": "CANCELLED", "message": "restore cancelled; nothing was changed"}}
         assert target.digest() == merged
+        # a job that cannot be restored is refused before any question (it was asked first)
+        code, out, shown = _answer_on_a_terminal(
+            ["restore", "20000101T000000-00000000", "--json", "--target",
+             bare_url(target.ref)], pgpass, "y", asked=False)
+        assert code != 0 and json.loads(out)["ok"] is False and "[y/N]" not in shown
