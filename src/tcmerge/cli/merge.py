@@ -189,8 +189,10 @@ def register(root: typer.Typer) -> None:
             if result.plan is not None and result.plan.counts:
                 stdout.print(summary_table(result))
             data = result.as_dict()
-            print_text(f"{result.status}: {data['elapsed_seconds']} s, "
-                       f"{data['rows_per_second']:,.0f} rows/s"
+            # a rate only for rows that moved: a refused or cancelled run moved none
+            moved = result.status in ("succeeded", "dry-run")
+            print_text(f"{result.status}: {data['elapsed_seconds']} s"
+                       + (f", {data['rows_per_second']:,.0f} rows/s" if moved else "")
                        + (f", job {result.job_id}" if result.job_id else ""))
             assignment = result.topology_assignment
             if assignment is not None:

@@ -116,6 +116,11 @@ def test_room_conflict_refuses_with_exit_1(tc_factory: Callable[..., TcData]) ->
     assert any(f["code"] == "ROOM_CONFLICT" and f["severity"] == "error"
                for f in out["findings"])
     assert target.digest() == before
+    # the human summary gives no rate for a run that moved nothing
+    human = CliRunner().invoke(app, ["run", *sources(one), "--target", url(target.ref)],
+                               terminal_width=80)
+    assert human.exit_code == 1 and "refused:" in human.stdout, human.stdout
+    assert "rows/s" not in human.stdout
 
 
 def test_strict_blocks_on_warnings(tc_factory: Callable[..., TcData]) -> None:
