@@ -262,9 +262,17 @@ class PgRules(RuleSet):
 
     def staged_rooms(self, table: str, inp: int) -> list[str]:
         """The rooms whose rows of ``table`` input ``inp`` stages (its other rows go
-        straight into the target table, see ``transport.DIRECT_TABLES``)."""
-        return [str(r[0]) for r in self.conn.execute(
-            self._staged_room_set(table, inp) + sql.SQL(" ORDER BY room_jid")).fetchall()]
+        straight into the target table, see ``transport.DIRECT_TABLES``).
+
+        Only rooms the input has rows of: the list is sent to that source, and another
+        input's room may have no equivalent in its encoding (a Japanese room name to a
+        LATIN1 source) -- the server would refuse the whole query."""
+        holders = "tcm_s_timelog_holders" if table == "tc_timelog" else "tcm_s_holders"
+        return [str(r[0]) for r in self.conn.execute(sql.SQL(
+            "SELECT room_jid FROM ({}) AS s WHERE room_jid IN (SELECT room_jid FROM {} "
+            "WHERE inp = {}) ORDER BY room_jid").format(
+                self._staged_room_set(table, inp), sql.Identifier(holders),
+                sql.Literal(inp))).fetchall()]
 
     def _staged_room_set(self, table: str, inp: int | None = None) -> sql.Composed:
         """A query of the rooms whose rows of ``table`` are staged: of the message tables,
