@@ -140,6 +140,17 @@ class DialectAdapter(abc.ABC):
         when the server does not guarantee it (e.g. a SQL_ASCII source); else None."""
         return None
 
+    def stored_codec(self, source: ServerFacts) -> str | None:
+        """The Python codec of the bytes ``raw_bytes`` gives on ``source`` (None: bytes
+        the server does not check, to be decoded with the target's codec)."""
+        return None
+
+    def conversion_problem(self, conn: sa.Connection, source: ServerFacts,
+                           target: ServerFacts) -> str | None:
+        """Why the source's server cannot convert its text to the target's encoding
+        (the server's words), or None when it can."""
+        return None
+
     def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """A text value as the bytes stored (for the few rows reported)."""
         return expr

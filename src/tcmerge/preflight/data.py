@@ -31,9 +31,9 @@ def _key_exprs(adapter: DialectAdapter,
     return [adapter.raw_bytes(k) if isinstance(k.type, sa.String) else k for k in keys]
 
 
-def _decode_key(value: Any) -> str:
+def _decode_key(value: Any, codec: str | None = None) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="backslashreplace")
+        return bytes(value).decode(codec or "utf-8", errors="backslashreplace")
     return str(value)
 
 
@@ -144,9 +144,18 @@ def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database
                      tables: Sequence[sa.Table]) -> list[Finding]:
     """INVALID_ENCODING: bytes of a source that are not valid in the target's encoding."""
     assert source.conn is not None and source.facts is not None and target.facts is not None
+    problem = adapter.conversion_problem(source.conn, source.facts, target.facts)
+    if problem is not None:
+        return [error(
+            "INVALID_ENCODING",
+            f"{source.label} is {source.facts.encoding} and the target "
+            f"{target.facts.encoding}: the server cannot convert between them ({problem})",
+            database=source.label,
+            hint=f"merge into a UTF8 target, or into a {source.facts.encoding} one")]
     codec = adapter.encoding_scan_codec(source.facts, target.facts)
     if codec is None:
         return []
+    stored = adapter.stored_codec(source.facts)
     if codec == "?":
         return [warning(
             "INVALID_ENCODING",
@@ -179,18 +188,32 @@ def invalid_encoding(adapter: DialectAdapter, source: Database, target: Database
                 if value is None:
                     continue
                 try:
-                    bytes(value).decode(codec)
-                except UnicodeDecodeError:
+                    if stored is None:
+                        bytes(value).decode(codec)
+                    else:
+                        bytes(value).decode(stored).encode(codec)
+                except UnicodeError:
                     wrong.append(column.name)
             if wrong:
                 bad += 1
                 columns_hit.update(wrong)
                 if len(sample) < SAMPLE:
-                    key = dict(zip([k.name for k in keys], map(_decode_key, row[:len(keys)]),
+                    key = dict(zip([k.name for k in keys],
+                                   [_decode_key(v, stored) for v in row[:len(keys)]],
                                    strict=True))
                     sample.append({"key": key, "columns": wrong})
         result.close()
-        if bad:
+        if bad and stored is not None:
+            findings.append(error(
+                "INVALID_ENCODING",
+                f"{bad} row(s) of {table.name} hold characters that {target.facts.encoding} "
+                f"(the target's encoding) cannot hold (source encoding "
+                f"{source.facts.encoding}) in {', '.join(sorted(columns_hit))}",
+                database=source.label, table=table.name, count=bad,
+                hint="change or delete these values in the source, or merge into a target "
+                     "whose encoding holds them (UTF8 holds every character)",
+                details={"keys": sample, "columns": sorted(columns_hit)}))
+        elif bad:
             findings.append(error(
                 "INVALID_ENCODING",
                 f"{bad} row(s) of {table.name} hold bytes that are not valid "

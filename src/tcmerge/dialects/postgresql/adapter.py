@@ -325,11 +325,36 @@ class PostgresAdapter(DialectAdapter):
 
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
-        # A SQL_ASCII database stores any bytes unchecked; every other encoding is
-        # validated on input and converted by the server on the way to the target.
-        if source.encoding != "SQL_ASCII" or target.encoding == "SQL_ASCII":
+        # A SQL_ASCII database stores any bytes unchecked: they must decode in the
+        # target's encoding. Any other source's characters are valid, and the server
+        # converts them on the way: to UTF8 always, to another encoding only those it
+        # has (a UTF8 source's emoji has no LATIN1 equivalent: the run would fail).
+        if target.encoding in ("SQL_ASCII", source.encoding):
             return None
+        if source.encoding != "SQL_ASCII" and target.encoding == "UTF8":
+            return None
+        if source.encoding != "SQL_ASCII" and source.encoding not in PYTHON_CODECS:
+            return "?"
         return PYTHON_CODECS.get(target.encoding, "?")
+
+    def stored_codec(self, source: ServerFacts) -> str | None:
+        return None if source.encoding == "SQL_ASCII" else PYTHON_CODECS.get(source.encoding)
+
+    def conversion_problem(self, conn: sa.Connection, source: ServerFacts,
+                           target: ServerFacts) -> str | None:
+        if "SQL_ASCII" in (source.encoding, target.encoding) \
+                or source.encoding == target.encoding:
+            return None
+        # the source server converts what it sends (client_encoding, dblink's too):
+        # convert() finds its conversion the same way
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.select(sa.func.convert(
+                    sa.literal(b"A", pg.BYTEA), sa.literal(source.encoding),
+                    sa.literal(target.encoding))))
+        except sa.exc.DBAPIError as exc:
+            return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return None
 
     def raw_bytes(self, expr: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # conversion to SQL_ASCII is no conversion: the stored bytes as bytea
