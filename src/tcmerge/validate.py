@@ -18,6 +18,7 @@ from typing import Any
 
 from tcmerge.dialects import adapter_class
 from tcmerge.errors import ConfigError
+from tcmerge.lock import target_lock
 from tcmerge.preflight import BLOCKS_DATA_CHECKS, PreflightResult, run_preflight
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, Report, Severity, info
@@ -97,19 +98,33 @@ def _database_facts(result: PreflightResult) -> list[dict[str, Any]]:
     return facts
 
 
-def validate(request: MergeRequest, *, data_checks: DataChecks | None = None) -> ValidationReport:
+def validate(request: MergeRequest, *, data_checks: DataChecks | None = None,
+             locked: bool = False) -> ValidationReport:
     """Validate a merge request; nothing is written anywhere.
 
-    Raises UnsupportedDatabaseError / MixedDatabaseTypesError (exit 2) before any
-    connection for MS SQL or mixed inputs.
+    Holds the target's one-merge lock shared throughout (see ``tcmerge.lock``), unless
+    ``locked``: the caller (run) holds it already. Raises UnsupportedDatabaseError /
+    MixedDatabaseTypesError (exit 2) before any connection for MS SQL or mixed inputs.
     """
     dialect = request.check_dialects()
     if request.transport is not None and request.transport not in adapter_class(
             dialect).transports:
         raise ConfigError(f"--transport {request.transport} is not available for "
                           f"{dialect} databases")
+    if locked:
+        return _validate(request, data_checks, locked=True)
+    with target_lock(request.target, exclusive=False) as lock:
+        if lock.refusal is not None:
+            # nothing else is asked of any server: it could wait on the merge's locks
+            return ValidationReport(findings=[lock.refusal], strict=request.strict,
+                                    dialect=dialect, requested_transport=request.transport)
+        return _validate(request, data_checks, locked=lock.held)
+
+
+def _validate(request: MergeRequest, data_checks: DataChecks | None,
+              *, locked: bool) -> ValidationReport:
     with ExitStack() as stack:
-        result = run_preflight(request, stack)
+        result = run_preflight(request, stack, locked=locked)
         for db in result.databases:
             if db.conn is not None:
                 db.conn.rollback()

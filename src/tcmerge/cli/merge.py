@@ -64,11 +64,15 @@ class LiveProgress:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop redrawing (a question is being asked), then go on."""
+        """Stop redrawing (a question is being asked), then go on with an empty display:
+        the lines before the question stay as they were, none is drawn again."""
         self.bar.stop()
         try:
             yield
         finally:
+            for task in list(self.bar.tasks):
+                self.bar.remove_task(task.id)
+            self.tasks.clear()
             self.bar.start()
 
 
@@ -157,6 +161,8 @@ def register(root: typer.Typer) -> None:
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run)
+            # what the question showed is not printed again at the end
+            shown: list[MergeResult] = []
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
                     confirm = None
@@ -166,6 +172,7 @@ def register(root: typer.Typer) -> None:
                                 print_findings(pending.findings, "Validation findings",
                                                err=as_json)
                                 (stderr if as_json else stdout).print(summary_table(pending))
+                                shown.append(pending)
                                 return typer.confirm(
                                     f"Merge into {Secrets.scrub(request.target.label)}?",
                                     default=False, err=as_json)
@@ -184,9 +191,13 @@ def register(root: typer.Typer) -> None:
                 raise typer.Exit(EXIT_FAILURE) from None
 
         def human() -> None:
-            print_findings(result.findings + result.verification + result.after_commit,
-                           "Findings")
-            if result.plan is not None and result.plan.counts:
+            seen = shown[0].findings if shown else []
+            new = [f for f in result.findings if f not in seen]
+            if new or result.verification or result.after_commit or not shown:
+                print_findings(new + result.verification + result.after_commit, "Findings")
+            counts = result.plan.counts if result.plan is not None else {}
+            if counts and not (shown and shown[0].plan is not None
+                               and shown[0].plan.counts == counts):
                 stdout.print(summary_table(result))
             data = result.as_dict()
             # a rate only for rows that moved: a refused or cancelled run moved none

@@ -118,6 +118,20 @@ class DialectAdapter(abc.ABC):
         """Whether another tcmerge run holds this target's merge lock (None: cannot tell)."""
         return None
 
+    #: the one-merge lock can be held by a session of its own for a whole command
+    #: (``tcmerge.lock``); otherwise the dialect's merge takes it in its transaction
+    session_merge_lock: ClassVar[bool] = False
+
+    def try_merge_lock(self, conn: sa.Connection, *, exclusive: bool) -> bool:
+        """Take the target's one-merge lock for the session (exclusive: run and restore;
+        shared: validate); False at once when another session's lock conflicts. Ends the
+        transaction: the lock outlives it, nothing else is held."""
+        raise NotImplementedError
+
+    def merge_lock_holders(self, conn: sa.Connection) -> set[str]:
+        """How other sessions hold the one-merge lock: ``"exclusive"``, ``"shared"``."""
+        return set()
+
     @abc.abstractmethod
     def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
         """Other sessions on the same database; None when the server does not tell."""

@@ -26,9 +26,10 @@ from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
+from tcmerge.lock import target_lock
 from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import table_checksums
-from tcmerge.merge.plan import MergePlan, MergeResult
+from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
 from tcmerge.merge.rules import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
@@ -71,12 +72,13 @@ class MergeFailed(TcmergeError):
 
 
 def full_preflight(request: MergeRequest) -> ValidationReport:
-    """Every preflight check of ``tcmerge validate`` except the data analysis.
+    """Every preflight check of ``tcmerge validate`` except the data analysis, under the
+    one-merge lock run holds already.
 
     run does the data analysis itself, inside its own transaction, on the rows it
     stages (so the sources are read once).
     """
-    return validate(request)
+    return validate(request, locked=True)
 
 
 def data_checks(request: MergeRequest, report: ValidationReport) -> list[Finding]:
@@ -106,7 +108,17 @@ class _Merge:
                  preflight: Preflight, confirm: Confirm | None = None) -> None:
         self.request = request
         self.confirm = confirm
-        self.mode = mode  # "run" or "validate"
+        #: "run"; "validate" (stage, analyse, roll back); "preview": validate plus the
+        #: inputs' checksums, what run shows at its question (see ``_ask``)
+        self.mode = mode
+        #: the one-merge lock is held by run's lock session (tcmerge.lock)
+        self.locked = False
+        #: the preview the user said yes to: the merge applies only exactly that
+        self.shown: _Merge | None = None
+        #: checksums of the inputs as the analysis saw them (preview and run)
+        self.target_sums: dict[str, str] = {}
+        self.source_sums: list[dict[str, str]] = []
+        self.counts: dict[str, TableCounts] = {}
         self.progress = progress
         self.preflight = preflight
         self.readers: list[SourceReader] = []
@@ -138,6 +150,47 @@ class _Merge:
     def execute(self) -> MergeResult:
         request = self.request
         dialect = request.check_dialects()
+        if self.mode != "run":
+            return self._execute(dialect)
+        # before anything else: a second run (or validate) is told at once, instead of
+        # waiting on this one's table locks
+        with target_lock(request.target, exclusive=True) as lock:
+            if lock.refusal is not None:
+                return self._result("refused", [lock.refusal], None)
+            self.locked = lock.held
+            return self._execute(dialect)
+
+    def _ask(self, report: ValidationReport, dialect: str) -> MergeResult | None:
+        """Before the merge: the whole analysis in a transaction that writes nothing and
+        ends, then the question, asked with no transaction open and no lock held but the
+        one-merge lock. None when the answer is yes (the merge then applies only what was
+        shown, see ``_changed_since_shown``); else the result to return."""
+        assert self.confirm is not None
+        preview = _Merge(self.request, mode="preview", progress=self.progress,
+                         preflight=lambda _request: report)
+        # a failure or an interruption (a dropped terminal) before the question is this
+        # run's: recorded as its failed job
+        preview.locked, preview.job_id, preview.started = self.locked, self.job_id, self.started
+        result = preview._execute(dialect)
+        self.timings.update({f"preview {k}": v for k, v in preview.timings.items()})
+        self._mark = time.monotonic()
+        if result.status != "validated" or blocking(result.findings,
+                                                    strict=self.request.strict):
+            return self._result("refused", result.findings, result.plan)
+        try:
+            yes = self.confirm(result)
+        except BaseException as exc:
+            assert result.plan is not None
+            self._record_failure(result.plan, f"{type(exc).__name__}: interrupted at the "
+                                 "question, nothing was written")
+            raise
+        if not yes:
+            return self._result("cancelled", result.findings, result.plan)
+        self.shown, self.confirm = preview, None
+        return None
+
+    def _execute(self, dialect: str) -> MergeResult:
+        request = self.request
         report = self.preflight(request)
         findings = list(report.findings)
         self._phase("preflight")
@@ -146,9 +199,14 @@ class _Merge:
         if dialect == "oracle":
             from tcmerge.merge.oracle_engine import run_oracle
 
+            # Oracle still asks inside its merge transaction (its staging DDL commits)
             return run_oracle(self, report, findings)
         if dialect != "postgresql":
             raise UnsupportedDatabaseError(f"merging {dialect} databases is not supported")
+        if self.confirm is not None and not request.dry_run and self.mode == "run":
+            answer = self._ask(report, dialect)
+            if answer is not None:
+                return answer
         transport = choose_transport(report, request.transport)
         if transport not in TRANSPORTS:
             raise DatabaseError(f"unknown transport {transport!r}")
@@ -169,7 +227,7 @@ class _Merge:
                 exc, request.target, "merging into").message
             code = exc.code if isinstance(exc, TcmergeError) else "MERGE_FAILED"
             recorded = self._record_failure(plan, f"{code}: {message}")
-            what = "merge" if self.mode == "run" else "validation"
+            what = "validation" if self.mode == "validate" else "merge"
             raise MergeFailed(f"{what} aborted, the target is unchanged: {message}", code=code,
                               job_id=self.job_id if recorded else None,
                               findings=findings) from None
@@ -181,6 +239,38 @@ class _Merge:
             for reader in self.readers:
                 reader.close()
             conn.close()
+
+    def _changed_since_shown(self, plan: MergePlan) -> list[Finding]:
+        """INPUTS_CHANGED when an input is not what the user saw at the question: the
+        merge would not be the one shown. Compared: every input's checksums, taken in
+        the snapshot each analysis read (the target's under its SHARE lock), and the
+        counts shown."""
+        shown = self.shown
+        if shown is None:
+            return []
+        request = self.request
+        changed: list[tuple[str, list[str]]] = []
+        sums = [(request.target.label, shown.target_sums, self.target_sums)] + [
+            (ref.label, was, now) for ref, was, now in zip(
+                request.sources, shown.source_sums, self.source_sums, strict=True)]
+        for label, was, now in sums:
+            tables = sorted(t for t in was.keys() | now.keys() if was.get(t) != now.get(t))
+            if tables:
+                changed.append((label, tables))
+        counts_shown = {n: c.as_dict() for n, c in shown.counts.items()}
+        counts_now = {n: c.as_dict() for n, c in plan.counts.items()}
+        if not changed and counts_shown == counts_now:
+            return []
+        what = "; ".join(f"{label}: {', '.join(tables)}" for label, tables in changed) or \
+            "the counts differ"
+        return [error(
+            "INPUTS_CHANGED",
+            f"the databases changed after the merge was shown for confirmation ({what}): "
+            "it would not be the merge you said yes to; nothing was written",
+            database=changed[0][0] if changed else request.target.label,
+            hint="make sure nothing writes to the databases (stop the Text Conference "
+                 "service), then run again",
+            details={"changed": {label: tables for label, tables in changed}})]
 
     def _set_indexes_aside(self, conn: pg.PgConn, rules: PgRules,
                            tables: list[str]) -> list[indexes.SetAside]:
@@ -197,7 +287,7 @@ class _Merge:
 
     def _record_failure(self, plan: MergePlan, error_text: str) -> bool:
         """The failed job, in a session of its own (the merge's was rolled back)."""
-        if not self.recording:
+        if self.mode == "validate" or self.request.dry_run:
             return False
         request = self.request
         return jobs.record_failure(request.target, jobs.JobRecord(
@@ -219,9 +309,10 @@ class _Merge:
         if conn.info.server_version >= 140000:
             # a killed client is noticed even during a long statement
             conn.execute("SET client_connection_check_interval = 1000")
-        if self.mode == "run" and not try_merge_lock(conn):
-            raise MergeInProgress("another merge is running on this target")
-        if self.mode == "run":
+        if self.mode == "run" and not self.locked and not try_merge_lock(conn):
+            # the lock session could not take the lock (tcmerge.lock): taken here instead
+            raise MergeInProgress("another tcmerge run or restore is changing this target")
+        if self.mode != "validate":
             # No other writer until commit: the snapshot, the checksums and the rules all
             # see the same target (SHARE lets readers through and blocks writers).
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
@@ -240,7 +331,7 @@ class _Merge:
             # each source in one read-only snapshot, kept until all of it is staged:
             # its checksums are those of exactly what is merged
             reader.open()
-            if self.mode == "run":
+            if self.mode != "validate":
                 reader.prepare_checksums(names)
             reader.stage_holders(names)
         for reader in self.readers:
@@ -251,7 +342,7 @@ class _Merge:
         # the target as it is before the first row is written: checksums and snapshot
         target_before: dict[str, str] = {}
         snapshot: dict[str, str] = {}
-        if self.recording and request.snapshot:
+        if (self.recording and request.snapshot) or self.mode == "preview" or self.shown:
             target_before = table_checksums(conn, names)
         if self.mode == "run" and request.snapshot:
             snapshot = take_snapshot(conn, self.job_id, names)
@@ -300,20 +391,21 @@ class _Merge:
         analysis = rules.analyse()
         # collected before any prompt: no source session waits on the user
         before = [reader.staged_checksums() for reader in self.readers] \
-            if self.mode == "run" else []
-        plan.counts = analysis.counts
+            if self.mode != "validate" else []
+        self.target_sums, self.source_sums = target_before, before
+        plan.counts = self.counts = analysis.counts
         findings += analysis.findings
         self._phase("analyse")
-        if self.mode == "validate":
+        if self.mode != "run":
             conn.rollback()
             return self._result("validated", findings, plan)
+        changed = self._changed_since_shown(plan)
+        if changed:
+            conn.rollback()
+            return self._result("refused", [*findings, *changed], plan)
         if blocking(findings, strict=request.strict):
             conn.rollback()
             return self._result("refused", findings, plan)
-        if self.confirm is not None and not request.dry_run and not self.confirm(
-                self._result("validated", findings, plan)):
-            conn.rollback()
-            return self._result("cancelled", findings, plan)
         self._tell("apply", request.target.label)
 
         def after_messages() -> None:

@@ -20,6 +20,7 @@ from tcmerge.dialects import adapter_for
 from tcmerge.dialects.base import DialectAdapter, Session
 from tcmerge.dialects.oracle.adapter import OracleAdapter, link_kind
 from tcmerge.dialects.postgresql.adapter import PostgresAdapter
+from tcmerge.lock import in_progress
 from tcmerge.preflight import data
 from tcmerge.preflight.context import Database, open_database
 from tcmerge.preflight.schema import schema_findings
@@ -67,8 +68,12 @@ class PreflightResult:
                    for f in self.findings)
 
 
-def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
-    """All preflight checks; connections stay open on ``stack`` for later checks."""
+def run_preflight(request: MergeRequest, stack: ExitStack, *,
+                  locked: bool = False) -> PreflightResult:
+    """All preflight checks; connections stay open on ``stack`` for later checks.
+
+    ``locked``: the caller holds the target's one-merge lock (``tcmerge.lock``), so no
+    other tcmerge command is at work there; otherwise the lock is looked at first."""
     dialect = request.check_dialects()
     adapter = adapter_for(dialect)
     databases = [Database(request.target, "target")] + [
@@ -81,7 +86,7 @@ def run_preflight(request: MergeRequest, stack: ExitStack) -> PreflightResult:
             findings.append(failure)
     # first: a running merge may hold its tables' exclusive locks (indexes.py), and
     # every later check that reads them would wait until it ends
-    in_progress = _merge_lock(adapter, result)
+    in_progress = [] if locked else _merge_lock(adapter, result)
     if in_progress:
         findings.extend(in_progress)
         return result
@@ -295,8 +300,7 @@ def _merge_lock(adapter: DialectAdapter, result: PreflightResult) -> list[Findin
     if not target.connected or target.conn is None:
         return []
     if adapter.merge_in_progress(target.conn):
-        return [error("MERGE_IN_PROGRESS", "another tcmerge run is merging into the target",
-                      database=target.label, hint="wait for the other merge to finish")]
+        return [in_progress(target.ref, adapter.merge_lock_holders(target.conn))]
     return []
 
 

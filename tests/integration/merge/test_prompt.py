@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .data import TcData
-from .proc import CLI, bare_url, child_env, write_pgpass
+from .proc import CLI, admin, bare_url, child_env, write_pgpass
 
 pytestmark = pytest.mark.postgresql
 
@@ -24,10 +24,11 @@ ROOM = "ops@conference-1-c1.example.com"
 
 
 def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
-                          asked: bool = True) -> tuple[int, str, str]:
+                          asked: bool = True,
+                          at_prompt: Callable[[], None] | None = None) -> tuple[int, str, str]:
     """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe), answer the
     first prompt, return (exit code, stdout, what the terminal showed); ``asked``: whether
-    a prompt must have come."""
+    a prompt must have come; ``at_prompt`` runs while the question waits."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
                             text=True, stdin=slave, stderr=slave, stdout=subprocess.PIPE)
@@ -49,6 +50,8 @@ def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
                 break
             shown += chunk
             if not answered and b"[y/N]" in shown:
+                if at_prompt is not None:
+                    at_prompt()
                 os.write(master, answer.encode() + b"\n")
                 answered = True
         assert proc.stdout is not None
@@ -94,3 +97,88 @@ def test_run_json_asks_on_the_terminal_and_keeps_stdout_one_object(
             ["restore", "20000101T000000-00000000", "--json", "--target",
              bare_url(target.ref)], pgpass, "y", asked=False)
         assert code != 0 and json.loads(out)["ok"] is False and "[y/N]" not in shown
+
+
+#: tcmerge's sessions as another client sees them while the question waits
+TCMERGE_SESSIONS = (
+    "SELECT a.pid, a.application_name, a.state, a.xact_start IS NOT NULL, "
+    "coalesce(array_agg(DISTINCT l.mode) FILTER (WHERE l.locktype = 'relation'), '{}') "
+    "FROM pg_stat_activity a LEFT JOIN pg_locks l ON l.pid = a.pid "
+    "WHERE a.application_name LIKE 'tcmerge-%%' AND a.application_name <> 'tcmerge-test-blocker' "
+    "GROUP BY a.pid, a.application_name, a.state, a.xact_start")
+
+
+def test_the_question_waits_with_no_transaction_and_no_table_lock(
+        tc_factory: Callable[..., TcData], tmp_path: Path) -> None:
+    """While run waits for y/N: no tcmerge session is in a transaction or holds more than
+    AccessShare on a table, and another session reads and writes the tables at once; the
+    merge then applies exactly what it showed."""
+    target, one = tc_factory(), tc_factory()
+    target.room("kept@conference-1-c1.example.com", next_=2)
+    target.messages("kept@conference-1-c1.example.com", [(1, 0, "already here")])
+    one.room(ROOM, next_=3)
+    one.messages(ROOM, [(1, 0, "hello"), (2, 1, "again")])
+    pgpass = write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
+    seen: dict[str, object] = {}
+
+    def look() -> None:
+        for db in (target, one):
+            with admin(db.ref) as conn:
+                conn.execute("SET lock_timeout = '5s'")  # a wait would fail, not hang
+                seen[db.ref.label] = conn.execute(TCMERGE_SESSIONS).fetchall()
+                # readers and writers pass (a writer waits on SHARE and stronger)
+                conn.execute("SELECT count(*) FROM tc_msgarchive").fetchone()
+                conn.execute("BEGIN")
+                conn.execute("UPDATE tc_rooms SET subject = subject")
+                conn.execute("ROLLBACK")
+
+    code, out, shown = _answer_on_a_terminal(
+        ["run", "--json", "--source", bare_url(one.ref), "--target", bare_url(target.ref)],
+        pgpass, "y", at_prompt=look)
+    payload = json.loads(out)
+    assert code == 0 and payload["status"] == "succeeded", out
+    for label, rows in seen.items():
+        assert isinstance(rows, list)
+        for _pid, name, _state, in_transaction, modes in rows:
+            assert not in_transaction, (label, name)
+            assert set(modes) <= {"AccessShareLock"}, (label, name, modes)
+    # the one-merge lock is held meanwhile, by a session with no transaction
+    target_sessions = seen[target.ref.label]
+    assert isinstance(target_sessions, list)
+    assert "tcmerge-lock" in {r[1] for r in target_sessions}
+    assert payload["tables"]["tc_msgarchive"]["inserted"] == 2
+    assert target.query("SELECT count(*) FROM tc_msgarchive") == [(3,)]
+    # what the question showed is not printed again (a table header once, one question)
+    assert shown.count("Merge into") == 1
+
+
+@pytest.mark.parametrize("changed", ["source", "target"])
+def test_inputs_changed_at_the_question_stop_the_merge(
+        tc_factory: Callable[..., TcData], tmp_path: Path, changed: str) -> None:
+    """A row written to an input while the question waits: run says so and stops with
+    exit 1 after "yes", and writes nothing."""
+    target, one = tc_factory(), tc_factory()
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "hello")])
+    before = target.digest()
+    pgpass = write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
+    db = one if changed == "source" else target
+
+    def write() -> None:
+        db.room("late@conference-1-c1.example.com", next_=1)
+
+    code, out, _shown = _answer_on_a_terminal(
+        ["run", "--json", "--source", bare_url(one.ref), "--target", bare_url(target.ref)],
+        pgpass, "y", at_prompt=write)
+    payload = json.loads(out)
+    assert code == 1 and payload["ok"] is False, out
+    changed_findings = [f for f in payload["findings"] if f["code"] == "INPUTS_CHANGED"]
+    assert changed_findings and changed_findings[0]["database"] == bare_url(db.ref)
+    assert payload["job_id"] is None
+    if changed == "source":
+        assert target.digest() == before
+    else:
+        db.execute("DELETE FROM tc_rooms WHERE room_jid = 'late@conference-1-c1.example.com'")
+        assert target.digest() == before
+    if target.query("SELECT to_regclass('tcmerge_jobs') IS NOT NULL")[0][0]:
+        assert target.query("SELECT count(*) FROM tcmerge_jobs") == [(0,)]

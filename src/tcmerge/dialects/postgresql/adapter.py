@@ -284,12 +284,27 @@ class PostgresAdapter(DialectAdapter):
 
     # -- sessions, sizes, digests ----------------------------------------------------------------
     def merge_in_progress(self, conn: sa.Connection) -> bool | None:
+        return bool(self.merge_lock_holders(conn))
+
+    session_merge_lock = True
+
+    def try_merge_lock(self, conn: sa.Connection, *, exclusive: bool) -> bool:
+        # a session-level advisory lock: it outlives the transaction that takes it, so the
+        # lock session holds nothing else (no open transaction, no table lock)
+        take = sa.func.pg_try_advisory_lock if exclusive else sa.func.pg_try_advisory_lock_shared
+        taken = bool(conn.execute(sa.select(take(MERGE_LOCK_KEY))).scalar())
+        conn.commit()
+        return taken
+
+    def merge_lock_holders(self, conn: sa.Connection) -> set[str]:
         # a bigint advisory key shows in pg_locks as classid (high half), objid (low half)
-        return bool(conn.execute(sa.text(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        rows = conn.execute(sa.text(
+            "SELECT DISTINCT l.mode FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
             "WHERE l.locktype = 'advisory' AND d.datname = current_database() "
-            "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 AND l.granted)"),
-            {"high": MERGE_LOCK_KEY >> 32, "low": MERGE_LOCK_KEY & 0xFFFFFFFF}).scalar())
+            "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 AND l.granted "
+            "AND l.pid <> pg_backend_pid()"),
+            {"high": MERGE_LOCK_KEY >> 32, "low": MERGE_LOCK_KEY & 0xFFFFFFFF}).scalars()
+        return {"shared" if mode == "ShareLock" else "exclusive" for mode in rows}
 
     def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
         a = cat.pg_stat_activity
