@@ -139,3 +139,51 @@ def test_mssql_is_refused_before_connecting() -> None:
                     "--target", "postgresql://u@127.0.0.1:1/x")
     assert code == 2
     assert out["error"]["code"] == "UNSUPPORTED_DATABASE"
+
+
+def test_jobs_list_shows_no_rows_for_a_failed_or_restored_job(
+        tc_factory: Callable[..., TcData]) -> None:
+    """A failed job's attempt counted 216,829 rows and rolled back; a restored job's rows
+    were taken out again: the list shows what the target holds from each (nothing, with
+    the status saying why), and jobs show labels the failed attempt's counts as such."""
+    from datetime import datetime
+
+    from tcmerge.merge import jobs, pg
+
+    target = tc_factory()
+    counts = {"tables": {"tc_msgarchive": {"read": [0, 216829], "inserted": 216829,
+                                           "duplicates": 0, "renumbered": 0, "conflicts": 0}}}
+    inputs = {"target": {"label": "tgt"}, "sources": [{"label": "src", "name": "src"}]}
+    with pg.session(target.ref, role="jobs") as conn:
+        jobs.ensure_jobs_table(conn)
+        for n, status in enumerate(("failed", "restored", "succeeded")):
+            jobs.write_job(conn, jobs.JobRecord(
+                job_id=f"2026010{n + 1}T000000-0000000{n}", status=status,
+                started_at=datetime(2026, 1, n + 1), finished_at=datetime(2026, 1, n + 1),
+                inputs=inputs, counts=counts,
+                error="merge aborted" if status == "failed" else None))
+        conn.commit()
+    failed, restored, succeeded = (f"2026010{n + 1}T000000-0000000{n}" for n in range(3))
+
+    human = CliRunner().invoke(app, ["jobs", "list", "--target", url(target.ref)],
+                               env={"COLUMNS": "80"})
+    assert human.exit_code == 0, human.output
+    rows = {line.strip("│ ").split()[0]: line for line in human.stdout.splitlines()
+            if line.strip("│ ").startswith("2026")}
+    assert "216,829" not in rows[failed] and "—" in rows[failed], human.stdout
+    assert "failed, rolled back" in rows[failed], human.stdout
+    assert "216,829" not in rows[restored] and "restored" in rows[restored], human.stdout
+    assert "216,829" in rows[succeeded], human.stdout
+    code, listed = cli("jobs", "list", "--target", url(target.ref))
+    assert code == 0
+    assert {j["job_id"]: j["rows_in_target"] for j in listed["jobs"]} == {
+        failed: 0, restored: 0, succeeded: 216829}
+
+    human = CliRunner().invoke(app, ["jobs", "show", failed, "--target", url(target.ref)],
+                               env={"COLUMNS": "100"})
+    assert human.exit_code == 0, human.output
+    assert "rows in target: 0 (failed, rolled back" in human.stdout, human.stdout
+    assert "Counted by the failed attempt (rolled back)" in human.stdout, human.stdout
+    assert "inserted" not in human.stdout and "216,829" in human.stdout, human.stdout
+    code, shown = cli("jobs", "show", failed, "--target", url(target.ref))
+    assert code == 0 and shown["rows_in_target"] == 0 and shown["status"] == "failed"
