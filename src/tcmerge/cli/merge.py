@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from tcmerge import api
 from tcmerge.cli.output import (
+    PasswordOpt,
     Secrets,
     TopologyOpt,
     database,
@@ -150,6 +151,7 @@ def register(root: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation prompt.")]
         = False,
         as_json: JsonOpt = False,
+        password: PasswordOpt = False,
     ) -> None:
         """Validate, then merge in one transaction, then verify.
 
@@ -161,7 +163,8 @@ def register(root: typer.Typer) -> None:
         """
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
-                                    group, snapshot=not no_snapshot, dry_run=dry_run)
+                                    group, snapshot=not no_snapshot, dry_run=dry_run,
+                                    prompt=password)
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
                     confirm = None
@@ -210,10 +213,10 @@ def register(root: typer.Typer) -> None:
 
     @jobs_app.command("list")
     def jobs_list(target: TargetOpt, topology: TopologyOpt = None,
-                  as_json: JsonOpt = False) -> None:
+                  as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """The merges recorded in the target, oldest first."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
             with pg.session(ref, role="jobs") as conn:
                 records = jobs_mod.list_jobs(conn)
         if as_json:
@@ -241,10 +244,10 @@ def register(root: typer.Typer) -> None:
     @jobs_app.command("show")
     def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
                   target: TargetOpt, topology: TopologyOpt = None,
-                  as_json: JsonOpt = False) -> None:
+                  as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """One job's full record."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
             with pg.session(ref, role="jobs") as conn:
                 job = jobs_mod.get_job(conn, job_id)
         record = job.as_dict()
@@ -288,11 +291,12 @@ def register(root: typer.Typer) -> None:
                    "--source", help="The job's sources again, in order (for passwords).")]
                = None,
                topology: TopologyOpt = None,
-               as_json: JsonOpt = False) -> None:
+               as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """Re-check a finished job's invariants; exit 1 when one fails."""
         with error_boundary(as_json):
-            report = verify_job(database(target, topology, mergeable=True), job_id,
-                                [database(s, topology) for s in source or []] or None)
+            report = verify_job(database(target, topology, mergeable=True, prompt=password),
+                                job_id, [database(s, topology, prompt=password)
+                                         for s in source or []] or None)
 
         def human() -> None:
             print_findings(report.findings, f"Verification of job {report.job_id}")
@@ -308,10 +312,10 @@ def register(root: typer.Typer) -> None:
                     "--force", help="Restore even when the target changed after the job "
                     "(those changes are discarded).")] = False,
                 topology: TopologyOpt = None,
-                as_json: JsonOpt = False) -> None:
+                as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
 
             def confirm(job: jobs_mod.JobRecord, discarded: dict[str, str]) -> bool:
                 # asked once the job is known to be restorable, not before
