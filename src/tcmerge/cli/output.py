@@ -26,6 +26,34 @@ from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, ConfigError, Tc
 from tcmerge.results import Finding, sort_findings
 
 
+def _plain_help_types() -> None:
+    """Recent Typer releases print each parameter's Python type in --help (``--json
+    <bool>``, ``--target <str>``): on a flag it reads as if it took a value, and ``<str>``
+    says nothing. Here a flag shows no placeholder, an option that takes a value its
+    metavar or its name in capitals (``--target TARGET``), an argument only its name.
+    Typer releases without that column are left as they are."""
+    core = getattr(typer, "core", None)
+    option: Any = getattr(core, "TyperOption", None)
+    argument: Any = getattr(core, "TyperArgument", None)
+    if option is None or argument is None or not hasattr(option, "display_type_rich"):
+        return
+
+    def option_type(self: Any, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return str(self.metavar if self.metavar is not None else
+                   (self.name or "value").upper())
+
+    def argument_type(self: Any, ctx: Any) -> str | None:
+        return None
+
+    option.display_type_rich = option_type
+    argument.display_type_rich = argument_type
+
+
+_plain_help_types()
+
+
 class Secrets:
     """Every password the command has seen; scrubbed from all output."""
 
