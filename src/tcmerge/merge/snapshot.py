@@ -151,7 +151,8 @@ def _require_delete(conn: PgConn, tables: list[str]) -> None:
 def _restore(conn: PgConn, job_id: str, force: bool,
              confirm: ConfirmRestore | None) -> RestoreResult:
     if not try_merge_lock(conn):
-        raise MergeInProgress("another merge or restore is running on this target")
+        raise MergeInProgress("another tcmerge merge or restore is changing this target; "
+                              "nothing was restored")
     job = jobs.get_job(conn, job_id, for_update=True)
     snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
     if job.status != "succeeded":

@@ -289,14 +289,18 @@ def _lasting_sessions(adapter: DialectAdapter, conn: sa.Connection,
     return sessions
 
 
+#: the merge lock is held by a merge (run) or by a restore: either changes the target
+IN_PROGRESS = "another tcmerge merge or restore is changing this target"
+
+
 def _merge_lock(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:
-    """MERGE_IN_PROGRESS: another tcmerge run is merging into the target right now."""
+    """MERGE_IN_PROGRESS: another tcmerge merge or restore holds the target's lock."""
     target = result.target
     if not target.connected or target.conn is None:
         return []
     if adapter.merge_in_progress(target.conn):
-        return [error("MERGE_IN_PROGRESS", "another tcmerge run is merging into the target",
-                      database=target.label, hint="wait for the other merge to finish")]
+        return [error("MERGE_IN_PROGRESS", IN_PROGRESS, database=target.label,
+                      hint="wait for it to finish (tcmerge jobs list shows the merges)")]
     return []
 
 

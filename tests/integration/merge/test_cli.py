@@ -187,3 +187,27 @@ def test_jobs_list_shows_no_rows_for_a_failed_or_restored_job(
     assert "inserted" not in human.stdout and "216,829" in human.stdout, human.stdout
     code, shown = cli("jobs", "show", failed, "--target", url(target.ref))
     assert code == 0 and shown["rows_in_target"] == 0 and shown["status"] == "failed"
+
+
+def test_merge_in_progress_says_a_merge_or_restore_is_changing_the_target(
+        tc_factory: Callable[..., TcData]) -> None:
+    """The merge lock is held by a restore here: validate and restore say what is going
+    on (a merge or a restore changes the target), not that a run is merging."""
+    import psycopg
+
+    from tcmerge.db import MERGE_LOCK_KEY
+    from tcmerge.merge.pg import libpq_params
+
+    target, one = tc_factory(), tc_factory()
+    with psycopg.connect(**libpq_params(target.ref), application_name="tcmerge-restore",
+                         autocommit=True) as held:
+        held.execute("SELECT pg_advisory_lock(%s)", (MERGE_LOCK_KEY,))
+        code, checked = cli("validate", *sources(one), "--target", url(target.ref))
+        code2, restored = cli("restore", "20260101T000000-00000000", "--target",
+                              url(target.ref), "--yes")
+    assert code == 1, checked
+    [busy] = [f for f in checked["findings"] if f["code"] == "MERGE_IN_PROGRESS"]
+    assert busy["message"] == "another tcmerge merge or restore is changing this target"
+    assert code2 == 1 and restored["error"]["code"] == "MERGE_IN_PROGRESS", restored
+    assert restored["error"]["message"].startswith(
+        "another tcmerge merge or restore is changing this target"), restored
