@@ -7,6 +7,7 @@ with the full preflight, then the topology update of the contract.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from tcmerge.schema.manage import check as check_schema
     from tcmerge.schema.manage import offline_sql
     from tcmerge.schema.manage import upgrade as upgrade_schema
+
+log = logging.getLogger(__name__)
 
 #: api names of the schema functions (tcmerge.schema.manage), loaded on first use:
 #: Alembic is a fifth of a merge command's start-up and a merge does not need it
@@ -103,6 +106,22 @@ def _assign_target(request: MergeRequest, result: MergeResult,
         hint=f"assign the merged database to the nodes of group {request.group} by hand"))
 
 
+def _logged(progress: Progress | None) -> Progress | None:
+    """``progress``, and each new phase of the merge (what, where) logged once (-v)."""
+    if not log.isEnabledFor(logging.INFO):
+        return progress
+    seen: set[tuple[str, str]] = set()
+
+    def tell(what: str, where: str, rows: int) -> None:
+        if (what, where) not in seen:
+            seen.add((what, where))
+            log.info("merge: %s%s", what, f" ({where})" if where else "")
+        if progress is not None:
+            progress(what, where, rows)
+
+    return tell
+
+
 def run(request: MergeRequest, *, progress: Progress | None = None,
         confirm: Confirm | None = None,
         assign: Callable[[str, str, str], Path] = assign_database) -> MergeResult:
@@ -115,7 +134,10 @@ def run(request: MergeRequest, *, progress: Progress | None = None,
     assigned by the name of the declared database at the same place; when there is
     none, a TOPOLOGY_NOT_UPDATED warning says so (after the commit: it does not make the run fail).
     """
-    result = run_merge(request, progress=progress, confirm=confirm)
+    log.info("merging into %s from %s", request.target.label,
+             ", ".join(ref.label for ref in request.sources))
+    result = run_merge(request, progress=_logged(progress), confirm=confirm)
+    log.info("merge %s%s", result.status, f", job {result.job_id}" if result.job_id else "")
     if (result.ok and result.status == "succeeded" and request.topology is not None
             and request.group is not None):
         _assign_target(request, result, assign)

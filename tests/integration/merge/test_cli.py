@@ -211,3 +211,32 @@ def test_merge_in_progress_says_a_merge_or_restore_is_changing_the_target(
     assert code2 == 1 and restored["error"]["code"] == "MERGE_IN_PROGRESS", restored
     assert restored["error"]["message"].startswith(
         "another tcmerge merge or restore is changing this target"), restored
+
+
+def test_verbose_logs_progress_to_stderr_without_passwords(
+        tc_factory: Callable[..., TcData]) -> None:
+    """-v: what connects where (labels), the phases of validate and run, on stderr; the
+    URLs' password never appears; without -v none of it."""
+    target, one = tc_factory(), tc_factory()
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "hello")])
+    password = str(target.ref.url.password)
+    args = [*sources(one), "--target", url(target.ref), "--json"]
+    quiet = CliRunner().invoke(app, ["validate", *args])
+    assert quiet.exit_code == 0 and "INFO" not in quiet.stderr, quiet.stderr
+
+    checked = CliRunner().invoke(app, ["-v", "validate", *args])
+    assert checked.exit_code == 0, checked.output
+    json.loads(checked.stdout)  # the log is on stderr only
+    log = checked.stderr
+    for expected in ("validating: target ", "preflight", "connecting to ", "data analysis",
+                     "validation passed"):
+        assert expected in log, log
+    assert one.ref.url.database in log and target.ref.url.database in log
+    assert password not in checked.output
+
+    merged = CliRunner().invoke(app, ["--verbose", "run", "--yes", *args])
+    assert merged.exit_code == 0, merged.output
+    assert "merging into " in merged.stderr and "merge: analyse" in merged.stderr
+    assert "merge succeeded, job " in merged.stderr, merged.stderr
+    assert password not in merged.output
