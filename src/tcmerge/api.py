@@ -7,7 +7,9 @@ with the full preflight, then the topology update of the contract.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tcmerge.errors import TcmergeError
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from tcmerge.schema.manage import check as check_schema
     from tcmerge.schema.manage import offline_sql
     from tcmerge.schema.manage import upgrade as upgrade_schema
+
+log = logging.getLogger(__name__)
 
 #: api names of the schema functions (tcmerge.schema.manage), loaded on first use:
 #: Alembic is a fifth of a merge command's start-up and a merge does not need it
@@ -69,7 +73,7 @@ def validate(request: MergeRequest) -> ValidationReport:
 
 
 def _assign_target(request: MergeRequest, result: MergeResult,
-                   assign: Callable[[str, str, str], None]) -> None:
+                   assign: Callable[[str, str, str], Path]) -> None:
     """After a committed merge: the target assigned to the group's nodes in the topology
     (a target given as a URL by the declared database at the same place). Problems are
     findings of ``result.after_commit``: the merge stands."""
@@ -86,13 +90,13 @@ def _assign_target(request: MergeRequest, result: MergeResult,
                       "(by type, host, port and database)")
     if name is not None:
         try:
-            assign(request.topology, request.group, name)
+            backup = assign(request.topology, request.group, name)
         except (TcmergeError, OSError) as exc:
             reason = exc.message if isinstance(exc, TcmergeError) else str(exc)
         else:
             result.topology_assignment = {
                 "assigned": True, "group": request.group, "database": name,
-                "file": request.topology, "backup": request.topology + ".bak"}
+                "file": request.topology, "backup": str(backup)}
             return
     result.topology_assignment = {"assigned": False, "group": request.group,
                                   "reason": reason}
@@ -102,18 +106,38 @@ def _assign_target(request: MergeRequest, result: MergeResult,
         hint=f"assign the merged database to the nodes of group {request.group} by hand"))
 
 
+def _logged(progress: Progress | None) -> Progress | None:
+    """``progress``, and each new phase of the merge (what, where) logged once (-v)."""
+    if not log.isEnabledFor(logging.INFO):
+        return progress
+    seen: set[tuple[str, str]] = set()
+
+    def tell(what: str, where: str, rows: int) -> None:
+        if (what, where) not in seen:
+            seen.add((what, where))
+            log.info("merge: %s%s", what, f" ({where})" if where else "")
+        if progress is not None:
+            progress(what, where, rows)
+
+    return tell
+
+
 def run(request: MergeRequest, *, progress: Progress | None = None,
         confirm: Confirm | None = None,
-        assign: Callable[[str, str, str], None] = assign_database) -> MergeResult:
+        assign: Callable[[str, str, str], Path] = assign_database) -> MergeResult:
     """Validate, merge in one transaction, verify; then assign the target in the topology.
 
     After a successful (not dry) run with ``--topology F --group G`` the merged
     target is assigned to both nodes of G in F (written atomically, the previous
-    file kept as ``F.bak``). A target given as a URL is assigned by the name of the
-    declared database at the same place; when there is none, a TOPOLOGY_NOT_UPDATED
-    warning says so (after the commit: it does not make the run fail).
+    file kept as ``F.bak``, or ``F.bak.N`` when that exists: a backup never replaces a
+    file; ``topology_assignment["backup"]`` names it). A target given as a URL is
+    assigned by the name of the declared database at the same place; when there is
+    none, a TOPOLOGY_NOT_UPDATED warning says so (after the commit: it does not make the run fail).
     """
-    result = run_merge(request, progress=progress, confirm=confirm)
+    log.info("merging into %s from %s", request.target.label,
+             ", ".join(ref.label for ref in request.sources))
+    result = run_merge(request, progress=_logged(progress), confirm=confirm)
+    log.info("merge %s%s", result.status, f", job {result.job_id}" if result.job_id else "")
     if (result.ok and result.status == "succeeded" and request.topology is not None
             and request.group is not None):
         _assign_target(request, result, assign)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,8 @@ from sqlalchemy.engine import URL
 
 from tcmerge.dburl import DatabaseRef, scrub
 from tcmerge.errors import DatabaseError
+
+log = logging.getLogger(__name__)
 
 #: Name tcmerge's sessions carry ("tcmerge" or "tcmerge-<role>"), so that the session
 #: check can tell them from others; a concurrent merge is caught by its lock instead.
@@ -66,6 +69,7 @@ def server_reason(exc: BaseException, ref: DatabaseRef) -> str:
 def connect(ref: DatabaseRef, **engine_kwargs: Any) -> Iterator[sa.Connection]:
     """A connection to ``ref``; a failure to connect raises DatabaseError(CONNECTION_FAILED)."""
     engine = create_engine(ref, **engine_kwargs)
+    log.info("connecting to %s", ref.label)
     try:
         try:
             conn = engine.connect()

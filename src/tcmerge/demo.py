@@ -194,8 +194,11 @@ def run_demo(*, keep: bool = False, provider: str | None = None,
         if keep and isinstance(server, LocalPostgresServer):
             pgpass = server.detach()
             result.kept = {
-                **{name: _public(ref) for name, ref in refs.items()},
+                # libpq URIs, as psql takes them (the topology keeps SQLAlchemy's form)
+                **{name: libpq_uri(ref) for name, ref in refs.items()},
                 "PGPASSFILE": str(pgpass),
+                "psql": f"PGPASSFILE={shlex.quote(str(pgpass))} psql "
+                        f"{shlex.quote(libpq_uri(refs[TARGET]))}",
                 # the kept topology file goes with the server
                 "stop": f"{server.stop_command()} && rm -rf {shlex.quote(str(workdir))}",
                 "topology": str(topology),
@@ -211,3 +214,10 @@ def run_demo(*, keep: bool = False, provider: str | None = None,
 
 def _public(ref: DatabaseRef) -> str:
     return without_password(ref.url).render_as_string(hide_password=False)
+
+
+def libpq_uri(ref: DatabaseRef) -> str:
+    """``postgresql://user@host:port/db``, without the password: what psql and libpq
+    take (``postgresql+psycopg://`` is SQLAlchemy's form, which psql refuses)."""
+    return without_password(ref.url).set(drivername="postgresql").render_as_string(
+        hide_password=False)

@@ -37,11 +37,11 @@ class TargetLock:
 
 def in_progress(ref: DatabaseRef, holders: set[str]) -> Finding:
     """MERGE_IN_PROGRESS, saying what holds the lock."""
-    what = ("another tcmerge run or restore is changing this target" if "exclusive" in holders
-            else "tcmerge validate is checking this target" if holders
+    what = ("another tcmerge merge or restore is changing this target" if "exclusive" in holders
+            else "tcmerge validate is checking this target right now" if holders
             else "another tcmerge command is using this target")
-    return error("MERGE_IN_PROGRESS", f"{what} right now", database=ref.label,
-                 hint="wait for it to finish, then try again")
+    return error("MERGE_IN_PROGRESS", what, database=ref.label,
+                 hint="wait for it to finish (tcmerge jobs list shows the merges)")
 
 
 @contextmanager

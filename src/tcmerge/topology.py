@@ -41,6 +41,7 @@ findings (exit 1 when any is an error).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -52,14 +53,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+import tomlkit
 from sqlalchemy.engine import URL
+from tomlkit.exceptions import TOMLKitError
 
 from tcmerge.config import read_secret
 from tcmerge.dburl import DatabaseRef, mask_text, parse_database
 from tcmerge.errors import ConfigError, TcmergeError
 from tcmerge.ha.states import CRITICAL_SERVICES, SERVICE_ALIASES, critical_service
 from tcmerge.results import Finding, Report, Severity, error, info, warning
+
+log = logging.getLogger(__name__)
 
 MAX_NODES = 6
 MAX_GROUP_NODES = 2
@@ -422,19 +426,29 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
 # --------------------------------------------------------------------------- writing
 
 
-def assign_database(path: str | os.PathLike[str], group: str, database_name: str) -> None:
+def assign_database(path: str | os.PathLike[str], group: str, database_name: str) -> Path:
     """Assign ``database_name`` to every node of ``group`` in the file at ``path``.
 
-    Written atomically (temporary file + rename); the previous file is kept as
-    ``<file>.bak``. Comments are not preserved (the TOML writer drops them).
+    Only the nodes' ``database`` values change: comments, order and layout stay as the
+    administrator wrote them (tomlkit round-trips the file). Written atomically
+    (temporary file + rename). The file as it was is first copied to a backup that never
+    replaces a file: ``<file>.bak``, or when that exists the first free ``<file>.bak.N``
+    (N = 1, 2, ...), so the original survives any number of runs. Returns the backup.
     """
     file = Path(path)
-    topology = load_topology(file)
+    try:
+        original = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read topology file {file}: {exc.strerror}") from None
+    try:
+        document = tomlkit.parse(original.decode("utf-8"))
+    except (TOMLKitError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"topology file {file} is not valid TOML: {exc}") from None
+    topology = parse_topology(document.unwrap(), file)
     topology.database_ref(database_name)  # declared?
     members = set(topology.group_nodes(group))
-    data = tomllib.loads(file.read_text(encoding="utf-8"))
-    raw_nodes = data.get("nodes")
-    if isinstance(raw_nodes, dict):
+    raw_nodes = document.get("nodes")
+    if isinstance(raw_nodes, Mapping):
         for name, table in raw_nodes.items():
             if name in members:
                 table["database"] = database_name
@@ -442,7 +456,7 @@ def assign_database(path: str | os.PathLike[str], group: str, database_name: str
         for table in raw_nodes:
             if table.get("name") in members:
                 table["database"] = database_name
-    text = tomli_w.dumps(data)
+    text = tomlkit.dumps(document)
     parse_topology(tomllib.loads(text), file)  # what we write must load again
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
     try:
@@ -451,11 +465,41 @@ def assign_database(path: str | os.PathLike[str], group: str, database_name: str
             handle.flush()
             os.fsync(handle.fileno())
         shutil.copystat(file, tmp)
-        shutil.copy2(file, file.with_name(file.name + ".bak"))
+        backup = _new_backup(file, original)
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    log.info("topology %s: database %s assigned to group %s (previous file kept as %s)",
+             file, database_name, group, backup)
+    return backup
+
+
+#: how many numbered backups ``_new_backup`` tries before it gives up
+MAX_BACKUPS = 1000
+
+
+def _new_backup(file: Path, content: bytes) -> Path:
+    """``content`` (the file as it was) in a new file beside it: ``F.bak``, else the first
+    free ``F.bak.N``. Created exclusively (O_EXCL): an existing file is never replaced."""
+    for n in range(MAX_BACKUPS):
+        candidate = file.with_name(file.name + (".bak" if n == 0 else f".bak.{n}"))
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            shutil.copystat(file, candidate)  # the original's mode and times
+        except BaseException:
+            candidate.unlink(missing_ok=True)
+            raise
+        return candidate
+    raise ConfigError(f"{file}: {MAX_BACKUPS} backups exist already ({file.name}.bak, "
+                      f"{file.name}.bak.1, ...); remove old ones")
 
 
 # --------------------------------------------------------------------------- checking

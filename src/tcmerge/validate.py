@@ -11,6 +11,7 @@ schema. ``choose_transport`` turns the report into the transport the merge uses.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from tcmerge.lock import target_lock
 from tcmerge.preflight import BLOCKS_DATA_CHECKS, PreflightResult, run_preflight
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, Report, Severity, info
+
+log = logging.getLogger(__name__)
 
 #: the merge engine's analysis: (request, report so far) -> more findings
 DataChecks = Callable[[MergeRequest, "ValidationReport"], list[Finding]]
@@ -107,6 +110,8 @@ def validate(request: MergeRequest, *, data_checks: DataChecks | None = None,
     MixedDatabaseTypesError (exit 2) before any connection for MS SQL or mixed inputs.
     """
     dialect = request.check_dialects()
+    log.info("validating: target %s, sources %s", request.target.label,
+             ", ".join(ref.label for ref in request.sources))
     if request.transport is not None and request.transport not in adapter_class(
             dialect).transports:
         raise ConfigError(f"--transport {request.transport} is not available for "
@@ -124,6 +129,8 @@ def validate(request: MergeRequest, *, data_checks: DataChecks | None = None,
 def _validate(request: MergeRequest, data_checks: DataChecks | None,
               *, locked: bool) -> ValidationReport:
     with ExitStack() as stack:
+        log.info("preflight: connectivity, identities, schema, privileges, transports, "
+                 "space, sessions")
         result = run_preflight(request, stack, locked=locked)
         for db in result.databases:
             if db.conn is not None:
@@ -151,6 +158,10 @@ def _validate(request: MergeRequest, data_checks: DataChecks | None,
                 "the merge's data analysis (room conflicts, id collisions) was skipped "
                 f"because of {', '.join(codes)}"))
         else:
+            log.info("data analysis: rooms, ids and values of every input")
             report.findings.extend(data_checks(request, report))
             report.data_checked = True
+    log.info("validation %s: %d finding(s); transport %s",
+             "passed" if report.ok else "failed", len(report.findings),
+             report.transport or "none possible")
     return report

@@ -58,7 +58,9 @@ def test_demo_keep_leaves_a_usable_server_without_printing_passwords() -> None:
         assert oct(pgpass.stat().st_mode & 0o777) == "0o600"
         password = pgpass.read_text().strip().rsplit(":", 1)[1]
         assert password and password not in result.output
-        url = kept["tcmerged"].replace("postgresql+psycopg://", "postgresql://")
+        url = kept["tcmerged"]  # a libpq URI, as psql takes it
+        assert url.startswith("postgresql://") and password not in url
+        assert kept["psql"] == f"PGPASSFILE={pgpass} psql {url}"
         os.environ["PGPASSFILE"] = str(pgpass)
         try:
             with psycopg.connect(url) as conn:

@@ -154,6 +154,7 @@ def test_run_assigns_the_merged_target_to_the_group(
     nodes = load_topology(topology).nodes
     assert {n: nodes[n].database for n in ("1A", "1B")} == {"1A": "merged", "1B": "merged"}
     assert (tmp_path / "cluster.toml.bak").read_text() == original
+    assert out["topology"]["backup"] == str(tmp_path / "cluster.toml.bak")
     assert pg_server.password not in result.output  # type: ignore[attr-defined]
     import sqlalchemy as sa
 
@@ -163,6 +164,16 @@ def test_run_assigns_the_merged_target_to_the_group(
         records = conn.execute(sa.text("SELECT t::text FROM tcmerge_jobs t")).scalars().all()
     assert len(records) == 1 and out["job_id"] in records[0]
     assert pg_server.password not in records[0]  # type: ignore[attr-defined]
+    assigned = topology.read_text()
+    # the same merge again (it inserts nothing) assigns again: its backup is a new file
+    # and the administrator's original stays in cluster.toml.bak; the summary names it
+    again = CliRunner().invoke(app, ["run", "--topology", str(topology), "--group", "sub1",
+                                     "--source", "tcdb1", "--source", "tcdb2",
+                                     "--target", "merged", "--yes"])
+    assert again.exit_code == 0, again.output
+    assert f"previous file kept as {tmp_path / 'cluster.toml.bak.1'})" in again.stdout
+    assert (tmp_path / "cluster.toml.bak.1").read_text() == assigned
+    assert (tmp_path / "cluster.toml.bak").read_text() == original
 
 
 def test_a_target_given_as_a_url_is_assigned_by_its_declared_name(

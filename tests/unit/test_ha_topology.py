@@ -200,6 +200,69 @@ def test_assign_database_writes_atomically_and_keeps_a_backup(tmp_path: Path) ->
     assert load_topology(path).group_sources("sub1") == ["merged"]
 
 
+COMMENTED = """
+# Cluster cup: written by hand; keep these notes.
+[cluster]
+name = "cup"
+domain = "example.com"
+id = "cup"            # the id in chat aliases
+
+[databases.tcdb1]
+url = "postgresql+psycopg://tcuser@db1:5432/tcdb1"
+[databases.tcdb2]
+url = "postgresql+psycopg://tcuser@db2:5432/tcdb2"
+[databases.merged]
+url = "postgresql+psycopg://tcuser@db3:5432/merged"
+
+[groups.sub1]
+high_availability = true
+nodes = [ "1A",  "1B" ]   # odd spacing, on purpose
+
+[nodes.1A]
+id = 1
+group = "sub1"
+database = "tcdb1"    # 1A's pre-11.5 database
+text_conference = "stopped"
+
+[nodes.1B]
+  # indented note
+  id = 2
+  group = "sub1"
+  database = "tcdb2"
+  text_conference = "stopped"
+"""
+
+
+def test_assign_database_keeps_comments_and_never_overwrites_a_backup(
+        tmp_path: Path) -> None:
+    """Only the database values change; each run's backup is a new file (F.bak, then the
+    first free F.bak.N), so the administrator's original survives any number of runs."""
+    path = write(tmp_path, COMMENTED)
+    original = path.read_text(encoding="utf-8")
+    unrelated = path.with_name(path.name + ".bak.1")
+    unrelated.write_text("someone else's file\n", encoding="utf-8")
+
+    first = assign_database(path, "sub1", "merged")
+    assert first == path.with_name(path.name + ".bak")
+    assert first.read_text(encoding="utf-8") == original
+    assert path.read_text(encoding="utf-8") == original.replace(
+        'database = "tcdb1"    # 1A', 'database = "merged"    # 1A').replace(
+        '  database = "tcdb2"', '  database = "merged"')
+    after_first = path.read_text(encoding="utf-8")
+
+    second = assign_database(path, "sub1", "tcdb2")
+    assert second == path.with_name(path.name + ".bak.2")  # .bak.1 was taken
+    assert second.read_text(encoding="utf-8") == after_first
+    assert first.read_text(encoding="utf-8") == original  # never overwritten
+    assert unrelated.read_text(encoding="utf-8") == "someone else's file\n"
+    third = assign_database(path, "sub1", "merged")
+    assert third == path.with_name(path.name + ".bak.3")
+    assert path.read_text(encoding="utf-8") == after_first
+    assert "# Cluster cup: written by hand; keep these notes." in path.read_text()
+    assert load_topology(path).group_sources("sub1") == ["merged"]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
 def test_array_of_tables_form_is_accepted(tmp_path: Path) -> None:
     text = """
     [cluster]

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from tcmerge.cli.output import (
+    PasswordOpt,
     Secrets,
     database,
     error_boundary,
@@ -68,6 +69,7 @@ def simulate(
         "Default: a temporary embedded PostgreSQL.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     as_json: JsonOpt = False,
+    password: PasswordOpt = False,
 ) -> None:
     """Run a failover/fallback scenario and print its timeline.
 
@@ -79,7 +81,7 @@ def simulate(
         from tcmerge.ha.simulate import run_scenario
 
         loaded = load_scenario(scenario)
-        ref = database(db) if db else None
+        ref = database(db, prompt=password) if db else None
         result = run_scenario(loaded, ref, seed=seed)
     finish(result, as_json=as_json, human=lambda: _print_result(result))
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 from tcmerge import api
 from tcmerge.cli.output import (
+    PasswordOpt,
     Secrets,
     TopologyOpt,
     database,
@@ -87,21 +88,26 @@ def live_progress(enabled: bool) -> Iterator[LiveProgress | None]:
         yield progress
 
 
-def summary_table(result: MergeResult) -> Table:
+def summary_table(result: MergeResult, *, title: str = "Merge summary",
+                  inserted: str = "inserted") -> Table:
     data = result.as_dict()
-    table = Table(title="Merge summary")
+    table = Table(title=title)
     # names and counts whole; the per-input counts wrap when the terminal is narrow
     table.add_column("table", no_wrap=True)
     inputs = data.get("inputs", [])
     table.add_column("read (" + ", ".join(["target", *[f"src{i}" for i in
                                                          range(1, len(inputs))]]) + ")",
                      overflow="fold")
-    for col in ("inserted", "duplicates", "renumbered", "conflicts"):
+    for col in (inserted, "duplicates", "renumbered", "conflicts"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, c in data["tables"].items():
         table.add_row(name, " / ".join(f"{n:,}" for n in c["read"]), f"{c['inserted']:,}",
                       f"{c['duplicates']:,}", f"{c['renumbered']:,}", f"{c['conflicts']:,}")
     return table
+
+
+#: how jobs list and show name a job whose rows the target does not hold
+JOB_STATES = {"failed": "failed, rolled back", "restored": "restored"}
 
 
 def _short_name(source: dict[str, Any]) -> str:
@@ -149,6 +155,7 @@ def register(root: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation prompt.")]
         = False,
         as_json: JsonOpt = False,
+        password: PasswordOpt = False,
     ) -> None:
         """Validate, then merge in one transaction, then verify.
 
@@ -160,7 +167,8 @@ def register(root: typer.Typer) -> None:
         """
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
-                                    group, snapshot=not no_snapshot, dry_run=dry_run)
+                                    group, snapshot=not no_snapshot, dry_run=dry_run,
+                                    prompt=password)
             # what the question showed is not printed again at the end
             shown: list[MergeResult] = []
             try:
@@ -216,10 +224,10 @@ def register(root: typer.Typer) -> None:
 
     @jobs_app.command("list")
     def jobs_list(target: TargetOpt, topology: TopologyOpt = None,
-                  as_json: JsonOpt = False) -> None:
+                  as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """The merges recorded in the target, oldest first."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
             with pg.session(ref, role="jobs") as conn:
                 records = jobs_mod.list_jobs(conn)
         if as_json:
@@ -233,23 +241,24 @@ def register(root: typer.Typer) -> None:
                          min_width=max((len(j.job_id) for j in records), default=3))
         table.add_column("status", no_wrap=True)
         table.add_column("sources", overflow="fold")
+        # what the target holds from each job: a failed job's attempt counted rows, then
+        # rolled back, and a restored job's rows were taken out again
         table.add_column("inserted", justify="right", no_wrap=True)
         for j in records:
-            inserted = sum(int(c.get("inserted", 0))
-                           for c in j.counts.get("tables", {}).values())
-            table.add_row(j.job_id, j.status,
+            held = j.rows_in_target
+            table.add_row(j.job_id, JOB_STATES.get(j.status, j.status),
                           Secrets.scrub("\n".join(_short_name(s) for s in
                                                   j.inputs.get("sources", []))),
-                          f"{inserted:,}")
+                          "—" if held is None or j.status in JOB_STATES else f"{held:,}")
         stdout.print(table)
 
     @jobs_app.command("show")
     def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
                   target: TargetOpt, topology: TopologyOpt = None,
-                  as_json: JsonOpt = False) -> None:
+                  as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """One job's full record."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
             with pg.session(ref, role="jobs") as conn:
                 job = jobs_mod.get_job(conn, job_id)
         record = job.as_dict()
@@ -263,6 +272,11 @@ def register(root: typer.Typer) -> None:
         print_text(f"target: {job.inputs.get('target', {}).get('label')}")
         for i, s in enumerate(job.inputs.get("sources", []), 1):
             print_text(f"source {i}: {s.get('label')}")
+        held = job.rows_in_target
+        if held is not None:
+            print_text(f"rows in target: {held:,}" + (
+                f" ({JOB_STATES[job.status]}: none of its rows are in the target)"
+                if job.status in JOB_STATES else ""))
         result = MergeResult(status=job.status)
         from tcmerge.merge.plan import MergePlan, TableCounts
 
@@ -272,7 +286,14 @@ def register(root: typer.Typer) -> None:
                                 tables=list(job.counts.get("tables", {})),
                                 counts={n: TableCounts.from_dict(n, c) for n, c in
                                         job.counts.get("tables", {}).items()})
-        stdout.print(summary_table(result))
+        if job.status == "failed":
+            table = summary_table(result, title="Counted by the failed attempt (rolled back)",
+                                  inserted="counted")
+        elif job.status == "restored":
+            table = summary_table(result, title="Inserted by the merge (taken out again)")
+        else:
+            table = summary_table(result)
+        stdout.print(table)
 
     @root.command("verify")
     def verify(job_id: Annotated[str, typer.Argument(help="Job id (or unique prefix).")],
@@ -281,11 +302,12 @@ def register(root: typer.Typer) -> None:
                    "--source", help="The job's sources again, in order (for passwords).")]
                = None,
                topology: TopologyOpt = None,
-               as_json: JsonOpt = False) -> None:
+               as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """Re-check a finished job's invariants; exit 1 when one fails."""
         with error_boundary(as_json):
-            report = verify_job(database(target, topology, mergeable=True), job_id,
-                                [database(s, topology) for s in source or []] or None)
+            report = verify_job(database(target, topology, mergeable=True, prompt=password),
+                                job_id, [database(s, topology, prompt=password)
+                                         for s in source or []] or None)
 
         def human() -> None:
             print_findings(report.findings, f"Verification of job {report.job_id}")
@@ -301,10 +323,10 @@ def register(root: typer.Typer) -> None:
                     "--force", help="Restore even when the target changed after the job "
                     "(those changes are discarded).")] = False,
                 topology: TopologyOpt = None,
-                as_json: JsonOpt = False) -> None:
+                as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """Put the target's TC tables back as they were before job ID (one transaction)."""
         with error_boundary(as_json):
-            ref = database(target, topology, mergeable=True)
+            ref = database(target, topology, mergeable=True, prompt=password)
 
             def confirm(job: jobs_mod.JobRecord, discarded: dict[str, str]) -> bool:
                 # asked once the job is known to be restorable, not before

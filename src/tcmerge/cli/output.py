@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import textwrap
 from collections import Counter
@@ -21,8 +22,36 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from tcmerge.dburl import DatabaseRef, require_mergeable, scrub
-from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, TcmergeError
+from tcmerge.errors import EXIT_FAILURE, EXIT_FINDINGS, EXIT_OK, ConfigError, TcmergeError
 from tcmerge.results import Finding, sort_findings
+
+
+def _plain_help_types() -> None:
+    """Recent Typer releases print each parameter's Python type in --help (``--json
+    <bool>``, ``--target <str>``): on a flag it reads as if it took a value, and ``<str>``
+    says nothing. Here a flag shows no placeholder, an option that takes a value its
+    metavar or its name in capitals (``--target TARGET``), an argument only its name.
+    Typer releases without that column are left as they are."""
+    core = getattr(typer, "core", None)
+    option: Any = getattr(core, "TyperOption", None)
+    argument: Any = getattr(core, "TyperArgument", None)
+    if option is None or argument is None or not hasattr(option, "display_type_rich"):
+        return
+
+    def option_type(self: Any, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return str(self.metavar if self.metavar is not None else
+                   (self.name or "value").upper())
+
+    def argument_type(self: Any, ctx: Any) -> str | None:
+        return None
+
+    option.display_type_rich = option_type
+    argument.display_type_rich = argument_type
+
+
+_plain_help_types()
 
 
 class Secrets:
@@ -47,6 +76,7 @@ class _ScrubbingFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool) -> None:
+    Passwords.reset()  # called first by every command (the root callback)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("tcmerge")
@@ -55,11 +85,12 @@ def setup_logging(verbose: bool) -> None:
 
 
 def database(text: str, topology: str | None = None, *,
-             mergeable: bool = False) -> DatabaseRef:
+             mergeable: bool = False, prompt: bool = False) -> DatabaseRef:
     """A database argument: a URL, or a name declared in the ``--topology`` file.
 
     Its password is remembered for scrubbing. ``mergeable`` refuses MS SQL and other
-    types tcmerge cannot merge (exit 2) before any connection is attempted.
+    types tcmerge cannot merge (exit 2) before any connection is attempted. A password
+    in a URL is warned about (once); ``prompt`` (-W) asks for a missing one.
     """
     from tcmerge.request import resolve_database
     from tcmerge.topology import load_topology
@@ -68,7 +99,120 @@ def database(text: str, topology: str | None = None, *,
     Secrets.add(*ref.secrets)
     if mergeable:
         require_mergeable([ref])
-    return ref
+    return Passwords.complete([ref], prompt=prompt)[0]
+
+
+PasswordOpt = Annotated[bool, typer.Option(
+    "--password", "-W", help="Ask on the terminal for the password of each database named "
+    "without one (as psql -W); it is kept in memory only.")]
+
+
+class Passwords:
+    """Passwords of database URLs on the command line, and those typed at -W's prompt.
+
+    A password in a command-line URL is visible to other users of the machine (``ps``,
+    /proc): said once per command on stderr, with the alternatives. One typed at the
+    prompt lives in the DatabaseRef only (so every session, the dblink transport too,
+    gets it) and is scrubbed from all output like any other.
+    """
+
+    warned: ClassVar[bool] = False
+    #: typed passwords per database (type, user, host, port, database): asked once each
+    typed: ClassVar[dict[tuple[str, ...], str]] = {}
+
+    WARNING: ClassVar[str] = (
+        "warning: a password in a database URL on the command line can be seen by other "
+        "users of this machine (ps, /proc). Instead use a libpq password file (PGPASSFILE, "
+        "default ~/.pgpass), password_env in a --topology file, the PGPASSWORD variable, or "
+        "-W (--password) to type it at a prompt.")
+
+    @classmethod
+    def reset(cls) -> None:
+        """A new command (the CLI's tests run many in one process)."""
+        cls.warned = False
+        cls.typed.clear()
+
+    @classmethod
+    def complete(cls, refs: Iterable[DatabaseRef], *, prompt: bool) -> list[DatabaseRef]:
+        """``refs`` with the warning given for URL passwords and, with ``prompt``, a
+        password asked for each database that has none (once per distinct database)."""
+        refs = list(refs)
+        # a database given as a URL has no topology name
+        if not cls.warned and any(r.name is None and r.url.password for r in refs):
+            cls.warned = True
+            stderr.print(cls.WARNING, markup=False)
+        if not prompt:
+            return refs
+        if not refs_need_prompt(refs):
+            return refs
+        require_terminal()
+        done = []
+        for ref in refs:
+            if ref.url.password is None:
+                key = _database_key(ref)
+                if key not in cls.typed:
+                    cls.typed[key] = ask_password(ref)
+                if cls.typed[key]:
+                    Secrets.add(cls.typed[key])
+                    ref = ref.with_password(cls.typed[key])
+            done.append(ref)
+        return done
+
+
+def refs_need_prompt(refs: Iterable[DatabaseRef]) -> bool:
+    return any(ref.url.password is None for ref in refs)
+
+
+def _database_key(ref: DatabaseRef) -> tuple[str, ...]:
+    url = ref.url
+    return (ref.dialect, url.username or "", _host(ref), str(url.port or ""),
+            url.database or "", str(url.query.get("service_name") or ""))
+
+
+def _host(ref: DatabaseRef) -> str:
+    host = ref.url.host or ref.url.query.get("host") or "localhost"
+    return host if isinstance(host, str) else ",".join(host)
+
+
+def password_prompt(ref: DatabaseRef) -> str:
+    """``Password for USER@HOST[:PORT]/DB: `` (and the topology name, when it has one)."""
+    import getpass
+
+    url = ref.url
+    user = url.username or getpass.getuser()
+    port = f":{url.port}" if url.port else ""
+    db = url.database or url.query.get("service_name") or ""
+    name = f" ({ref.name})" if ref.name else ""
+    return f"Password for {user}@{_host(ref)}{port}/{db}{name}: "
+
+
+def terminal_available() -> bool:
+    """Someone can type a password: a controlling terminal, or stdin on one (getpass
+    reads /dev/tty first, then stdin with echo turned off)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    os.close(fd)
+    return True
+
+
+def require_terminal() -> None:
+    if not terminal_available():
+        raise ConfigError(
+            "-W/--password asks on a terminal and there is none; give the password through "
+            "a libpq password file (PGPASSFILE), password_env in a --topology file or "
+            "PGPASSWORD")
+
+
+def ask_password(ref: DatabaseRef) -> str:
+    """Read a password on the terminal, not echoed (getpass); "" when none was typed."""
+    import getpass
+
+    try:
+        return getpass.getpass(password_prompt(ref))
+    except EOFError:
+        raise ConfigError(f"no password typed for {ref.label}") from None
 
 
 TopologyOpt = Annotated[str | None, typer.Option(

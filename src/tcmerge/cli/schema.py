@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tcmerge.cli.output import (
+    PasswordOpt,
     TopologyOpt,
     database,
     error_boundary,
@@ -27,12 +28,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 def upgrade(db: Annotated[str, typer.Argument(help="Database URL or topology name.")],
             revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
             topology: TopologyOpt = None,
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
     """Create or upgrade the TC schema on DB (Alembic, to head); existing tables are kept."""
     with error_boundary(as_json):
         from tcmerge.schema import manage  # Alembic: loaded for schema commands only
 
-        ref = database(db, topology, mergeable=True)
+        ref = database(db, topology, mergeable=True, prompt=password)
         result = manage.upgrade(ref, revision)
         # tables that existed before are kept as they are (and a revision already at head
         # changes nothing): say where the schema breaks the model
@@ -69,13 +70,13 @@ def check(db: Annotated[str, typer.Argument(help="Database URL or topology name.
           tables: Annotated[str, typer.Option(help="tc, or tc,ma,mft.")] = "tc,ma,mft",
           strict: Annotated[bool, typer.Option(help="Warnings fail too.")] = False,
           topology: TopologyOpt = None,
-          as_json: JsonOpt = False) -> None:
+          as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
     """Compare the live schema of DB with the model; exit 1 on blocking findings."""
     with error_boundary(as_json):
         from tcmerge.schema import manage  # Alembic: loaded for schema commands only
 
-        report = manage.check(database(db, topology, mergeable=True), tables_for(tables),
-                              strict=strict)
+        report = manage.check(database(db, topology, mergeable=True, prompt=password),
+                              tables_for(tables), strict=strict)
 
     def human() -> None:
         print_text(f"{report.database}: schema revision {report.revision or 'none'} "

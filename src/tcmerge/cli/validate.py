@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
 from tcmerge.api import validate
 from tcmerge.cli.output import (
+    PasswordOpt,
+    Passwords,
     Secrets,
     error_boundary,
     finish,
@@ -34,11 +37,16 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="A presence redund
 
 def build_request(sources: list[str], target: str | None, tables: str, strict: bool,
                   transport: str | None, topology: str | None,
-                  group: str | None, **options: Any) -> MergeRequest:
-    """A MergeRequest from the command-line options (no connection made)."""
+                  group: str | None, *, prompt: bool = False,
+                  **options: Any) -> MergeRequest:
+    """A MergeRequest from the command-line options (no connection made). A password in
+    a URL is warned about (once); ``prompt`` (-W) asks for each one missing."""
     request = make_request(sources, target, topology=topology, group=group, tables=tables,
                            strict=strict, transport=transport, **options)
     Secrets.add(*request.secrets)
+    target_ref, *source_refs = Passwords.complete(request.databases, prompt=prompt)
+    if prompt:
+        request = replace(request, target=target_ref, sources=tuple(source_refs))
     return request
 
 
@@ -72,6 +80,7 @@ def register(root: typer.Typer) -> None:
         transport: TransportOpt = None,
         topology: TopologyOpt = None,
         group: GroupOpt = None,
+        password: PasswordOpt = False,
     ) -> None:
         """Check sources and target before a merge; changes nothing anywhere.
 
@@ -79,6 +88,7 @@ def register(root: typer.Typer) -> None:
         unsupported database (MS SQL), 3 on a failure while working.
         """
         with error_boundary(as_json):
-            request = build_request(source, target, tables, strict, transport, topology, group)
+            request = build_request(source, target, tables, strict, transport, topology, group,
+                                    prompt=password)
             report = validate(request)
         finish(report, as_json=as_json, human=lambda: _human(report))

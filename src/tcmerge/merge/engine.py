@@ -1,18 +1,22 @@
-"""The merge engine: preflight, then stage → analyse → (refuse | apply → verify → record).
+"""The merge engine: lock, preflight, then stage → analyse → (refuse | [ask] → apply →
+verify → record).
 
 ``run_merge`` and ``analyse_merge`` are the library entry points (the CLI and the
 demo call them). Both take the preflight as an injectable callable (the default,
-``minimal_preflight``, checks dialects, connectivity and the schema); the
-transport comes from ``choose_transport`` (default: the requested one, else
-``copy``). Staging happens once per run.
+``full_preflight``, is validate's preflight); the transport comes from
+``choose_transport`` (default: the requested one, else ``copy``).
+
+run holds the target's one-merge lock from its first statement (``tcmerge.lock``):
+a second run or validate is refused at once with MERGE_IN_PROGRESS. With a question
+to ask (``confirm``), the whole analysis first runs in a transaction that writes
+nothing and ends; the question is asked with nothing held but that lock; the merge
+then runs and applies only if every input is still what was shown (INPUTS_CHANGED).
 
 One transaction on the target holds every table change, the snapshot and the job
-record; the per-target merge lock (an advisory transaction lock) makes a second
-merge fail at once with MERGE_IN_PROGRESS. On failure the transaction rolls back
-(staging tables are TEMP, dblink connections die with the session) and the
-failed job is recorded in a separate transaction.
+record. On failure the transaction rolls back (staging tables are TEMP, dblink
+connections die with the session) and the failed job is recorded in a separate
+transaction.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -219,7 +223,7 @@ class _Merge:
             self._rollback(conn)
             findings.append(error("MERGE_IN_PROGRESS", exc.message,
                                   database=request.target.label,
-                                  hint="wait for the other merge to finish"))
+                                  hint="wait for it to finish (tcmerge jobs list shows the merges)"))
             return self._result("refused", findings, plan)
         except (TcmergeError, psycopg.Error) as exc:
             self._rollback(conn)
@@ -311,7 +315,7 @@ class _Merge:
             conn.execute("SET client_connection_check_interval = 1000")
         if self.mode == "run" and not self.locked and not try_merge_lock(conn):
             # the lock session could not take the lock (tcmerge.lock): taken here instead
-            raise MergeInProgress("another tcmerge run or restore is changing this target")
+            raise MergeInProgress("another tcmerge merge or restore is changing this target")
         if self.mode != "validate":
             # No other writer until commit: the snapshot, the checksums and the rules all
             # see the same target (SHARE lets readers through and blocks writers).

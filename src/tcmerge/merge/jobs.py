@@ -60,6 +60,23 @@ class JobRecord:
     counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
+    @property
+    def counted_inserts(self) -> int:
+        """The rows the job's merge counted as inserted, over all tables (a failed job's
+        attempt counted them too, then rolled back)."""
+        return sum(int(c.get("inserted", 0)) for c in self.counts.get("tables", {}).values())
+
+    @property
+    def rows_in_target(self) -> int | None:
+        """The rows the target holds from this job: those it inserted when it succeeded;
+        none when it failed (its transaction rolled back) or was restored (they were
+        taken out again); None when unknown (a job still running)."""
+        if self.status == "succeeded":
+            return self.counted_inserts
+        if self.status in ("failed", "restored"):
+            return 0
+        return None
+
     def as_dict(self, *, full: bool = True) -> dict[str, Any]:
         record: dict[str, Any] = {
             "job_id": self.job_id,
@@ -69,6 +86,9 @@ class JobRecord:
             "tcmerge_version": self.tcmerge_version,
             "inputs": self.inputs,
             "error": self.error,
+            # what the target holds from the job: a failed job's counts are what its
+            # rolled-back attempt counted, not rows in the target
+            "rows_in_target": self.rows_in_target,
         }
         if full:
             record["options"] = self.options

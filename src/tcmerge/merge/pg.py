@@ -8,6 +8,7 @@ are passed through unchanged and inject nothing.
 
 from __future__ import annotations
 
+import logging
 import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from psycopg.types.string import StrBinaryDumper, StrDumper, StrDumperUnknown, T
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError, UnsupportedDatabaseError
+
+log = logging.getLogger(__name__)
 
 PgConn = psycopg.Connection[Any]
 
@@ -126,6 +129,7 @@ def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> Pg
             "job record and snapshot tables are written but read back by SQL only")
     params = libpq_params(ref)
     options = params.pop("options", "")
+    log.info("connecting to %s (%s session)", ref.label, role)
     try:
         conn = psycopg.connect(
             **params,

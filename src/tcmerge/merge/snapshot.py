@@ -18,6 +18,7 @@ are not seen (no copy of the merged state is kept).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from tcmerge.errors import FindingsBlock
 from tcmerge.merge import jobs, pg
 from tcmerge.merge.checksums import recorded_methods, table_checksums
 from tcmerge.merge.pg import PgConn
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_PREFIX = "tcmerge_snap_"
 #: One key for every tcmerge change to a target: merges and restores exclude each other.
@@ -118,6 +121,7 @@ def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False,
 
     Refused (RESTORE_TARGET_CHANGED) when the target changed after the merge, unless
     ``force``: the restore would discard those changes."""
+    log.info("restoring %s to before job %s", ref.label, job_id)
     with pg.session(ref, role="restore") as conn:
         try:
             return _restore(conn, job_id, force, confirm)
@@ -151,7 +155,8 @@ def _require_delete(conn: PgConn, tables: list[str]) -> None:
 def _restore(conn: PgConn, job_id: str, force: bool,
              confirm: ConfirmRestore | None) -> RestoreResult:
     if not try_merge_lock(conn):
-        raise MergeInProgress("another merge or restore is running on this target")
+        raise MergeInProgress("another tcmerge merge or restore is changing this target; "
+                              "nothing was restored")
     job = jobs.get_job(conn, job_id, for_update=True)
     snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
     if job.status != "succeeded":

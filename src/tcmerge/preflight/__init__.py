@@ -295,7 +295,7 @@ def _lasting_sessions(adapter: DialectAdapter, conn: sa.Connection,
 
 
 def _merge_lock(adapter: DialectAdapter, result: PreflightResult) -> list[Finding]:
-    """MERGE_IN_PROGRESS: another tcmerge run is merging into the target right now."""
+    """MERGE_IN_PROGRESS: another tcmerge merge or restore holds the target's lock."""
     target = result.target
     if not target.connected or target.conn is None:
         return []

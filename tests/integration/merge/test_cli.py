@@ -139,3 +139,104 @@ def test_mssql_is_refused_before_connecting() -> None:
                     "--target", "postgresql://u@127.0.0.1:1/x")
     assert code == 2
     assert out["error"]["code"] == "UNSUPPORTED_DATABASE"
+
+
+def test_jobs_list_shows_no_rows_for_a_failed_or_restored_job(
+        tc_factory: Callable[..., TcData]) -> None:
+    """A failed job's attempt counted 216,829 rows and rolled back; a restored job's rows
+    were taken out again: the list shows what the target holds from each (nothing, with
+    the status saying why), and jobs show labels the failed attempt's counts as such."""
+    from datetime import datetime
+
+    from tcmerge.merge import jobs, pg
+
+    target = tc_factory()
+    counts = {"tables": {"tc_msgarchive": {"read": [0, 216829], "inserted": 216829,
+                                           "duplicates": 0, "renumbered": 0, "conflicts": 0}}}
+    inputs = {"target": {"label": "tgt"}, "sources": [{"label": "src", "name": "src"}]}
+    with pg.session(target.ref, role="jobs") as conn:
+        jobs.ensure_jobs_table(conn)
+        for n, status in enumerate(("failed", "restored", "succeeded")):
+            jobs.write_job(conn, jobs.JobRecord(
+                job_id=f"2026010{n + 1}T000000-0000000{n}", status=status,
+                started_at=datetime(2026, 1, n + 1), finished_at=datetime(2026, 1, n + 1),
+                inputs=inputs, counts=counts,
+                error="merge aborted" if status == "failed" else None))
+        conn.commit()
+    failed, restored, succeeded = (f"2026010{n + 1}T000000-0000000{n}" for n in range(3))
+
+    human = CliRunner().invoke(app, ["jobs", "list", "--target", url(target.ref)],
+                               env={"COLUMNS": "80"})
+    assert human.exit_code == 0, human.output
+    rows = {line.strip("│ ").split()[0]: line for line in human.stdout.splitlines()
+            if line.strip("│ ").startswith("2026")}
+    assert "216,829" not in rows[failed] and "—" in rows[failed], human.stdout
+    assert "failed, rolled back" in rows[failed], human.stdout
+    assert "216,829" not in rows[restored] and "restored" in rows[restored], human.stdout
+    assert "216,829" in rows[succeeded], human.stdout
+    code, listed = cli("jobs", "list", "--target", url(target.ref))
+    assert code == 0
+    assert {j["job_id"]: j["rows_in_target"] for j in listed["jobs"]} == {
+        failed: 0, restored: 0, succeeded: 216829}
+
+    human = CliRunner().invoke(app, ["jobs", "show", failed, "--target", url(target.ref)],
+                               env={"COLUMNS": "100"})
+    assert human.exit_code == 0, human.output
+    assert "rows in target: 0 (failed, rolled back" in human.stdout, human.stdout
+    assert "Counted by the failed attempt (rolled back)" in human.stdout, human.stdout
+    assert "inserted" not in human.stdout and "216,829" in human.stdout, human.stdout
+    code, shown = cli("jobs", "show", failed, "--target", url(target.ref))
+    assert code == 0 and shown["rows_in_target"] == 0 and shown["status"] == "failed"
+
+
+def test_merge_in_progress_says_a_merge_or_restore_is_changing_the_target(
+        tc_factory: Callable[..., TcData]) -> None:
+    """The merge lock is held by a restore here: validate and restore say what is going
+    on (a merge or a restore changes the target), not that a run is merging."""
+    import psycopg
+
+    from tcmerge.db import MERGE_LOCK_KEY
+    from tcmerge.merge.pg import libpq_params
+
+    target, one = tc_factory(), tc_factory()
+    with psycopg.connect(**libpq_params(target.ref), application_name="tcmerge-restore",
+                         autocommit=True) as held:
+        held.execute("SELECT pg_advisory_lock(%s)", (MERGE_LOCK_KEY,))
+        code, checked = cli("validate", *sources(one), "--target", url(target.ref))
+        code2, restored = cli("restore", "20260101T000000-00000000", "--target",
+                              url(target.ref), "--yes")
+    assert code == 1, checked
+    [busy] = [f for f in checked["findings"] if f["code"] == "MERGE_IN_PROGRESS"]
+    assert busy["message"] == "another tcmerge merge or restore is changing this target"
+    assert code2 == 1 and restored["error"]["code"] == "MERGE_IN_PROGRESS", restored
+    assert restored["error"]["message"].startswith(
+        "another tcmerge merge or restore is changing this target"), restored
+
+
+def test_verbose_logs_progress_to_stderr_without_passwords(
+        tc_factory: Callable[..., TcData]) -> None:
+    """-v: what connects where (labels), the phases of validate and run, on stderr; the
+    URLs' password never appears; without -v none of it."""
+    target, one = tc_factory(), tc_factory()
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "hello")])
+    password = str(target.ref.url.password)
+    args = [*sources(one), "--target", url(target.ref), "--json"]
+    quiet = CliRunner().invoke(app, ["validate", *args])
+    assert quiet.exit_code == 0 and "INFO" not in quiet.stderr, quiet.stderr
+
+    checked = CliRunner().invoke(app, ["-v", "validate", *args])
+    assert checked.exit_code == 0, checked.output
+    json.loads(checked.stdout)  # the log is on stderr only
+    log = checked.stderr
+    for expected in ("validating: target ", "preflight", "connecting to ", "data analysis",
+                     "validation passed"):
+        assert expected in log, log
+    assert one.ref.url.database in log and target.ref.url.database in log
+    assert password not in checked.output
+
+    merged = CliRunner().invoke(app, ["--verbose", "run", "--yes", *args])
+    assert merged.exit_code == 0, merged.output
+    assert "merging into " in merged.stderr and "merge: analyse" in merged.stderr
+    assert "merge succeeded, job " in merged.stderr, merged.stderr
+    assert password not in merged.output
