@@ -98,6 +98,16 @@ def test_target_is_source_is_info_and_duplicate_source_is_an_error(
     twice = run_validate(target, other, via_socket(pg_server, other))
     assert twice.exit_code == 1
     assert twice.findings("DUPLICATE_SOURCE")[0]["severity"] == "error"
+    # one rule for repeated inputs: the target named twice as a source is a duplicate too
+    target_twice = run_validate(target, same, target)
+    assert target_twice.exit_code == 1
+    assert [f["severity"] for f in target_twice.findings("TARGET_IS_SOURCE")] == ["info"]
+    assert [f["severity"] for f in target_twice.findings("DUPLICATE_SOURCE")] == ["error"]
+    # the target as its only source: nothing to merge, refused
+    alone = run_validate(target, same)
+    assert alone.exit_code == 1
+    assert alone.findings("NOTHING_TO_MERGE")[0]["severity"] == "error"
+    assert not alone.findings("DUPLICATE_SOURCE")
 
 
 def test_wrong_password_and_missing_database(

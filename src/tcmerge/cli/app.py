@@ -62,13 +62,16 @@ _register()
 
 
 def _terminated(signum: int, frame: object) -> NoReturn:
-    """SIGTERM (a service manager, ``kill``) ends a command as Ctrl-C does: the merge or
-    restore rolls back, a failed run is recorded, servers tcmerge started are removed."""
+    """SIGTERM (a service manager, ``kill``) and SIGHUP (the terminal or SSH session went
+    away) end a command as Ctrl-C does: the merge or restore rolls back, a failed run is
+    recorded, servers tcmerge started are removed."""
     raise KeyboardInterrupt
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _terminated)
     for stream in (sys.stdout, sys.stderr):
         # a character the terminal cannot show (or a byte of a SQL_ASCII database that is
         # not UTF-8) is escaped, not a crash at the end of a merge

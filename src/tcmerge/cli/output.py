@@ -317,9 +317,12 @@ def error_boundary(as_json: bool) -> Iterator[None]:
 
 def _fail(code: str, message: str, exit_code: int, as_json: bool) -> NoReturn:
     message = Secrets.scrub(message)
-    if as_json:
-        print_json({"ok": False, "error": {"code": code, "message": message}})
-    else:
-        stderr.print(f"[bold red]error[/] [{code}]: ", end="")
-        stderr.print(message, markup=False)
+    try:
+        if as_json:
+            print_json({"ok": False, "error": {"code": code, "message": message}})
+        else:
+            stderr.print(f"[bold red]error[/] [{code}]: ", end="")
+            stderr.print(message, markup=False)
+    except OSError:
+        pass  # the terminal is gone (SIGHUP): the exit code still tells
     raise typer.Exit(exit_code)

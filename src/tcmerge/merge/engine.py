@@ -223,7 +223,8 @@ class _Merge:
             self._rollback(conn)
             findings.append(error("MERGE_IN_PROGRESS", exc.message,
                                   database=request.target.label,
-                                  hint="wait for it to finish (tcmerge jobs list shows the merges)"))
+                                  hint="wait for it to finish (tcmerge jobs list shows "
+                                       "the merges)"))
             return self._result("refused", findings, plan)
         except (TcmergeError, psycopg.Error) as exc:
             self._rollback(conn)

@@ -33,6 +33,7 @@ from tcmerge.topology import UNSTATED
 BLOCKS_DATA_CHECKS = frozenset({
     "CONNECTION_FAILED", "SCHEMA_MISSING_TABLE", "SCHEMA_MISSING_COLUMN",
     "SCHEMA_TYPE_MISMATCH", "SCHEMA_EXTRA_COLUMN", "PRIVILEGE_MISSING", "DUPLICATE_SOURCE",
+    "NOTHING_TO_MERGE",
 })
 RUNNING_STATES = frozenset({"running", "started", "active", "up"})
 
@@ -108,9 +109,15 @@ def run_preflight(request: MergeRequest, stack: ExitStack, *,
 
 
 def _identities(databases: list[Database]) -> list[Finding]:
-    """TARGET_IS_SOURCE (info) and the same source given twice (error), by server identity."""
+    """Repeated inputs, by server identity (one rule: each database is one input).
+
+    A source that is the target is "merge the others into it" (TARGET_IS_SOURCE, info),
+    once; any database named again is DUPLICATE_SOURCE; a merge whose only input is the
+    target has nothing to merge (NOTHING_TO_MERGE). Both errors block before anything
+    is written."""
     findings: list[Finding] = []
     seen: dict[str, Database] = {}
+    target_named = False
     for db in databases:
         if not db.connected:
             continue
@@ -120,7 +127,8 @@ def _identities(databases: list[Database]) -> list[Finding]:
             seen[db.facts.database_identity] = db
             continue
         db.same_as = first
-        if first.role == "target":
+        if first.role == "target" and not target_named:
+            target_named = True
             findings.append(info(
                 "TARGET_IS_SOURCE",
                 f"{db.title} ({db.label}) is the target database itself: the other sources "
@@ -130,8 +138,19 @@ def _identities(databases: list[Database]) -> list[Finding]:
             findings.append(error(
                 "DUPLICATE_SOURCE",
                 f"{db.title} ({db.label}) is the same database as {first.title} "
-                f"({first.label})",
-                database=db.label, hint="name each source database once"))
+                f"({first.label}), named already",
+                database=db.label, hint="name each database once"))
+    sources = [db for db in databases if db.role == "source"]
+    if sources and all(db.connected for db in databases) and all(
+            db.same_as is not None and db.same_as.role == "target" for db in sources):
+        target = databases[0]
+        findings.append(error(
+            "NOTHING_TO_MERGE",
+            f"the only source is the target itself ({target.label}): there is nothing to "
+            "merge into it; nothing was written",
+            database=target.label,
+            hint="name the other node's database as a --source (the target may be one of "
+                 "the sources, beside the others)"))
     return findings
 
 

@@ -240,3 +240,27 @@ def test_verbose_logs_progress_to_stderr_without_passwords(
     assert "merging into " in merged.stderr and "merge: analyse" in merged.stderr
     assert "merge succeeded, job " in merged.stderr, merged.stderr
     assert password not in merged.output
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["target-alone", "target-twice"])
+def test_run_with_only_the_target_as_input_is_refused_before_anything_is_written(
+        tc_factory: Callable[..., TcData], twice: bool) -> None:
+    """--source T --target T has nothing to merge (NOTHING_TO_MERGE); --source T --source T
+    names a database twice (DUPLICATE_SOURCE): exit 1, no job, no snapshot, no change."""
+    target = tc_factory()
+    target.room(ROOM, next_=2)
+    target.messages(ROOM, [(1, 0, "target's own")])
+    before = target.digest()
+    tables = "SELECT relname FROM pg_class WHERE relname LIKE 'tcm%' ORDER BY relname"
+    objects = target.query(tables)
+    repeated = sources(target, target) if twice else sources(target)
+    code, out = cli("run", *repeated, "--target", url(target.ref), "--yes")
+    assert code == 1, out
+    assert out["ok"] is False and out["job_id"] is None
+    codes = {f["code"] for f in out["findings"] if f["severity"] == "error"}
+    assert codes == ({"DUPLICATE_SOURCE", "NOTHING_TO_MERGE"} if twice
+                     else {"NOTHING_TO_MERGE"})
+    assert target.digest() == before
+    assert target.query(tables) == objects  # no job table, no snapshot
+    if ("tcmerge_jobs",) in objects:
+        assert target.query("SELECT count(*) FROM tcmerge_jobs") == [(0,)]

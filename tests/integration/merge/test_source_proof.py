@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tcmerge.merge import MergeResult, run_merge
+from tcmerge.merge import run_merge
 from tcmerge.request import MergeRequest
 
 from .data import TcData, source_reader
@@ -52,13 +52,18 @@ def test_a_source_changed_during_the_merge_fails_verification(
     _fill(one)
     before = target.digest()
 
-    def confirm(_result: MergeResult) -> bool:
-        # after staging and analysis, before the apply and the verification
-        one.execute(*CHANGES[change])
-        return True
+    changed: list[str] = []
+
+    def progress(what: str, _where: str, _rows: int) -> None:
+        # after staging and analysis, before the apply and the verification (a change
+        # while run's question waits is INPUTS_CHANGED: test_prompt.py)
+        if what == "apply" and not changed:
+            changed.append(what)
+            one.execute(*CHANGES[change])
 
     request = MergeRequest(sources=(one.ref,), target=target.ref, transport=transport)
-    result = run_merge(request, confirm=confirm)
+    result = run_merge(request, progress=progress)
+    assert changed
     errors = [f.code for f in result.verification if f.severity == "error"]
     if change in ("nothing", "same values"):
         assert result.status == "succeeded" and errors == [], errors

@@ -19,10 +19,12 @@ ROOM = "ops@conference-1-c1.example.com"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_sigterm_mid_merge_records_a_failed_job_and_leaves_the_target_unchanged(
-        tc_factory: Callable[..., TcData], tmp_path: Path) -> None:
-    """A service manager stops tcmerge with SIGTERM: as Ctrl-C, the merge rolls back,
-    the failed job is recorded (rule 9) and the command exits 3 with INTERRUPTED."""
+        tc_factory: Callable[..., TcData], tmp_path: Path, signum: int) -> None:
+    """A service manager stops tcmerge with SIGTERM, or the SSH session drops (SIGHUP): as
+    Ctrl-C, the merge rolls back, the failed job is recorded (rule 9) and the command exits
+    3 with INTERRUPTED."""
     target, one = tc_factory(), tc_factory()
     fill(target, "t")
     fill(one, "one")
@@ -33,7 +35,7 @@ def test_sigterm_mid_merge_records_a_failed_job_and_leaves_the_target_unchanged(
         blocker.execute("LOCK TABLE tc_timelog IN SHARE MODE")
         child = proc.start(run_args(target, one), pgpass)
         proc.wait_until(blocker, proc.WAITING_ON, ("tc_timelog", "tcmerge-merge"), proc=child)
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(signum)
         code, out = proc.finish(child)
         blocker.rollback()
     assert code == 3, out
