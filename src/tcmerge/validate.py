@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tcmerge.dialects import adapter_class
@@ -136,6 +136,21 @@ def validate(request: MergeRequest, *, data_checks: DataChecks | None = None) ->
                 "the merge's data analysis (room conflicts, id collisions) was skipped "
                 f"because of {', '.join(codes)}"))
         else:
-            report.findings.extend(data_checks(request, report))
+            report.findings.extend(data_checks(_data_request(request, report), report))
             report.data_checked = True
     return report
+
+
+def _data_request(request: MergeRequest, report: ValidationReport) -> MergeRequest:
+    """The request the data analysis stages with: by the COPY relay where dblink would
+    hand the source passwords to the target server (DBLINK_SENDS_PASSWORD), since
+    validation sends none; the merge itself reads through dblink as requested."""
+    if request.transport != "dblink" or "DBLINK_SENDS_PASSWORD" not in report.codes() \
+            or not report.transports.get("copy", {}).get("possible"):
+        return request
+    report.findings.append(info(
+        "DBLINK_NOT_PROBED",
+        "the data analysis read the sources by the COPY relay: through dblink it would "
+        "already send their passwords to the target server (DBLINK_SENDS_PASSWORD); the "
+        "merge itself reads through dblink"))
+    return replace(request, transport="copy")
