@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tcmerge.dialects import adapter_class
@@ -159,9 +159,25 @@ def _validate(request: MergeRequest, data_checks: DataChecks | None,
                 f"because of {', '.join(codes)}"))
         else:
             log.info("data analysis: rooms, ids and values of every input")
-            report.findings.extend(data_checks(request, report))
+            report.findings.extend(data_checks(analysis_request(request, report), report))
             report.data_checked = True
     log.info("validation %s: %d finding(s); transport %s",
              "passed" if report.ok else "failed", len(report.findings),
              report.transport or "none possible")
     return report
+
+
+def analysis_request(request: MergeRequest, report: ValidationReport) -> MergeRequest:
+    """The request the data analysis stages with: by the COPY relay where dblink would
+    hand the source passwords to the target server (DBLINK_SENDS_PASSWORD), since
+    validation sends none, and neither does run before its question; the merge itself
+    reads through dblink as requested."""
+    if request.transport != "dblink" or "DBLINK_SENDS_PASSWORD" not in report.codes() \
+            or not report.transports.get("copy", {}).get("possible"):
+        return request
+    report.findings.append(info(
+        "DBLINK_NOT_PROBED",
+        "the data analysis read the sources by the COPY relay: through dblink it would "
+        "already send their passwords to the target server (DBLINK_SENDS_PASSWORD); the "
+        "merge itself reads through dblink"))
+    return replace(request, transport="copy")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL
 
 from tcmerge.db import libpq_params
 from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.links import dblink_conninfo
 from tcmerge.providers.base import DatabaseServer
 from tcmerge.request import MergeRequest
 from tcmerge.testing.plugin import unique_name
@@ -63,7 +65,7 @@ def names(*refs: DatabaseRef) -> list[str]:
 
 
 def test_clean_inputs_validate_ok_and_change_nothing(
-        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef]) -> None:
+        pg_server: DatabaseServer, dbs: Callable[..., DatabaseRef], role: str) -> None:
     target = dbs("tgt", dblink=True, rooms=())
     s1 = dbs("src", rooms=("a@conference-1.example.com",))
     s2 = dbs("src", rooms=("b@conference-2.example.com",))
@@ -76,12 +78,30 @@ def test_clean_inputs_validate_ok_and_change_nothing(
     # tcmerge's own sessions and dblink probes are not "other sessions"
     assert "ACTIVE_SESSIONS" not in result.codes()
     assert report["transports"]["copy"]["possible"] is True
-    assert report["transports"]["dblink"]["possible"] is True
-    probes = [p["probe"] for p in report["transports"]["dblink"]["sources"]]
-    assert all(p["ok"] and p["read_only"] and p["address"] for p in probes)
+    # no live dblink probe without --transport dblink (it would send the passwords to the
+    # target server): what the catalogs tell is an info, and dblink is never chosen
+    assert report["transports"]["dblink"]["possible"] is False
+    assert all(p["probe"] is None for p in report["transports"]["dblink"]["sources"])
+    [unprobed] = result.findings("DBLINK_NOT_PROBED")
+    assert "as far as the catalogs tell it would work" in unprobed["message"]
     roles = [d["role"] for d in report["databases"]]
     assert roles == ["target", "source 1", "source 2"]
     assert all(d["encoding"] == "UTF8" and d["server_version"] for d in report["databases"])
+    # with --transport dblink: a live probe by SCRAM pass-through where the target offers
+    # it (PostgreSQL 18), else a warning that the merge would send the password
+    pg_server.execute([f"GRANT USAGE ON FOREIGN DATA WRAPPER dblink_fdw TO {role}"],
+                      database=str(target.url.database))
+    forced = run_validate(target, s1, s2, extra=["--transport", "dblink"])
+    assert forced.exit_code == 0, forced.stdout
+    assert "ACTIVE_SESSIONS" not in forced.codes()  # the probe's sessions are tcmerge's
+    if int(pg_server.version.split(".")[0]) >= 18:
+        assert len(forced.findings("DBLINK_OK")) == 2
+        assert not forced.findings("DBLINK_SENDS_PASSWORD")
+        probes = [p["probe"] for p in forced.json["transports"]["dblink"]["sources"]]
+        assert all(p["ok"] and p["read_only"] and p["address"] for p in probes)
+    else:
+        assert len(forced.findings("DBLINK_SENDS_PASSWORD")) == 2
+    assert forced.json["transports"]["dblink"]["possible"] is True
     assert snapshot(pg_server, names(target, s1, s2)) == before
 
 
@@ -352,8 +372,12 @@ def test_dblink_uses_the_password_libpq_finds_in_the_password_file(
     result = run_validate(target, bare, extra=["--transport", "dblink"])
     assert result.exit_code == 0, result.stdout
     assert result.json["transports"]["dblink"]["possible"] is True
-    assert result.findings("DBLINK_OK") and not result.findings("DBLINK_UNAVAILABLE")
+    # no pass-through (no USAGE on dblink_fdw): the merge would send the password, and
+    # validation says so without sending it
+    assert result.findings("DBLINK_SENDS_PASSWORD")
+    assert not result.findings("DBLINK_UNAVAILABLE")
     assert PASSWORD not in result.stdout + result.stderr
+    assert conninfo_to_dict(dblink_conninfo(bare))["password"] == url.password
 
 
 def test_a_password_libpq_cannot_find_gets_a_hint_on_where_to_give_it(

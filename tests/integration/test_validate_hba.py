@@ -55,22 +55,35 @@ def test_hba_reject_and_trust_for_the_target_server(
     result = run_validate(target, reject, trust, good)
     assert result.exit_code == 0, result.stdout  # the COPY transport remains
     assert result.json["transport"] == "copy"
-    rejects = result.findings("HBA_REJECTS")
-    assert [f["database"] for f in rejects] == [reject.label]
-    assert rejects[0]["severity"] == "info"  # the COPY relay will be used
-    assert rejects[0]["details"]["probe"]["address"] == "127.0.0.1"
-    no_password = result.findings("DBLINK_UNAVAILABLE")
-    assert [f["database"] for f in no_password] == [trust.label]
-    assert "password" in no_password[0]["message"]
+    # without --transport dblink nothing connects through dblink (that would hand the
+    # passwords to the target server), and the rules are not readable: nothing is known
+    assert not result.findings("HBA_REJECTS") and not result.findings("DBLINK_UNAVAILABLE")
+    [unprobed] = result.findings("DBLINK_NOT_PROBED")
+    assert unprobed["severity"] == "info" and unprobed["database"] == target.label
+    assert "not all readable" in unprobed["message"]
+    assert "would send the source's password" in unprobed["message"]
     paths = {p["source"]: p for p in result.json["transports"]["dblink"]["sources"]}
-    assert paths[good.label]["probe"]["ok"] is True
+    assert paths[good.label]["probe"] is None
     assert paths[good.label]["host"] == "127.0.0.1"
     assert result.json["transports"]["dblink"]["possible"] is False
 
+    # --transport dblink probes live, by SCRAM pass-through only (same role, same secret)
+    server.execute([f"GRANT USAGE ON FOREIGN DATA WRAPPER dblink_fdw TO {ROLE}"],
+                   database="tgt")
     forced = run_validate(target, reject, trust, good, extra=["--transport", "dblink"])
     assert forced.exit_code == 1
-    assert forced.findings("HBA_REJECTS")[0]["severity"] == "error"
-    assert forced.findings("DBLINK_UNAVAILABLE")[0]["severity"] == "error"
+    rejects = forced.findings("HBA_REJECTS")
+    assert [f["database"] for f in rejects] == [reject.label]
+    assert rejects[0]["severity"] == "error"
+    assert rejects[0]["details"]["probe"]["address"] == "127.0.0.1"
+    no_password = forced.findings("DBLINK_UNAVAILABLE")
+    assert [f["database"] for f in no_password] == [trust.label]
+    assert no_password[0]["severity"] == "error"
+    assert "password" in no_password[0]["message"]
+    assert not forced.findings("DBLINK_SENDS_PASSWORD")
+    paths = {p["source"]: p for p in forced.json["transports"]["dblink"]["sources"]}
+    assert paths[good.label]["probe"]["ok"] is True
+    assert paths[good.label]["auth"] == "scram-passthrough"
 
     # where the rules are readable, they are evaluated and the rule is named
     for name in databases[1:]:  # catalog privileges are per database
@@ -79,6 +92,8 @@ def test_hba_reject_and_trust_for_the_target_server(
                        database=name)
     readable = run_validate(target, reject, trust, good)
     assert readable.exit_code == 0
+    assert "the catalogs say it cannot reach" in readable.findings(
+        "DBLINK_NOT_PROBED")[0]["message"]
     reject_path = readable.findings("HBA_REJECTS")[0]
     assert "line 5" in reject_path["message"] and "reject" in reject_path["message"]
     assert "before line 5" in reject_path["hint"]
@@ -92,6 +107,9 @@ def test_hba_reject_and_trust_for_the_target_server(
 def test_known_password_appears_in_no_output_log_or_error(
         cluster_factory: Callable[..., DatabaseServer]) -> None:
     server, target, reject, trust, good = _cluster(cluster_factory, "secrets")
+    # --transport dblink then probes by SCRAM pass-through (validation sends no password)
+    server.execute([f"GRANT USAGE ON FOREIGN DATA WRAPPER dblink_fdw TO {ROLE}"],
+                   database="tgt")
     wrong = DatabaseRef(good.url.set(password=PASSWORD + "-wrong"))
     missing = DatabaseRef(good.url.set(database="no_such_db"))
     texts: list[str] = []

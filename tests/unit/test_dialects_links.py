@@ -13,7 +13,12 @@ from tcmerge.dialects.oracle.adapter import OracleAdapter, link_kind
 from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM, insert_from_link
 from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.errors import ConfigError, UnsupportedDatabaseError
-from tcmerge.links import dblink_conninfo, plan_oracle_link
+from tcmerge.links import (
+    PassthroughFacts,
+    dblink_conninfo,
+    passthrough_statements,
+    plan_oracle_link,
+)
 from tcmerge.schema import tc
 from tcmerge.validate import ValidationReport, choose_transport
 
@@ -114,6 +119,37 @@ def test_dblink_conninfo_is_read_only_named_and_quoted() -> None:
     local = parse_database("postgresql://tc@/tc?host=/run/pg&port=5499&sslrootcert=/home/x/ca")
     info = conninfo_to_dict(dblink_conninfo(local))
     assert (info["host"], info["port"]) == ("/run/pg", "5499") and "sslrootcert" not in info
+
+
+def test_passthrough_server_and_mapping_carry_no_password() -> None:
+    ref = parse_database("postgresql://tc%20user:x@db2:5433/tc'db?sslmode=require"
+                         "&require_auth=password").with_password(SECRET)
+    create, mapping = passthrough_statements("tcmerge_srv_1", ref, host="10.0.0.9",
+                                             options="-c DateStyle=ISO,YMD")
+    text = create.as_string() + mapping.as_string()
+    assert SECRET not in text and "password" not in text
+    assert text.startswith('CREATE SERVER "tcmerge_srv_1" FOREIGN DATA WRAPPER "dblink_fdw" '
+                           'OPTIONS (')
+    for option in ('"host" \'10.0.0.9\'', '"port" \'5433\'', '"dbname" \'tc\'\'db\'',
+                   '"sslmode" \'require\'', '"use_scram_passthrough" \'true\'',
+                   '"options" \'-c default_transaction_read_only=on -c DateStyle=ISO,YMD\''):
+        assert option in create.as_string()
+    # dblink sets require_auth itself for pass-through
+    assert "require_auth" not in text
+    assert mapping.as_string() == ('CREATE USER MAPPING FOR CURRENT_USER SERVER '
+                                   '"tcmerge_srv_1" OPTIONS ("user" \'tc user\')')
+
+
+def test_passthrough_blockers_from_the_catalogs() -> None:
+    scram = "scram-sha-256"
+    assert PassthroughFacts(180001, "u", True, scram).blocker is None
+    assert "PostgreSQL 15" in str(PassthroughFacts(150004, "u", True, scram).blocker)
+    assert "no foreign-data wrapper" in str(PassthroughFacts(180001, "u", None, scram).blocker)
+    no_usage = PassthroughFacts(180001, "tc user", False, scram)
+    assert "USAGE" in str(no_usage.blocker)
+    assert no_usage.grant_hint().endswith('TO "tc user";')
+    assert "trust" in str(PassthroughFacts(180001, "u", True, None).blocker)
+    assert "cert" in str(PassthroughFacts(180001, "u", True, "cert").blocker)
 
 
 def test_choose_transport() -> None:

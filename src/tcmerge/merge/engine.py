@@ -49,7 +49,7 @@ from tcmerge.merge.transport import (
 from tcmerge.merge.verify import check_target, compare_checksums
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
-from tcmerge.validate import ValidationReport, choose_transport, validate
+from tcmerge.validate import ValidationReport, analysis_request, choose_transport, validate
 
 #: work_mem of the merge transaction's analysis and apply (when the server's is lower)
 WORK_MEM = "256MB"
@@ -170,8 +170,9 @@ class _Merge:
         one-merge lock. None when the answer is yes (the merge then applies only what was
         shown, see ``_changed_since_shown``); else the result to return."""
         assert self.confirm is not None
-        preview = _Merge(self.request, mode="preview", progress=self.progress,
-                         preflight=lambda _request: report)
+        # staged as validate stages: no password is handed to a server before the answer
+        preview = _Merge(analysis_request(self.request, report), mode="preview",
+                         progress=self.progress, preflight=lambda _request: report)
         # a failure or an interruption (a dropped terminal) before the question is this
         # run's: recorded as its failed job
         preview.locked, preview.job_id, preview.started = self.locked, self.job_id, self.started

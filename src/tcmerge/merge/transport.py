@@ -10,10 +10,11 @@ Two PostgreSQL transports fill them:
 ``copy``    binary ``COPY (SELECT ...) TO STDOUT`` in a read-only source session,
             relayed block by block into ``COPY staging FROM STDIN`` on the target.
             Needs neither dblink nor server-to-server pg_hba lines.
-``dblink``  the target server connects to each source (``dblink_connect`` with the
-            connection string as a bind parameter), opens a cursor in a read-only
-            repeatable-read transaction and inserts it into staging in chunks
-            (``dblink_fetch``); plain ``dblink()`` would materialise everything.
+``dblink``  the target server connects to each source (``dblink_connect``: by SCRAM
+            pass-through where validation established it, else with the connection
+            string as a bind parameter, see ``tcmerge.links``), opens a cursor in a
+            read-only repeatable-read transaction and inserts it into staging in
+            chunks (``dblink_fetch``); plain ``dblink()`` would materialise everything.
 
 Rows of rooms no other input has go straight into the target's tables (``direct``):
 of the message tables also the owner's rows of shared rooms (they keep their ids), of
@@ -46,7 +47,7 @@ from psycopg import sql
 from tcmerge.db import APPLICATION_NAME
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
-from tcmerge.links import dblink_conninfo
+from tcmerge.links import PASSTHROUGH, connect_passthrough, dblink_conninfo, link_auth
 from tcmerge.merge import pg
 from tcmerge.merge.checksums import (
     checksums_query,
@@ -717,12 +718,20 @@ def dblink_schema(conn: PgConn) -> str | None:
 def dblink_connect(conn: PgConn, schema: str, name: str, ref: DatabaseRef) -> None:
     """Open the named dblink connection from the target server to ``ref``.
 
-    The connection string (password included) is a bind parameter: it is never part
-    of SQL text, of this process's arguments, or of an error message.
+    By SCRAM pass-through where validation established that it works (a foreign server
+    and user mapping that live only in a rolled-back savepoint; no password crosses),
+    else with the password in the connection string, which validation announced
+    (DBLINK_SENDS_PASSWORD): a bind parameter, never part of SQL text, of this
+    process's arguments, or of an error message.
     """
-    info = dblink_conninfo(ref, application_name=f"{APPLICATION_NAME}-dblink",
-                           options=pg.SESSION_OPTIONS)
+    application_name = f"{APPLICATION_NAME}-dblink"
     try:
+        if link_auth(conn, ref) == PASSTHROUGH:
+            connect_passthrough(conn, schema, name, ref, application_name=application_name,
+                                options=pg.SESSION_OPTIONS)
+            return
+        info = dblink_conninfo(ref, application_name=application_name,
+                               options=pg.SESSION_OPTIONS)
         conn.execute(sql.SQL("SELECT {}.dblink_connect(%s, %s)").format(
             sql.Identifier(schema)), (name, info))
     except psycopg.Error as exc:
