@@ -44,11 +44,14 @@ class LiveProgress:
     """Per table rows and rate on a terminal (stderr), as the engine reports them."""
 
     def __init__(self) -> None:
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                            TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
-                            TextColumn("{task.fields[rate]}"), console=stderr,
-                            transient=False)
+        self.bar = self._new_bar()
         self.tasks: dict[tuple[str, str], Any] = {}
+
+    @staticmethod
+    def _new_bar() -> Progress:
+        return Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                        TextColumn("{task.completed:,.0f} rows"), TimeElapsedColumn(),
+                        TextColumn("{task.fields[rate]}"), console=stderr, transient=False)
 
     def __call__(self, what: str, where: str, rows: int) -> None:
         bar, key = self.bar, (what, where)
@@ -71,9 +74,7 @@ class LiveProgress:
         try:
             yield
         finally:
-            for task in list(self.bar.tasks):
-                self.bar.remove_task(task.id)
-            self.tasks.clear()
+            self.bar, self.tasks = self._new_bar(), {}
             self.bar.start()
 
 
@@ -84,8 +85,11 @@ def live_progress(enabled: bool) -> Iterator[LiveProgress | None]:
         yield None
         return
     progress = LiveProgress()
-    with progress.bar:
+    progress.bar.start()
+    try:
         yield progress
+    finally:
+        progress.bar.stop()  # the one drawing now (a question starts a new one)
 
 
 def summary_table(result: MergeResult, *, title: str = "Merge summary",
@@ -169,7 +173,9 @@ def register(root: typer.Typer) -> None:
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run,
                                     prompt=password)
-            # what the question showed is not printed again at the end
+            # the question and what it shows go to the terminal (stderr), also when stdout
+            # is redirected; at the end, what it showed is not printed again on the same
+            # terminal (a redirected stdout still gets the whole report)
             shown: list[MergeResult] = []
             try:
                 with live_progress(sys.stderr.isatty() and not as_json) as progress:
@@ -178,12 +184,13 @@ def register(root: typer.Typer) -> None:
                         def confirm(pending: MergeResult) -> bool:
                             with progress.paused() if progress else nullcontext():
                                 print_findings(pending.findings, "Validation findings",
-                                               err=as_json)
-                                (stderr if as_json else stdout).print(summary_table(pending))
-                                shown.append(pending)
+                                               err=True)
+                                stderr.print(summary_table(pending))
+                                if sys.stdout.isatty():
+                                    shown.append(pending)
                                 return typer.confirm(
                                     f"Merge into {Secrets.scrub(request.target.label)}?",
-                                    default=False, err=as_json)
+                                    default=False, err=True)
                     result = api.run(request, progress=progress, confirm=confirm)
             except MergeFailed as exc:
                 message = Secrets.scrub(exc.message)

@@ -24,14 +24,16 @@ ROOM = "ops@conference-1-c1.example.com"
 
 
 def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
-                          asked: bool = True,
-                          at_prompt: Callable[[], None] | None = None) -> tuple[int, str, str]:
-    """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe), answer the
-    first prompt, return (exit code, stdout, what the terminal showed); ``asked``: whether
-    a prompt must have come; ``at_prompt`` runs while the question waits."""
+                          asked: bool = True, at_prompt: Callable[[], None] | None = None,
+                          stdout_on_terminal: bool = False) -> tuple[int, str, str]:
+    """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe, or the
+    terminal too), answer the first prompt, return (exit code, stdout, what the terminal
+    showed); ``asked``: whether a prompt must have come; ``at_prompt`` runs while the
+    question waits."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
-                            text=True, stdin=slave, stderr=slave, stdout=subprocess.PIPE)
+                            text=True, stdin=slave, stderr=slave,
+                            stdout=slave if stdout_on_terminal else subprocess.PIPE)
     os.close(slave)
     shown, answered = b"", False
     deadline = time.monotonic() + 120
@@ -54,8 +56,7 @@ def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
                     at_prompt()
                 os.write(master, answer.encode() + b"\n")
                 answered = True
-        assert proc.stdout is not None
-        out = proc.stdout.read()
+        out = proc.stdout.read() if proc.stdout is not None else ""
         code = proc.wait(timeout=60)
     finally:
         os.close(master)
@@ -182,3 +183,25 @@ def test_inputs_changed_at_the_question_stop_the_merge(
         assert target.digest() == before
     if target.query("SELECT to_regclass('tcmerge_jobs') IS NOT NULL")[0][0]:
         assert target.query("SELECT count(*) FROM tcmerge_jobs") == [(0,)]
+
+
+@pytest.mark.parametrize("redirected", [False, True], ids=["terminal", "stdout-to-file"])
+def test_after_yes_the_summary_is_not_printed_twice(
+        tc_factory: Callable[..., TcData], tmp_path: Path, redirected: bool) -> None:
+    """Human output: the question and its summary are on the terminal, also when stdout
+    goes to a file; the summary shown at the question is not printed again on the same
+    terminal, while a redirected stdout gets the whole report."""
+    target, one = tc_factory(), tc_factory()
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "hello")])
+    pgpass = write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
+    code, out, shown = _answer_on_a_terminal(
+        ["run", "--source", bare_url(one.ref), "--target", bare_url(target.ref)],
+        pgpass, "y", stdout_on_terminal=not redirected)
+    assert code == 0, (out, shown)
+    assert "succeeded:" in (out if redirected else shown)
+    before_question = shown.split("[y/N]")[0]
+    assert "Merge summary" in before_question
+    assert shown.count("Merge summary") == 1, shown
+    if redirected:
+        assert out.count("Merge summary") == 1 and "[y/N]" not in out

@@ -185,3 +185,35 @@ def test_hostile_names_work_and_inject_nothing(
             server.drop_database(name)
         server.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(
             psycopg.sql.Identifier(HOSTILE_USER + transport)).as_string(None))
+
+
+@pytest.mark.parametrize("second", ["run", "validate"])
+def test_merge_in_progress_is_immediate_even_while_the_first_run_is_in_its_preflight(
+        tc_factory: Callable[..., TcData], tmp_path: Path, second: str) -> None:
+    """The first run is held inside its preflight (reading the target's table sizes, which
+    waits on another session's lock): a second run or validate must still be told
+    MERGE_IN_PROGRESS at once, not wait on the first one's locks. Without the lock taken
+    at the command's first statement, the second one passed the lock check and waited."""
+    target, one = tc_factory(), tc_factory()
+    fill(one, "one")
+    pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
+    with proc.admin(target.ref) as blocker:
+        blocker.autocommit = False
+        blocker.execute("LOCK TABLE tc_msgarchive IN ACCESS EXCLUSIVE MODE")
+        first = proc.start(run_args(target, one), pgpass)
+        proc.wait_until(blocker, proc.WAITING_ON, ("tc_msgarchive", "tcmerge"), proc=first)
+        args = run_args(target, one) if second == "run" else [
+            "validate", "--json", "--target", proc.bare_url(target.ref),
+            "--source", proc.bare_url(one.ref)]
+        # the blocker still holds its lock: a second command that waited would time out
+        code2, out2 = proc.finish(proc.start(args, pgpass), timeout=60)
+        assert first.poll() is None  # the first is still held in its preflight
+        blocker.rollback()
+    code1, out1 = proc.finish(first)
+    assert code1 == 0, out1
+    assert code2 == 1, out2
+    in_progress = [f for f in out2["findings"] if f["code"] == "MERGE_IN_PROGRESS"]
+    assert [f["code"] for f in out2["findings"] if f["severity"] == "error"] == [
+        "MERGE_IN_PROGRESS"]
+    assert "merge or restore is changing this target" in in_progress[0]["message"]
+    assert target.count("tc_msgarchive") == 30
