@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,44 @@ SESSION_GONE = (
     "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'tcmerge%%' "
     "AND datname = current_database() AND pid <> pg_backend_pid())"
 )
+
+
+def on_a_terminal(args: list[str], env: dict[str, str],
+                  answer: Callable[[bytes], bytes | None], *, stdout_on_terminal: bool = False,
+                  new_session: bool = False, timeout: float = 120) -> tuple[int, str, str]:
+    """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe, or the
+    terminal too). ``answer`` sees all the terminal showed so far after each read and
+    returns what to type, or None. ``new_session``: no controlling terminal (getpass then
+    reads stdin). Returns (exit code, stdout, what the terminal showed)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, text=True,
+                            stdin=slave, stderr=slave,
+                            stdout=slave if stdout_on_terminal else subprocess.PIPE,
+                            start_new_session=new_session)
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            typed = answer(shown)
+            if typed is not None:
+                os.write(master, typed)
+        out = proc.stdout.read() if proc.stdout is not None else ""
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return code, out, shown.decode(errors="replace")

@@ -4,20 +4,14 @@ without a password, then used by every session of the command; never printed or 
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from .data import TcData
-from .proc import CLI, bare_url, child_env
+from .proc import bare_url, child_env, on_a_terminal
 
 pytestmark = pytest.mark.postgresql
 
@@ -29,39 +23,17 @@ def _type_passwords(args: list[str], env: dict[str, str], password: str
     """Run tcmerge in a session of its own (no controlling terminal) with stdin and stderr
     on a pseudo-terminal, stdout a pipe; answer every password prompt. Returns (exit code,
     stdout, what the terminal showed, the prompts)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, text=True,
-                            stdin=slave, stderr=slave, stdout=subprocess.PIPE,
-                            start_new_session=True)
-    os.close(slave)
-    shown, prompts = b"", []
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-            asked = re.findall(rb"Password for [^\r\n]*: ", shown)
-            if len(asked) > len(prompts):
-                prompts.append(asked[-1].decode())
-                os.write(master, password.encode() + b"\n")
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        code = proc.wait(timeout=60)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    return code, out, shown.decode(errors="replace"), prompts
+    prompts: list[str] = []
+
+    def reply(shown: bytes) -> bytes | None:
+        asked = re.findall(rb"Password for [^\r\n]*: ", shown)
+        if len(asked) <= len(prompts):
+            return None
+        prompts.append(asked[-1].decode())
+        return password.encode() + b"\n"
+
+    code, out, shown = on_a_terminal(args, env, reply, new_session=True)
+    return code, out, shown, prompts
 
 
 def test_run_with_password_option_connects_with_password_less_urls(

@@ -4,19 +4,13 @@ its one JSON object; "no" writes nothing."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from .data import TcData
-from .proc import CLI, admin, bare_url, child_env, write_pgpass
+from .proc import admin, bare_url, child_env, on_a_terminal, write_pgpass
 
 pytestmark = pytest.mark.postgresql
 
@@ -26,44 +20,23 @@ ROOM = "ops@conference-1-c1.example.com"
 def _answer_on_a_terminal(args: list[str], pgpass: Path, answer: str, *,
                           asked: bool = True, at_prompt: Callable[[], None] | None = None,
                           stdout_on_terminal: bool = False) -> tuple[int, str, str]:
-    """Run tcmerge with stdin and stderr on a pseudo-terminal (stdout a pipe, or the
-    terminal too), answer the first prompt, return (exit code, stdout, what the terminal
-    showed); ``asked``: whether a prompt must have come; ``at_prompt`` runs while the
+    """Run tcmerge on a pseudo-terminal (``proc.on_a_terminal``), answer the first y/N
+    question; ``asked``: whether a question must have come; ``at_prompt`` runs while the
     question waits."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], env=child_env(pgpass),
-                            text=True, stdin=slave, stderr=slave,
-                            stdout=slave if stdout_on_terminal else subprocess.PIPE)
-    os.close(slave)
-    shown, answered = b"", False
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-            if not answered and b"[y/N]" in shown:
-                if at_prompt is not None:
-                    at_prompt()
-                os.write(master, answer.encode() + b"\n")
-                answered = True
-        out = proc.stdout.read() if proc.stdout is not None else ""
-        code = proc.wait(timeout=60)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    assert answered == asked, shown.decode(errors="replace")
-    return code, out, shown.decode(errors="replace")
+    answered: list[bool] = []
+
+    def reply(shown: bytes) -> bytes | None:
+        if answered or b"[y/N]" not in shown:
+            return None
+        if at_prompt is not None:
+            at_prompt()
+        answered.append(True)
+        return answer.encode() + b"\n"
+
+    code, out, shown = on_a_terminal(args, child_env(pgpass), reply,
+                                     stdout_on_terminal=stdout_on_terminal)
+    assert bool(answered) == asked, shown
+    return code, out, shown
 
 
 @pytest.mark.parametrize("answer", ["n", "y"])
