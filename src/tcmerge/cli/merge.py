@@ -29,7 +29,7 @@ from tcmerge.cli.output import (
 )
 from tcmerge.cli.validate import build_request
 from tcmerge.errors import EXIT_FAILURE, EXIT_OK
-from tcmerge.merge import MergeFailed, MergeResult, pg, restore_job, verify_job
+from tcmerge.merge import MergeFailed, MergeResult, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
 from tcmerge.results import sort_findings
 
@@ -235,8 +235,7 @@ def register(root: typer.Typer) -> None:
         """The merges recorded in the target, oldest first."""
         with error_boundary(as_json):
             ref = database(target, topology, mergeable=True, prompt=password)
-            with pg.session(ref, role="jobs") as conn:
-                records = jobs_mod.list_jobs(conn)
+            records = jobs_mod.history(ref)
         if as_json:
             print_json({"ok": True, "jobs": [j.as_dict(full=False) for j in records]})
             return
@@ -266,8 +265,7 @@ def register(root: typer.Typer) -> None:
         """One job's full record."""
         with error_boundary(as_json):
             ref = database(target, topology, mergeable=True, prompt=password)
-            with pg.session(ref, role="jobs") as conn:
-                job = jobs_mod.get_job(conn, job_id)
+            job = jobs_mod.find_job(ref, job_id)
         record = job.as_dict()
         if as_json:
             print_json({"ok": True, **record})

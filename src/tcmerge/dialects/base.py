@@ -118,6 +118,16 @@ class DialectAdapter(abc.ABC):
         """Whether another tcmerge run holds this target's merge lock (None: cannot tell)."""
         return None
 
+    # -- tcmerge's own tables (job history) ---------------------------------------------------
+    @abc.abstractmethod
+    def table_visible(self, name: str) -> sa.Executable:
+        """One row, one value: true (or non-zero) when table ``name`` is visible to the
+        session without a schema (PostgreSQL: on the search path)."""
+
+    @abc.abstractmethod
+    def create_if_absent(self, table: sa.Table) -> sa.Executable:
+        """CREATE TABLE ``table`` unless it exists."""
+
     #: the one-merge lock can be held by a session of its own for a whole command
     #: (``tcmerge.lock``); otherwise the dialect's merge takes it in its transaction
     session_merge_lock: ClassVar[bool] = False

@@ -49,6 +49,7 @@ from tcmerge.merge.transport import (
 from tcmerge.merge.verify import check_target, compare_checksums
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error
+from tcmerge.sqlexec import PsycopgRunner
 from tcmerge.validate import ValidationReport, analysis_request, choose_transport, validate
 
 #: work_mem of the merge transaction's analysis and apply (when the server's is lower)
@@ -104,7 +105,9 @@ def describe_inputs(request: MergeRequest) -> dict[str, Any]:
     def one(ref: DatabaseRef) -> dict[str, Any]:
         return {"label": ref.label, "name": ref.name, "url": public_url(ref)}
 
-    return {"target": one(request.target), "sources": [one(s) for s in request.sources]}
+    # the same shape for every dialect; the dialect says which one the job merged
+    return {"dialect": request.target.dialect, "target": one(request.target),
+            "sources": [one(s) for s in request.sources]}
 
 
 class _Merge:
@@ -324,7 +327,7 @@ class _Merge:
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
                 sql.SQL(", ").join(sql.Identifier(n) for n in names)))
         if self.mode == "run":
-            jobs.ensure_jobs_table(conn)
+            jobs.ensure_jobs_table(PsycopgRunner(conn))
         create_staging(conn, request.tables)
         reader_cls = TRANSPORTS[plan.transport]
         # source queries that run beside the target's work take turns (see transport.py)
@@ -465,7 +468,7 @@ class _Merge:
                 "findings": [f.as_dict() for f in findings],
             },
         )
-        jobs.write_job(conn, job)
+        jobs.write_job(PsycopgRunner(conn), job)
         conn.commit()
         self._phase("commit")
         return self._result("succeeded", findings, plan, job_id=self.job_id,

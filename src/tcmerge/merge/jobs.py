@@ -1,28 +1,34 @@
 """Job records in the target (``tcmerge_jobs``): written, listed and read back.
 
 The table comes from ``schema/bookkeeping.py`` (migration 0002); a merge creates
-it when absent. Records hold labels and password-less URLs only.
+it when absent. Records hold labels and password-less URLs only. Every function
+takes a ``Runner`` (``tcmerge.sqlexec``) and builds Core statements, so PostgreSQL and
+Oracle targets keep one history in one shape; what differs (is the table there, how
+to create it) is the dialect adapter's.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.schema import CreateTable
+import sqlalchemy as sa
 
 from tcmerge import __version__
+from tcmerge.db import connect
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects import adapter_for
 from tcmerge.errors import ConfigError
-from tcmerge.merge import pg
-from tcmerge.merge.pg import PgConn
 from tcmerge.schema.bookkeeping import tcmerge_jobs
+from tcmerge.sqlexec import Runner, SaRunner
 
 JOBS_TABLE = "tcmerge_jobs"
+_COLUMNS = ("job_id", "status", "started_at", "finished_at", "tcmerge_version", "inputs",
+            "options", "counts", "error")
 
 
 def new_job_id() -> str:
@@ -34,18 +40,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def ensure_jobs_table(conn: PgConn) -> None:
-    """Create tcmerge_jobs unless one is visible on the search path.
+def jobs_table_exists(run: Runner) -> bool:
+    return bool(run.scalar(adapter_for(run.name).table_visible(JOBS_TABLE)))
 
-    IF NOT EXISTS alone looks only in the schema a new table would go to (the first of
-    the path, e.g. a "$user" schema made after the first merge), and would start a
-    second, empty history there that hides the first one.
+
+def ensure_jobs_table(run: Runner) -> None:
+    """Create tcmerge_jobs unless one is visible already.
+
+    PostgreSQL's IF NOT EXISTS alone looks only in the schema a new table would go to
+    (the first of the path, e.g. a "$user" schema made after the first merge), and would
+    start a second, empty history there that hides the first one.
     """
-    if pg.existing_tables(conn, [JOBS_TABLE]):
-        return
-    statement = CreateTable(tcmerge_jobs, if_not_exists=True)
-    ddl = str(statement.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
-    conn.execute(ddl.encode())
+    if not jobs_table_exists(run):
+        run.execute(adapter_for(run.name).create_if_absent(tcmerge_jobs))
 
 
 @dataclass
@@ -102,61 +109,69 @@ class JobRecord:
         return record
 
 
-def write_job(conn: PgConn, job: JobRecord) -> None:
-    conn.execute(
-        "INSERT INTO tcmerge_jobs (job_id, status, started_at, finished_at, tcmerge_version, "
-        "inputs, options, counts, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (job.job_id, job.status, job.started_at, job.finished_at, job.tcmerge_version,
-         json.dumps(job.inputs), json.dumps(job.options), json.dumps(job.counts), job.error),
-    )
+def job_values(job: JobRecord) -> dict[str, Any]:
+    """The record as the table's column values (JSON texts, no password)."""
+    return {"job_id": job.job_id, "status": job.status, "started_at": job.started_at,
+            "finished_at": job.finished_at, "tcmerge_version": job.tcmerge_version,
+            "inputs": json.dumps(job.inputs), "options": json.dumps(job.options),
+            "counts": json.dumps(job.counts), "error": job.error}
+
+
+def write_job(run: Runner, job: JobRecord) -> None:
+    run.execute(sa.insert(tcmerge_jobs).values(job_values(job)))
 
 
 def record_failure(ref: DatabaseRef, job: JobRecord) -> bool:
     """Write a failed job in its own transaction (a new session); False if impossible."""
     try:
-        with pg.session(ref, role="jobs") as conn:
-            ensure_jobs_table(conn)
-            write_job(conn, job)
+        with _reading(ref) as conn:
+            run = SaRunner(conn)
+            ensure_jobs_table(run)
+            write_job(run, job)
             conn.commit()
     except Exception:  # the target may be the thing that failed
         return False
     return True
 
 
-_COLUMNS = ("job_id, status, started_at, finished_at, tcmerge_version, inputs, options, "
-            "counts, error")
+def _text(value: Any) -> str | None:
+    """A text column's value (a CLOB may come back as a LOB object)."""
+    if value is None:
+        return None
+    read = getattr(value, "read", None)
+    return str(read()) if callable(read) else str(value)
 
 
 def _from_row(row: tuple[Any, ...]) -> JobRecord:
-    def load(text: str | None) -> dict[str, Any]:
+    def load(value: Any) -> dict[str, Any]:
+        text = _text(value)
         return dict(json.loads(text)) if text else {}
 
     return JobRecord(job_id=row[0], status=row[1], started_at=row[2], finished_at=row[3],
                      tcmerge_version=row[4], inputs=load(row[5]), options=load(row[6]),
-                     counts=load(row[7]), error=row[8])
+                     counts=load(row[7]), error=_text(row[8]))
 
 
-def jobs_table_exists(conn: PgConn) -> bool:
-    return bool(pg.existing_tables(conn, [JOBS_TABLE]))
+def _select() -> sa.Select[Any]:
+    return sa.select(*(tcmerge_jobs.c[name] for name in _COLUMNS))
 
 
-def list_jobs(conn: PgConn) -> list[JobRecord]:
-    if not jobs_table_exists(conn):
+def list_jobs(run: Runner) -> list[JobRecord]:
+    if not jobs_table_exists(run):
         return []
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM tcmerge_jobs ORDER BY started_at, job_id")
-    return [_from_row(r) for r in rows.fetchall()]
+    rows = run.rows(_select().order_by(tcmerge_jobs.c.started_at, tcmerge_jobs.c.job_id))
+    return [_from_row(r) for r in rows]
 
 
-def get_job(conn: PgConn, job_id: str, *, for_update: bool = False) -> JobRecord:
+def get_job(run: Runner, job_id: str, *, for_update: bool = False) -> JobRecord:
     """A job by id or unique id prefix; ConfigError (exit 2) when unknown."""
-    if not jobs_table_exists(conn):
+    if not jobs_table_exists(run):
         raise ConfigError(f"no job {job_id!r}: the target has no job history")
-    lock = " FOR UPDATE" if for_update else ""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM tcmerge_jobs WHERE job_id = %s OR job_id LIKE %s "
-        f"ORDER BY job_id{lock}",
-        (job_id, job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"),
-    ).fetchall()
+    c = tcmerge_jobs.c
+    prefix = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    query = _select().where(sa.or_(c.job_id == job_id,
+                                   c.job_id.like(prefix, escape="\\"))).order_by(c.job_id)
+    rows = run.rows(query.with_for_update() if for_update else query)
     exact = [r for r in rows if r[0] == job_id]
     if exact:
         return _from_row(exact[0])
@@ -167,8 +182,24 @@ def get_job(conn: PgConn, job_id: str, *, for_update: bool = False) -> JobRecord
     raise ConfigError(f"job id {job_id!r} is ambiguous ({len(rows)} jobs match)")
 
 
-def update_job(conn: PgConn, job: JobRecord) -> None:
-    conn.execute("UPDATE tcmerge_jobs SET status = %s, counts = %s WHERE job_id = %s",
-                 (job.status, json.dumps(job.counts), job.job_id))
+def update_job(run: Runner, job: JobRecord) -> None:
+    run.execute(sa.update(tcmerge_jobs).where(tcmerge_jobs.c.job_id == job.job_id).values(
+        status=job.status, counts=json.dumps(job.counts)))
 
 
+# -- the job history of a target, for any dialect (jobs list / jobs show) -------------------
+def _reading(ref: DatabaseRef) -> AbstractContextManager[sa.Connection]:
+    return connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
+                   application_name="tcmerge-jobs")
+
+
+def history(ref: DatabaseRef) -> list[JobRecord]:
+    """Every job recorded in the target ``ref``, oldest first (none without a history)."""
+    with _reading(ref) as conn:
+        return list_jobs(SaRunner(conn))
+
+
+def find_job(ref: DatabaseRef, job_id: str) -> JobRecord:
+    """One job of the target ``ref`` by id or unique prefix (ConfigError when unknown)."""
+    with _reading(ref) as conn:
+        return get_job(SaRunner(conn), job_id)

@@ -25,10 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import TableClause
 
+from tcmerge.dialects.oracle.ddl import create_if_absent
 from tcmerge.schema.bookkeeping import tcmerge_jobs, tcmerge_merge_lock
 from tcmerge.schema.types import VarString
 
@@ -158,15 +158,6 @@ def stage_over_link(model: sa.Table, staging: sa.Table, link: str, inp: int) -> 
 
 
 # -- lock, jobs -------------------------------------------------------------------------------
-def create_if_absent(table: sa.Table) -> sa.TextClause:
-    """CREATE TABLE unless it exists (ORA-00955 ignored): Oracle has no IF NOT EXISTS
-    before 23ai. The DDL is the model's, compiled for Oracle, inside a PL/SQL literal."""
-    ddl = compile_oracle(CreateTable(table)).strip()
-    return sa.text(
-        f"BEGIN EXECUTE IMMEDIATE {plsql_literal(ddl)}; EXCEPTION WHEN OTHERS THEN "
-        "IF SQLCODE != -955 THEN RAISE; END IF; END;")
-
-
 def ensure_lock_table() -> sa.TextClause:
     return create_if_absent(tcmerge_merge_lock)
 

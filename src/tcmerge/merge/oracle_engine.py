@@ -34,7 +34,6 @@ answers.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM
 from tcmerge.errors import DatabaseError, TcmergeError
 from tcmerge.links import OracleLinkPlan, plan_oracle_link
 from tcmerge.merge import oracle as ora
-from tcmerge.merge.jobs import JobRecord, utcnow
+from tcmerge.merge.jobs import JobRecord, job_values, utcnow
 from tcmerge.merge.plan import MergePlan, MergeResult
 from tcmerge.merge.rules_oracle import OracleRules, check_target, verify_statements
 from tcmerge.merge.snapshot import MergeInProgress
@@ -228,13 +227,6 @@ def snapshot_fill(table: str, name: str) -> sa.TextClause:
 def job_insert() -> sa.Insert:
     """INSERT INTO tcmerge_jobs with bind parameters (JSON texts, no password)."""
     return sa.insert(tcmerge_jobs)
-
-
-def job_values(job: JobRecord) -> dict[str, Any]:
-    return {"job_id": job.job_id, "status": job.status, "started_at": job.started_at,
-            "finished_at": job.finished_at, "tcmerge_version": job.tcmerge_version,
-            "inputs": json.dumps(job.inputs), "options": json.dumps(job.options),
-            "counts": json.dumps(job.counts), "error": job.error}
 
 
 def render_script(plan: OraclePlan, *, succeeded: bool = True) -> str:
@@ -575,7 +567,6 @@ class OracleMerge:
                 "bans_expected": analysis.bans_expected,
                 "bans_not_applied": analysis.bans_not_applied,
                 "findings": [f.as_dict() for f in self.findings],
-                "dialect": "oracle",
             })
         conn.execute(job_insert(), job_values(job))
         conn.commit()

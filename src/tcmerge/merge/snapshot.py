@@ -32,6 +32,7 @@ from tcmerge.errors import FindingsBlock
 from tcmerge.merge import jobs, pg
 from tcmerge.merge.checksums import recorded_methods, table_checksums
 from tcmerge.merge.pg import PgConn
+from tcmerge.sqlexec import PsycopgRunner
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _restore(conn: PgConn, job_id: str, force: bool,
     if not try_merge_lock(conn):
         raise MergeInProgress("another tcmerge merge or restore is changing this target; "
                               "nothing was restored")
-    job = jobs.get_job(conn, job_id, for_update=True)
+    job = jobs.get_job(PsycopgRunner(conn), job_id, for_update=True)
     snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
     if job.status != "succeeded":
         raise FindingsBlock(f"job {job.job_id} is {job.status}: only a succeeded merge can be "
@@ -169,7 +170,7 @@ def _restore(conn: PgConn, job_id: str, force: bool,
     if missing:
         raise FindingsBlock(f"the snapshot tables of job {job.job_id} are gone: "
                             + ", ".join(sorted(missing)), code="RESTORE_NOT_POSSIBLE")
-    later = [j for j in jobs.list_jobs(conn)
+    later = [j for j in jobs.list_jobs(PsycopgRunner(conn))
              if j.status == "succeeded" and j.job_id != job.job_id
              and (j.started_at, j.job_id) > (job.started_at, job.job_id)]
     if later:
@@ -215,6 +216,6 @@ def _restore(conn: PgConn, job_id: str, force: bool,
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(snapshot)))
     job.status = "restored"
     job.counts["restored_at"] = jobs.utcnow().isoformat()
-    jobs.update_job(conn, job)
+    jobs.update_job(PsycopgRunner(conn), job)
     conn.commit()
     return result

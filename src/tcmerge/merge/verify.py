@@ -24,6 +24,7 @@ from tcmerge.merge.checksums import recorded_methods, table_checksums
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.results import Finding, Report, error, info, warning
+from tcmerge.sqlexec import PsycopgRunner
 
 KEYS = {"tc_msgarchive": ("to_jid", "msg_id"), "tc_messages": ("room_jid", "msg_id")}
 
@@ -174,7 +175,7 @@ def verify_job(target: DatabaseRef, job_id: str,
     with pg.session(target, role="verify") as conn:
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            job = jobs.get_job(conn, job_id)
+            job = jobs.get_job(PsycopgRunner(conn), job_id)
             report = VerifyReport(job_id=job.job_id)
             if job.status != "succeeded":
                 report.findings.append(error(

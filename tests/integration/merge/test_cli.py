@@ -149,15 +149,17 @@ def test_jobs_list_shows_no_rows_for_a_failed_or_restored_job(
     from datetime import datetime
 
     from tcmerge.merge import jobs, pg
+    from tcmerge.sqlexec import PsycopgRunner
 
     target = tc_factory()
     counts = {"tables": {"tc_msgarchive": {"read": [0, 216829], "inserted": 216829,
                                            "duplicates": 0, "renumbered": 0, "conflicts": 0}}}
     inputs = {"target": {"label": "tgt"}, "sources": [{"label": "src", "name": "src"}]}
     with pg.session(target.ref, role="jobs") as conn:
-        jobs.ensure_jobs_table(conn)
+        run = PsycopgRunner(conn)
+        jobs.ensure_jobs_table(run)
         for n, status in enumerate(("failed", "restored", "succeeded")):
-            jobs.write_job(conn, jobs.JobRecord(
+            jobs.write_job(run, jobs.JobRecord(
                 job_id=f"2026010{n + 1}T000000-0000000{n}", status=status,
                 started_at=datetime(2026, 1, n + 1), finished_at=datetime(2026, 1, n + 1),
                 inputs=inputs, counts=counts,
@@ -264,3 +266,28 @@ def test_run_with_only_the_target_as_input_is_refused_before_anything_is_written
     assert target.query(tables) == objects  # no job table, no snapshot
     if ("tcmerge_jobs",) in objects:
         assert target.query("SELECT count(*) FROM tcmerge_jobs") == [(0,)]
+
+
+def test_a_target_without_a_job_table_gets_one_with_its_first_job(
+        tc_factory: Callable[..., TcData]) -> None:
+    """A TC database that IM and Presence made has no tcmerge_jobs: the first run creates
+    it in its transaction, a failure records into a new one, and jobs list reads both."""
+    target, one = tc_factory(), tc_factory()
+    target.execute("DROP TABLE tcmerge_jobs")
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "50% off")])  # a % in data and in LIKE patterns
+    code, out = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    code, listed = cli("jobs", "list", "--target", url(target.ref))
+    assert code == 0 and [j["job_id"] for j in listed["jobs"]] == [out["job_id"]]
+    assert listed["jobs"][0]["inputs"]["dialect"] == "postgresql"
+    code, shown = cli("jobs", "show", out["job_id"][:17], "--target", url(target.ref))
+    assert code == 0 and shown["job_id"] == out["job_id"]
+    # a failed run's record goes into a job table of its own session, created there too
+    target.execute("DROP TABLE tcmerge_jobs")
+    from tcmerge.merge.jobs import JobRecord, record_failure, utcnow
+
+    assert record_failure(target.ref, JobRecord(job_id="20261207T000000-00000000",
+                                                status="failed", started_at=utcnow()))
+    code, listed = cli("jobs", "list", "--target", url(target.ref))
+    assert [j["status"] for j in listed["jobs"]] == ["failed"]

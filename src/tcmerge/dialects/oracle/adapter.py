@@ -7,6 +7,7 @@ from sqlalchemy.dialects import oracle
 
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.oracle import dictionary as dic
+from tcmerge.dialects.oracle.ddl import create_if_absent
 from tcmerge.results import Finding, error
 
 _PREPARER = oracle.dialect().identifier_preparer  # type: ignore[no-untyped-call]
@@ -107,6 +108,14 @@ class OracleAdapter(DialectAdapter):
                         database=database,
                         hint=f"ALTER USER {user} QUOTA UNLIMITED ON {quote(str(tablespace))};"))
         return findings
+
+    def table_visible(self, name: str) -> sa.Executable:
+        # the model's names are unquoted, so the dictionary holds them upper-cased
+        return sa.text("SELECT count(*) FROM user_tables WHERE table_name = :name"
+                       ).bindparams(name=name.upper())
+
+    def create_if_absent(self, table: sa.Table) -> sa.Executable:
+        return create_if_absent(table)
 
     def other_sessions(self, conn: sa.Connection, exclude: set[int]) -> list[Session] | None:
         s = dic.v_session

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import Executable, TableClause
@@ -35,6 +36,15 @@ def _literal(text: str) -> str:
 
 def oracle_quote(name: str) -> str:
     return str(_PREPARER.quote(name))
+
+
+def create_if_absent(table: sa.Table) -> sa.TextClause:
+    """CREATE TABLE unless it exists (ORA-00955 ignored): Oracle has no IF NOT EXISTS
+    before 23ai. The DDL is the model's, compiled for Oracle, inside a PL/SQL literal."""
+    ddl = str(CreateTable(table).compile(dialect=_PREPARER.dialect)).strip()
+    return sa.text(
+        f"BEGIN EXECUTE IMMEDIATE {_literal(ddl)}; EXCEPTION WHEN OTHERS THEN "
+        "IF SQLCODE != -955 THEN RAISE; END IF; END;")
 
 
 def check_link_password(password: str) -> None:

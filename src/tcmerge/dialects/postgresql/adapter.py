@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.schema import CreateTable
 
 from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
@@ -285,6 +286,14 @@ class PostgresAdapter(DialectAdapter):
     # -- sessions, sizes, digests ----------------------------------------------------------------
     def merge_in_progress(self, conn: sa.Connection) -> bool | None:
         return bool(self.merge_lock_holders(conn))
+
+    def table_visible(self, name: str) -> sa.Executable:
+        return sa.select(sa.func.to_regclass(sa.func.quote_ident(name)).is_not(None))
+
+    def create_if_absent(self, table: sa.Table) -> sa.Executable:
+        # IF NOT EXISTS alone looks only in the schema a new table goes to: callers ask
+        # ``table_visible`` first, so that a table elsewhere on the search path counts
+        return CreateTable(table, if_not_exists=True)
 
     session_merge_lock = True
 
