@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
-import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
 
 Row = tuple[Any, ...]
+#: a Core statement, DDL element or ``sa.text``
+Statement = Executable | ClauseElement
 
 
 class Runner(abc.ABC):
@@ -34,29 +36,38 @@ class Runner(abc.ABC):
         return str(self.dialect.name)
 
     @abc.abstractmethod
-    def rows(self, statement: Executable,
+    def rows(self, statement: Statement,
              params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run ``statement``; its rows ([] for a statement that returns none)."""
 
-    def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> None:
+    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> None:
         self.rows(statement, params)
 
-    def scalar(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+    def scalar(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
         rows = self.rows(statement, params)
         return rows[0][0] if rows else None
 
 
+class Executes(Protocol):
+    """What a runner needs of a SQLAlchemy-style session (``sa.Connection`` fits)."""
+
+    def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+
+
 class SaRunner(Runner):
-    """A SQLAlchemy connection; its transaction is the caller's."""
+    """A SQLAlchemy connection (or a session object like one, with its ``dialect``
+    given); its transaction is the caller's."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: Executes, dialect: Dialect | None = None) -> None:
         self.conn = conn
-        self.dialect = conn.dialect
+        self.dialect = dialect if dialect is not None else conn.dialect  # type: ignore[attr-defined]
 
-    def rows(self, statement: Executable,
+    def rows(self, statement: Statement,
              params: Mapping[str, Any] | None = None) -> list[Row]:
         result = self.conn.execute(statement, dict(params) if params else None)
-        return [tuple(r) for r in result] if result.returns_rows else []
+        if result is None or not result.returns_rows:
+            return []
+        return [tuple(r) for r in result]
 
 
 class PsycopgRunner(Runner):
@@ -68,9 +79,9 @@ class PsycopgRunner(Runner):
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
-    def rows(self, statement: Executable,
+    def rows(self, statement: Statement,
              params: Mapping[str, Any] | None = None) -> list[Row]:
-        compiled = statement.compile(dialect=self.dialect,  # type: ignore[attr-defined]
+        compiled = statement.compile(dialect=self.dialect,  # type: ignore[union-attr]
                                      compile_kwargs={"render_postcompile": True})
         values = compiled.construct_params(dict(params) if params else None)
         # a statement's text escapes a literal % as %%, and psycopg reads placeholders

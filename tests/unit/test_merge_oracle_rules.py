@@ -19,7 +19,8 @@ import sqlglot
 
 from tcmerge.merge import oracle as ora
 from tcmerge.merge.rules import PgRules
-from tcmerge.merge.rules_oracle import OracleRules, row_hash, same_row, verify_statements
+from tcmerge.merge.rules_oracle import PAIR_HASH, OracleRules, row_hash, same_row
+from tcmerge.merge.verify import check_statements
 from tcmerge.schema import tc
 
 TOKEN = "ab12cd34"
@@ -157,7 +158,7 @@ def test_members_target_first_then_bans_then_input_order() -> None:
 def test_reserved_words_are_quoted_everywhere() -> None:
     r = rules()
     texts = [q for _, q in r.work_queries()] + [compiled(s)[0] for _, s in r.apply_statements()]
-    texts += [compiled(s)[0] for _, s in verify_statements([t.name for t in tc.ALL_TABLES])]
+    texts += [compiled(s)[0] for _, s in check_statements([t.name for t in tc.ALL_TABLES])]
     for text in texts:
         assert not re.search(r'(?<!")\b(start|end)\b(?!")', text.replace("START_MSG_ID", "")
                              .replace("start_msg_id", "")), text
@@ -193,12 +194,18 @@ def test_both_dialects_have_the_same_rules_interface() -> None:
 
 
 def test_verification_queries_parse() -> None:
-    found = dict(verify_statements([t.name for t in tc.TC_TABLES]))
-    assert set(found) >= {"count:tc_rooms", "unique:tc_msgarchive", "unique:tc_messages",
-                          "counters", "bans"}
-    for statement in found.values():
-        parses(compiled(statement)[0])
-    assert "WHERE r.next_msg_id <= i.hi" in compiled(found["counters"])[0]
+    for probe in (False, True):
+        found = dict(check_statements([t.name for t in tc.TC_TABLES], probe=probe))
+        assert set(found) >= {"count:tc_rooms", "unique:tc_msgarchive",
+                              "unique:tc_messages", "counters", "bans"}
+        for statement in found.values():
+            parses(compiled(statement)[0])
+        counters = compiled(found["counters"])[0]
+        assert "FETCH FIRST" in counters and "count(*) OVER ()" in counters
+    assert "r.next_msg_id <= i.hi" in compiled(
+        dict(check_statements(["tc_rooms", "tc_msgarchive"]))["counters"])[0]
+    # the bans digest is the one the Oracle analysis computes (rules_oracle.PAIR_HASH)
+    assert PAIR_HASH in compiled(found["bans"])[0].replace("b.", "")
 
 
 def test_fill_order_is_enforced() -> None:

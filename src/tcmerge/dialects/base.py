@@ -128,6 +128,17 @@ class DialectAdapter(abc.ABC):
     def create_if_absent(self, table: sa.Table) -> sa.Executable:
         """CREATE TABLE ``table`` unless it exists."""
 
+    # -- verification's shortcuts (None: the dialect has none, the full check runs) -----------
+    def unique_key_query(self, table: str, columns: tuple[str, ...]) -> sa.Executable | None:
+        """One value, true when a unique index on exactly ``columns`` guards ``table``
+        (then duplicates cannot exist and are not counted)."""
+        return None
+
+    def room_id_index_query(self, table: str, room: str) -> sa.Executable | None:
+        """One value, true when an index on (``room``, msg_id) serves each room's highest
+        id by a probe (the counter check then probes per room instead of grouping)."""
+        return None
+
     #: the one-merge lock can be held by a session of its own for a whole command
     #: (``tcmerge.lock``); otherwise the dialect's merge takes it in its transaction
     session_merge_lock: ClassVar[bool] = False

@@ -436,7 +436,7 @@ class _Merge:
                 raise DatabaseError(f"{name}: {n} rows written, {expected} expected; the merge "
                                     "is rolled back", code="MERGE_FAILED")
         self._tell("verify", request.target.label)
-        verification = check_target(conn, analysis.counts, analysis.bans_expected,
+        verification = check_target(PsycopgRunner(conn), analysis.counts, analysis.bans_expected,
                                     request.target.label)
         for reader, sums, (xmin, shapes) in zip(self.readers, before, marks, strict=True):
             # one checksum pass per source: a cheap proof that nothing changed since the

@@ -50,11 +50,13 @@ from tcmerge.links import OracleLinkPlan, plan_oracle_link
 from tcmerge.merge import oracle as ora
 from tcmerge.merge.jobs import JobRecord, job_values, utcnow
 from tcmerge.merge.plan import MergePlan, MergeResult
-from tcmerge.merge.rules_oracle import OracleRules, check_target, verify_statements
+from tcmerge.merge.rules_oracle import OracleRules
 from tcmerge.merge.snapshot import MergeInProgress
+from tcmerge.merge.verify import check_statements, check_target, compare_checksums
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, blocking, error, info
 from tcmerge.schema.bookkeeping import tcmerge_jobs
+from tcmerge.sqlexec import SaRunner
 
 if TYPE_CHECKING:
     from tcmerge.merge.engine import MergeFailed, _Merge
@@ -199,7 +201,7 @@ class OraclePlan:
         for name, statement in self.rules.apply_statements():
             steps.append(Step("apply", statement, f"apply: {name}"))
         steps += [Step("verify", statement, f"verify: {what}")
-                  for what, statement in verify_statements(self.tables)]
+                  for what, statement in check_statements(self.tables)]
         steps.append(Step("job", job_insert(), "the job record"))
         steps.append(Step("commit", sa.text("COMMIT"), "the merge commits"))
         return steps
@@ -538,11 +540,10 @@ class OracleMerge:
                 raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
                                     " expected; the merge is rolled back", code="MERGE_FAILED")
         m._tell("verify", request.target.label)
-        verification = check_target(conn, analysis.counts, analysis.bans_expected,
+        verification = check_target(SaRunner(conn, ora.ORACLE), analysis.counts,
+                                    analysis.bans_expected,
                                     request.target.label)
         after = self.source_checksums()
-        from tcmerge.merge.verify import compare_checksums
-
         for ref, before, now in zip(request.sources, self.source_sums, after, strict=True):
             verification += compare_checksums(ref.label, before, now)
         m._phase("verify")

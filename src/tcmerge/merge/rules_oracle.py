@@ -62,8 +62,6 @@ ROOM_COLUMN = {"tc_rooms": "room_jid", "tc_msgarchive": "to_jid", "tc_messages":
 #: (count, hash sum) of a set of (room_jid, real_jid) pairs: comparable between sessions
 PAIR_HASH = ("TO_CHAR(NVL(SUM(ORA_HASH(room_jid, 4294967295, 1) * 4294967296 "
              "+ ORA_HASH(real_jid, 4294967295, 2)), 0))")
-BANS_QUERY = (f"SELECT COUNT(*), {PAIR_HASH} FROM (SELECT DISTINCT room_jid, real_jid "
-              "FROM tc_users WHERE affiliation = 'outcast')")
 #: the work tables the analysis fills, in the order it fills them; ``ids`` is filled by
 #: ``apply`` (after the messages are inserted)
 ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
@@ -583,74 +581,3 @@ class OracleRules(RuleSet):
             elif name != "ids":
                 written[name] = n
         return written
-
-
-# -- verification (inside the merge transaction) ---------------------------------------------
-def target_bans(conn: Executes) -> str:
-    row = conn.execute(sa.text(BANS_QUERY)).one()
-    return f"{row[0]}:{row[1]}"
-
-
-def verify_statements(tables: list[str]) -> list[tuple[str, sa.TextClause]]:
-    """The verification queries, in the order ``check_target`` runs them."""
-    out = [(f"count:{n}", sa.text(f"SELECT COUNT(*) FROM {quote(n)}")) for n in tables]
-    keys = {"tc_msgarchive": "to_jid", "tc_messages": "room_jid"}
-    for name, room in keys.items():
-        if name in tables:
-            out.append((f"unique:{name}", sa.text(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM {quote(name)} GROUP BY {quote(room)}, "
-                "msg_id HAVING COUNT(*) > 1)")))
-    parts = [f"SELECT {quote(keys[n])} AS room_jid, MAX(msg_id) AS hi FROM {quote(n)} "
-             f"GROUP BY {quote(keys[n])}" for n in keys if n in tables]
-    if "tc_rooms" in tables and parts:
-        out.append(("counters", sa.text(
-            "SELECT r.room_jid, COUNT(*) OVER () AS n FROM tc_rooms r "
-            f"JOIN ({' UNION ALL '.join(parts)}) i ON i.room_jid = r.room_jid "
-            "WHERE r.next_msg_id <= i.hi ORDER BY r.room_jid FETCH FIRST 5 ROWS ONLY")))
-    if "tc_users" in tables:
-        out.append(("bans", sa.text(BANS_QUERY)))
-    return out
-
-
-def check_target(conn: Executes, counts: dict[str, TableCounts], bans_expected: str | None,
-                 database: str) -> list[Finding]:
-    """The invariants that only need the target (as ``verify.check_target``)."""
-    out: list[Finding] = []
-    where = {"database": database}
-    for name, c in counts.items():
-        if not c.accounted:
-            out.append(error("VERIFY_UNACCOUNTED",
-                             f"{name}: {c.source_rows} source rows read but {c.inserted} "
-                             f"inserted + {c.duplicates} duplicates + {c.conflicts} conflicts",
-                             table=name, **where))
-    for what, statement in verify_statements(list(counts)):
-        kind, _, name = what.partition(":")
-        if kind == "count":
-            c = counts[name]
-            now = int(conn.execute(statement).scalar())
-            expected = c.read[0] + c.inserted
-            if now != expected:
-                out.append(error("VERIFY_COUNT_MISMATCH",
-                                 f"{name} has {now} rows; the job expects {c.read[0]} existing "
-                                 f"+ {c.inserted} inserted = {expected}", table=name, **where))
-        elif kind == "unique":
-            dup = int(conn.execute(statement).scalar())
-            if dup:
-                out.append(error("VERIFY_DUPLICATE_ID",
-                                 f"{name}: {dup} (room, msg_id) pairs occur more than once",
-                                 table=name, **where))
-        elif kind == "counters":
-            bad = conn.execute(statement).all()
-            if bad:
-                out.append(error("VERIFY_COUNTER",
-                                 f"{bad[0][1]} room(s) have next_msg_id not above every msg_id: "
-                                 + ", ".join(str(r[0]) for r in bad), table="tc_rooms", **where))
-        elif kind == "bans" and bans_expected is not None:
-            row = conn.execute(statement).one()
-            now_bans = f"{row[0]}:{row[1]}"
-            if now_bans != bans_expected:
-                out.append(error("VERIFY_BAN_LOST",
-                                 f"the target's bans ({now_bans.split(':')[0]}) differ from "
-                                 f"the bans the merge must keep ({bans_expected.split(':')[0]})",
-                                 table="tc_users", **where))
-    return out

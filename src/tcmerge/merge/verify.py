@@ -5,6 +5,11 @@ target's row counts equal the job record; per-room msg_id unique in
 tc_msgarchive and tc_messages; next_msg_id above every id of its room; no ban
 lost (the target's outcast set equals the one recorded); the sources'
 checksums unchanged.
+
+The target's checks are written once, as Core statements (``check_statements``), and
+run through a ``Runner`` on PostgreSQL and Oracle alike; the dialect adapters add the
+catalog shortcuts where they have them (a unique index makes the duplicate count
+unnecessary, a (room, msg_id) index lets the counter check probe per room).
 """
 
 from __future__ import annotations
@@ -14,81 +19,99 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects import adapter_for
+from tcmerge.dialects.constructs import pair_digest
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import jobs, pg
 from tcmerge.merge.checksums import recorded_methods, table_checksums
-from tcmerge.merge.pg import PgConn
 from tcmerge.merge.plan import TableCounts
 from tcmerge.results import Finding, Report, error, info, warning
-from tcmerge.sqlexec import PsycopgRunner
+from tcmerge.schema import tc
+from tcmerge.sqlexec import PsycopgRunner, Row, Runner
 
+#: the tables with message ids, and the column naming each row's room
 KEYS = {"tc_msgarchive": ("to_jid", "msg_id"), "tc_messages": ("room_jid", "msg_id")}
-
-BANS_QUERY = (
-    "SELECT count(*), coalesce(sum(hashtextextended(ROW(room_jid::text, real_jid::text)::text, "
-    "0)::numeric), 0)::text FROM (SELECT DISTINCT room_jid, real_jid FROM tc_users "
-    "WHERE affiliation = 'outcast') AS b"
-)
+_MODEL = {t.name: t for t in tc.ALL_TABLES}
 
 
-def target_bans(conn: PgConn) -> str:
-    row = conn.execute(BANS_QUERY).fetchone()
-    assert row is not None
-    return f"{row[0]}:{row[1]}"
+def bans_statement() -> sa.ClauseElement:
+    """(count, digest) of the distinct (room, member) pairs banned in tc_users."""
+    users = _MODEL["tc_users"]
+    b = sa.select(users.c.room_jid, users.c.real_jid).where(
+        users.c.affiliation == "outcast").distinct().subquery("b")
+    return sa.select(sa.func.count(), pair_digest(b.c.room_jid, b.c.real_jid)).select_from(b)
 
 
-def _has_unique(conn: PgConn, table: str, columns: tuple[str, ...]) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(quote_ident(%s))"
-        " AND i.indisunique AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text "
-        "ORDER BY a.attname) FROM pg_attribute a WHERE a.attrelid = i.indrelid "
-        "AND a.attnum = ANY(i.indkey)) = %s::text[])",
-        (table, sorted(columns)),
-    ).fetchone()
-    return bool(row and row[0])
+def counter_statement(tables: list[str], *, probe: bool) -> sa.Select[Any]:
+    """Up to five rooms whose next_msg_id is not above every msg_id of theirs, each once,
+    with the number of such rooms. ``probe``: the highest id of each room by an index
+    probe per room (an index on (room, msg_id) serves it); otherwise each table grouped
+    by room."""
+    rooms = _MODEL["tc_rooms"].alias("r")
+    if probe:
+        tests = []
+        for name in tables:
+            x = _MODEL[name].alias("x")
+            room = x.c[KEYS[name][0]]
+            tests.append(rooms.c.next_msg_id <= sa.select(sa.func.max(x.c.msg_id)).where(
+                room == rooms.c.room_jid).scalar_subquery())
+        query = sa.select(rooms.c.room_jid, sa.func.count().over()).where(sa.or_(*tests))
+    else:
+        highest = sa.union_all(*(
+            sa.select(_MODEL[n].c[KEYS[n][0]].label("room_jid"),
+                      sa.func.max(_MODEL[n].c.msg_id).label("hi")).group_by(
+                _MODEL[n].c[KEYS[n][0]]) for n in tables)).subquery("h")
+        per_room = sa.select(highest.c.room_jid, sa.func.max(highest.c.hi).label("hi")
+                             ).group_by(highest.c.room_jid).subquery("i")
+        query = sa.select(rooms.c.room_jid, sa.func.count().over()).join(
+            per_room, per_room.c.room_jid == rooms.c.room_jid).where(
+            rooms.c.next_msg_id <= per_room.c.hi)
+    # a literal: the statement reads the same live and in a rendered script
+    return query.order_by(rooms.c.room_jid).limit(sa.literal_column("5"))
 
 
-def _room_id_index(conn: PgConn, table: str, room: str) -> bool:
-    """True when a btree index on (room column, msg_id, ...) serves max(msg_id) per room."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(quote_ident(%s)) "
-        "AND am.amname = 'btree' AND i.indpred IS NULL AND i.indexprs IS NULL "
-        "AND i.indnatts >= 2 AND (SELECT a.attname::text FROM pg_attribute a "
-        "WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) = %s "
-        "AND (SELECT a.attname::text FROM pg_attribute a "
-        "WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[1]) = 'msg_id')",
-        (table, room),
-    ).fetchone()
-    return bool(row and row[0])
+def check_statements(tables: list[str], *, unique: frozenset[str] = frozenset(),
+                     probe: bool = False) -> list[tuple[str, sa.ClauseElement]]:
+    """The verification's queries, in the order ``check_target`` runs them, for every
+    dialect: row counts, duplicate ids (not for the tables in ``unique``, which a unique
+    index guards), counters (see ``counter_statement``), bans."""
+    out: list[tuple[str, sa.ClauseElement]] = [
+        (f"count:{n}", sa.select(sa.func.count()).select_from(_MODEL[n])) for n in tables]
+    for name, (room, msg_id) in KEYS.items():
+        if name in tables and name not in unique:
+            t = _MODEL[name]
+            groups = sa.select(sa.literal(1)).select_from(t).group_by(
+                t.c[room], t.c[msg_id]).having(sa.func.count() > 1).subquery("d")
+            out.append((f"unique:{name}", sa.select(sa.func.count()).select_from(groups)))
+    with_ids = [n for n in KEYS if n in tables]
+    if "tc_rooms" in tables and with_ids:
+        out.append(("counters", counter_statement(with_ids, probe=probe)))
+    if "tc_users" in tables:
+        out.append(("bans", bans_statement()))
+    return out
 
 
-def _counter_check(conn: PgConn, tables: list[str]) -> sql.Composed:
-    """Rooms whose next_msg_id is not above every msg_id of theirs: (count, first rooms).
-
-    With an index on (room, msg_id) the highest id of each room is one index probe;
-    otherwise every table is grouped by room."""
-    if all(_room_id_index(conn, n, KEYS[n][0]) for n in tables):
-        tests = [sql.SQL("r.next_msg_id <= (SELECT max(x.msg_id) FROM {} AS x "
-                         "WHERE x.{} = r.room_jid)").format(
-                             sql.Identifier(n), sql.Identifier(KEYS[n][0])) for n in tables]
-        return sql.SQL("SELECT count(*), (array_agg(r.room_jid::text))[1:5] FROM tc_rooms AS r "
-                       "WHERE {}").format(sql.SQL(" OR ").join(tests))
-    parts = [sql.SQL("SELECT {} AS room_jid, max(msg_id) AS hi FROM {} GROUP BY 1").format(
-        sql.Identifier(KEYS[n][0]), sql.Identifier(n)) for n in tables]
-    return sql.SQL(
-        "SELECT count(*), (array_agg(r.room_jid::text))[1:5] FROM tc_rooms AS r "
-        "JOIN ({}) AS i ON i.room_jid = r.room_jid WHERE r.next_msg_id <= i.hi").format(
-            sql.SQL(" UNION ALL ").join(parts))
+def _shortcuts(run: Runner, tables: list[str]) -> tuple[frozenset[str], bool]:
+    """Which tables a unique index guards, and whether every id table has a (room, msg_id)
+    index: where the dialect can tell."""
+    adapter = adapter_for(run.name)
+    unique = set()
+    for name, key in KEYS.items():
+        query = adapter.unique_key_query(name, key) if name in tables else None
+        if query is not None and run.scalar(query):
+            unique.add(name)
+    probes = [adapter.room_id_index_query(n, KEYS[n][0]) for n in KEYS if n in tables]
+    probe = bool(probes) and all(q is not None and run.scalar(q) for q in probes)
+    return frozenset(unique), probe
 
 
-def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: str | None,
+def check_target(run: Runner, counts: dict[str, TableCounts], bans_expected: str | None,
                  database: str, *, exact: bool = True) -> list[Finding]:
-    """The invariants that only need the target (and the job's counts).
+    """The invariants that only need the target (and the job's counts), for every dialect.
 
     ``exact``: inside the merge the row counts must equal the job's; later (``verify
     JOB``), other merges and the TC service itself may have added rows, so only fewer
@@ -102,49 +125,53 @@ def check_target(conn: PgConn, counts: dict[str, TableCounts], bans_expected: st
                              f"{name}: {c.source_rows} source rows read but {c.inserted} "
                              f"inserted + {c.duplicates} duplicates + {c.conflicts} conflicts",
                              table=name, **where))
-        now = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
-        expected = c.read[0] + c.inserted
-        if now < expected or (exact and now != expected):
-            out.append(error("VERIFY_COUNT_MISMATCH",
-                             f"{name} has {now} rows; the job expects {c.read[0]} existing + "
-                             f"{c.inserted} inserted = {expected}", table=name, **where))
-        elif now != expected:
-            out.append(info("VERIFY_ROWS_ADDED_SINCE",
-                            f"{name} has {now - expected} row(s) more than the job left "
-                            "(later merges or the TC service)", table=name, **where))
-    for name, key in KEYS.items():
-        if name in counts and not _has_unique(conn, name, key):
-            dup = conn.execute(sql.SQL(
-                "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {}, {} HAVING count(*) > 1) "
-                "AS d").format(sql.Identifier(name), *map(sql.Identifier, key))).fetchone()
-            if dup and dup[0]:
-                out.append(error("VERIFY_DUPLICATE_ID",
-                                 f"{name}: {dup[0]} (room, msg_id) pairs occur more than once",
-                                 table=name, **where))
-    if "tc_rooms" in counts:
-        with_ids = [n for n in KEYS if n in counts]
-        if with_ids:
-            bad = conn.execute(_counter_check(conn, with_ids)).fetchone()
-            if bad and bad[0]:
-                out.append(error("VERIFY_COUNTER",
-                                 f"{bad[0]} room(s) have next_msg_id not above every msg_id: "
-                                 + ", ".join(bad[1] or []), table="tc_rooms", **where))
-    if bans_expected is not None and "tc_users" in counts:
-        now_bans = target_bans(conn)
-        have, want = int(now_bans.split(":")[0]), int(bans_expected.split(":")[0])
-        # as many bans or fewer, but not the same ones: one the merge kept was lifted
-        if now_bans != bans_expected and (exact or have <= want):
-            out.append(error("VERIFY_BAN_LOST",
-                             f"the target's bans ({have}) differ from the bans the merge "
-                             f"must keep ({want})", table="tc_users", **where))
-        elif now_bans != bans_expected:
-            out.append(warning("VERIFY_BANS_CHANGED_SINCE",
-                               f"the target has {have - want} more ban(s) than the job left "
-                               "(later merges or the TC service): the digest cannot prove "
-                               "that none of the job's bans was lifted", table="tc_users",
-                               **where))
+    unique, probe = _shortcuts(run, list(counts))
+    for what, statement in check_statements(list(counts), unique=unique, probe=probe):
+        kind, _, name = what.partition(":")
+        rows = run.rows(statement)
+        if kind == "count":
+            out += _count(name, int(rows[0][0]), counts[name], exact, where)
+        elif kind == "unique" and rows and rows[0][0]:
+            out.append(error("VERIFY_DUPLICATE_ID",
+                             f"{name}: {rows[0][0]} (room, msg_id) pairs occur more than once",
+                             table=name, **where))
+        elif kind == "counters" and rows:
+            out.append(error("VERIFY_COUNTER",
+                             f"{rows[0][1]} room(s) have next_msg_id not above every msg_id: "
+                             + ", ".join(str(r[0]) for r in rows), table="tc_rooms", **where))
+        elif kind == "bans" and bans_expected is not None:
+            out += _bans(rows[0], bans_expected, exact, where)
     return out
+
+
+def _count(name: str, now: int, c: TableCounts, exact: bool,
+           where: dict[str, str]) -> list[Finding]:
+    expected = c.read[0] + c.inserted
+    if now < expected or (exact and now != expected):
+        return [error("VERIFY_COUNT_MISMATCH",
+                      f"{name} has {now} rows; the job expects {c.read[0]} existing + "
+                      f"{c.inserted} inserted = {expected}", table=name, **where)]
+    if now != expected:
+        return [info("VERIFY_ROWS_ADDED_SINCE",
+                     f"{name} has {now - expected} row(s) more than the job left "
+                     "(later merges or the TC service)", table=name, **where)]
+    return []
+
+
+def _bans(row: Row, bans_expected: str, exact: bool, where: dict[str, str]) -> list[Finding]:
+    now_bans = f"{row[0]}:{row[1]}"
+    have, want = int(row[0]), int(bans_expected.split(":")[0])
+    # as many bans or fewer, but not the same ones: one the merge kept was lifted
+    if now_bans != bans_expected and (exact or have <= want):
+        return [error("VERIFY_BAN_LOST",
+                      f"the target's bans ({have}) differ from the bans the merge "
+                      f"must keep ({want})", table="tc_users", **where)]
+    if now_bans != bans_expected:
+        return [warning("VERIFY_BANS_CHANGED_SINCE",
+                        f"the target has {have - want} more ban(s) than the job left "
+                        "(later merges or the TC service): the digest cannot prove "
+                        "that none of the job's bans was lifted", table="tc_users", **where)]
+    return []
 
 
 def compare_checksums(label: str, before: dict[str, str], after: dict[str, str]) -> list[Finding]:
@@ -184,8 +211,9 @@ def verify_job(target: DatabaseRef, job_id: str,
                 return report
             counts = {name: TableCounts.from_dict(name, c)
                       for name, c in job.counts.get("tables", {}).items()}
-            report.findings += check_target(conn, counts, job.counts.get("bans_expected"),
-                                            target.label, exact=False)
+            report.findings += check_target(PsycopgRunner(conn), counts,
+                                            job.counts.get("bans_expected"), target.label,
+                                            exact=False)
             report.checked += ["accounted", "counts", "unique ids", "counters", "bans"]
         except psycopg.Error as exc:
             raise pg.wrap(exc, target, "verifying") from None

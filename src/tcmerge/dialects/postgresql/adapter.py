@@ -295,6 +295,24 @@ class PostgresAdapter(DialectAdapter):
         # ``table_visible`` first, so that a table elsewhere on the search path counts
         return CreateTable(table, if_not_exists=True)
 
+    def unique_key_query(self, table: str, columns: tuple[str, ...]) -> sa.Executable:
+        return sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
+            "to_regclass(quote_ident(:table)) AND i.indisunique AND i.indpred IS NULL "
+            "AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
+            "WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = "
+            "CAST(:columns AS text[]))").bindparams(table=table, columns=sorted(columns))
+
+    def room_id_index_query(self, table: str, room: str) -> sa.Executable:
+        return sa.text(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = "
+            "to_regclass(quote_ident(:table)) AND am.amname = 'btree' AND i.indpred IS NULL "
+            "AND i.indexprs IS NULL AND i.indnatts >= 2 AND (SELECT a.attname::text FROM "
+            "pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) = :room "
+            "AND (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.indrelid "
+            "AND a.attnum = i.indkey[1]) = 'msg_id')").bindparams(table=table, room=room)
+
     session_merge_lock = True
 
     def try_merge_lock(self, conn: sa.Connection, *, exclusive: bool) -> bool:
