@@ -84,7 +84,8 @@ def test_a_job_by_prefix_locked_for_restore(name: str) -> None:
     assert any(v == "a\\_b\\%%" for v in run.sent[1][1].values()), run.sent
 
 
-@pytest.mark.parametrize("command", [["jobs", "list"], ["jobs", "show", "2026"]])
+@pytest.mark.parametrize("command", [["jobs", "list"], ["jobs", "show", "2026"],
+                                     ["verify", "2026"]])
 def test_jobs_commands_take_an_oracle_target(command: list[str]) -> None:
     """Refused only by the closed port (CONNECTION_FAILED, exit 3), not by the dialect."""
     result = CliRunner().invoke(app, [*command, "--target",
@@ -92,3 +93,18 @@ def test_jobs_commands_take_an_oracle_target(command: list[str]) -> None:
                                       "--json"])
     payload = json.loads(result.stdout)
     assert result.exit_code == 3 and payload["error"]["code"] == "CONNECTION_FAILED", payload
+
+
+def test_verify_recomputes_oracle_digests_by_the_oracle_statement() -> None:
+    """verify JOB reads an Oracle source's checksums with the statement the Oracle merge
+    took them with, whatever method a stored value names."""
+    from tcmerge.dialects import adapter_for
+    from tcmerge.schema import tc
+
+    adapter = adapter_for("oracle")
+    for table in tc.TC_TABLES:
+        text = str(adapter.digest_statement(table.name, "text").compile(
+            dialect=DIALECTS["oracle"]))
+        assert text == str(adapter.checksum_statement(table).compile(
+            dialect=DIALECTS["oracle"]))
+        assert "ORA_HASH" in text

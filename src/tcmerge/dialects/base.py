@@ -169,6 +169,20 @@ class DialectAdapter(abc.ABC):
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
         """One row (row count, digest) over a table's rows, independent of row order."""
 
+    @abc.abstractmethod
+    def digest_statement(self, table: str, method: str) -> sa.Executable:
+        """``checksum_statement`` by the method a stored digest was made with (a job's
+        checksums are recomputed the way they were taken)."""
+
+    def digest_connect_args(self) -> dict[str, Any]:
+        """Driver arguments of a session whose digests equal the merge's."""
+        return {}
+
+    @abc.abstractmethod
+    def consistent_read(self, conn: sa.Connection) -> None:
+        """Make the connection's new transaction one read-only snapshot (its first
+        statement)."""
+
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
         """The Python codec a source's bytes must decode with to be valid in the target,

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from tcmerge.dialects.postgresql.adapter import TABLE_DIGEST
+from tcmerge.dialects.postgresql.adapter import RECORD_DIGEST, TABLE_DIGEST
 from tcmerge.merge.pg import PgConn
 
 #: Digest methods. ``text``: a hash of each row's text form (every PostgreSQL). ``record``
@@ -33,8 +33,7 @@ RECORD_TYPES = ("text", "varchar", "bpchar", "int2", "int4", "int8", "timestamp"
 def checksum_query(table: str, method: str = TEXT) -> sql.Composed:
     """One row: (count, digest as text) of ``table``."""
     if method == RECORD:
-        return sql.SQL("SELECT count(*), 'r' || coalesce(sum(hash_record_extended(t, 0)), 0)"
-                       "::text FROM {} AS t").format(sql.Identifier(table))
+        return sql.SQL(RECORD_DIGEST).format(sql.Identifier(table))
     return sql.SQL(TABLE_DIGEST).format(sql.Identifier(table))
 
 

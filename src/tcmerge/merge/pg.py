@@ -22,6 +22,8 @@ from psycopg.types.string import StrBinaryDumper, StrDumper, StrDumperUnknown, T
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects.postgresql.adapter import SESSION_OPTIONS as SESSION_OPTIONS
+from tcmerge.dialects.postgresql.adapter import SESSION_SETTINGS
 from tcmerge.errors import DatabaseError, UnsupportedDatabaseError
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,6 @@ PgConn = psycopg.Connection[Any]
 #: Session settings every merge session uses, so that row texts (hashes, checksums)
 #: are computed the same way in every session (TimeZone: a timestamptz column's text,
 #: and its cast to timestamp, depend on it).
-SESSION_SETTINGS = {"DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
-                    "extra_float_digits": "3", "TimeZone": "UTC"}
-SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
 #: Those the server reports (it shows "ISO, YMD" with a space).
 _REPORTED = ("DateStyle", "IntervalStyle", "TimeZone")
 #: bytes of COPY data gathered before each write on the receiving side

@@ -15,23 +15,24 @@ unnecessary, a (room, msg_id) index lets the counter check probe per room).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tcmerge.db import connect, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.dialects.constructs import pair_digest
 from tcmerge.errors import DatabaseError
-from tcmerge.merge import jobs, pg
-from tcmerge.merge.checksums import recorded_methods, table_checksums
+from tcmerge.merge import jobs
+from tcmerge.merge.checksums import recorded_methods
 from tcmerge.merge.plan import TableCounts
 from tcmerge.results import Finding, Report, error, info, warning
 from tcmerge.schema import tc
-from tcmerge.sqlexec import PsycopgRunner, Row, Runner
+from tcmerge.sqlexec import Row, Runner, SaRunner
 
 #: the tables with message ids, and the column naming each row's room
 KEYS = {"tc_msgarchive": ("to_jid", "msg_id"), "tc_messages": ("room_jid", "msg_id")}
@@ -195,14 +196,24 @@ class VerifyReport(Report):
         return record
 
 
+def _reading(ref: DatabaseRef, role: str) -> AbstractContextManager[sa.Connection]:
+    """A session on ``ref`` whose digests equal the merge's (any dialect)."""
+    return connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
+                   application_name=f"tcmerge-{role}",
+                   connect_args=adapter_for(ref).digest_connect_args())
+
+
 def verify_job(target: DatabaseRef, job_id: str,
                sources: Sequence[DatabaseRef] | None = None) -> VerifyReport:
-    """Re-check a finished job. Sources default to the job's password-less URLs (libpq's
-    PGPASSWORD/.pgpass supply passwords); unreachable sources give a warning."""
-    with pg.session(target, role="verify") as conn:
+    """Re-check a finished job, on a PostgreSQL or an Oracle target. Sources default to
+    the job's password-less URLs (libpq's PGPASSWORD/.pgpass supply passwords);
+    unreachable sources give a warning."""
+    adapter = adapter_for(target)
+    with _reading(target, "verify") as conn:
         try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            job = jobs.get_job(PsycopgRunner(conn), job_id)
+            adapter.consistent_read(conn)  # every check sees one moment of the target
+            run = SaRunner(conn)
+            job = jobs.get_job(run, job_id)
             report = VerifyReport(job_id=job.job_id)
             if job.status != "succeeded":
                 report.findings.append(error(
@@ -211,15 +222,29 @@ def verify_job(target: DatabaseRef, job_id: str,
                 return report
             counts = {name: TableCounts.from_dict(name, c)
                       for name, c in job.counts.get("tables", {}).items()}
-            report.findings += check_target(PsycopgRunner(conn), counts,
-                                            job.counts.get("bans_expected"), target.label,
-                                            exact=False)
+            report.findings += check_target(run, counts, job.counts.get("bans_expected"),
+                                            target.label, exact=False)
             report.checked += ["accounted", "counts", "unique ids", "counters", "bans"]
-        except psycopg.Error as exc:
-            raise pg.wrap(exc, target, "verifying") from None
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseError(f"verifying {target.label} failed: "
+                                f"{server_reason(exc, target)}") from None
     report.findings += _check_sources(job, sources)
     report.checked.append("source checksums")
     return report
+
+
+def source_checksums(ref: DatabaseRef, recorded: dict[str, str]) -> dict[str, str]:
+    """``ref``'s checksums of the tables of ``recorded``, by the methods that made those
+    values, in one read-only snapshot (any dialect)."""
+    adapter = adapter_for(ref)
+    with _reading(ref, "verify") as conn:
+        adapter.consistent_read(conn)
+        run = SaRunner(conn)
+        now = {}
+        for table, method in recorded_methods(recorded).items():
+            row = run.rows(adapter.digest_statement(table, method))[0]
+            now[table] = f"{row[0]}:{row[1]}"
+        return now
 
 
 def _check_sources(job: jobs.JobRecord,
@@ -236,13 +261,9 @@ def _check_sources(job: jobs.JobRecord,
         if i >= len(before):
             continue
         try:
-            with pg.session(ref, role="verify") as conn:
-                pg.begin_read_only(conn)
-                now = table_checksums(conn, list(before[i]),
-                                      recorded_methods(before[i]))
-        except (DatabaseError, psycopg.Error) as exc:
-            reason = exc.message if isinstance(exc, DatabaseError) else pg.wrap(
-                exc, ref, "reading").message
+            now = source_checksums(ref, before[i])
+        except (DatabaseError, sa.exc.DBAPIError) as exc:
+            reason = exc.message if isinstance(exc, DatabaseError) else server_reason(exc, ref)
             out.append(warning("VERIFY_SOURCE_UNCHECKED",
                                f"could not read source {label} to compare its checksums: "
                                f"{reason}", database=label,

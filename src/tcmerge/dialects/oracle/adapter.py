@@ -9,6 +9,7 @@ from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.oracle import dictionary as dic
 from tcmerge.dialects.oracle.ddl import create_if_absent
 from tcmerge.results import Finding, error
+from tcmerge.schema import tc
 
 _PREPARER = oracle.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
@@ -154,6 +155,12 @@ class OracleAdapter(DialectAdapter):
         if row is None or row[1] is None or int(row[1]) < 0:
             return None  # unlimited quota: the tablespace's free space is a DBA view
         return int(row[1]) - int(row[0] or 0)
+
+    def digest_statement(self, table: str, method: str) -> sa.Executable:
+        return self.checksum_statement(tc.metadata.tables[table])
+
+    def consistent_read(self, conn: sa.Connection) -> None:
+        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
 
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
         # Order-independent: the sum over rows of per-column ORA_HASHes (seeded by position).

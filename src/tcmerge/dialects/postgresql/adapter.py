@@ -20,6 +20,15 @@ from tcmerge.results import Finding, error, warning
 #: no sort. The sum of bigints is exact (numeric result, accumulated in 128 bits).
 TABLE_DIGEST = ("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
                 "FROM {} AS t")
+#: PostgreSQL 14+: a hash of each column's value by its type's own hash (see
+#: merge/checksums.py); written ``r<sum>`` so that a stored digest says its method
+RECORD_DIGEST = ("SELECT count(*), 'r' || coalesce(sum(hash_record_extended(t, 0)), 0)::text "
+                 "FROM {} AS t")
+#: Session settings under which a row's text is the same in every session (the text
+#: digest hashes it; a timestamptz's text depends on TimeZone)
+SESSION_SETTINGS = {"DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
+                    "extra_float_digits": "3", "TimeZone": "UTC"}
+SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
 
 _PREPARER = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
@@ -364,6 +373,19 @@ class PostgresAdapter(DialectAdapter):
 
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
         return sa.text(TABLE_DIGEST.format(quote(table.name)))
+
+    def digest_statement(self, table: str, method: str) -> sa.Executable:
+        return sa.text((RECORD_DIGEST if method == "record" else TABLE_DIGEST).format(
+            quote(table)))
+
+    def digest_connect_args(self) -> dict[str, Any]:
+        return {"options": SESSION_OPTIONS}
+
+    def consistent_read(self, conn: sa.Connection) -> None:
+        conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        # the client's PGTZ / PGDATESTYLE outrank connection options: set them here too
+        for name, value in SESSION_SETTINGS.items():
+            conn.execute(sa.select(sa.func.set_config(name, value, True)))
 
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
