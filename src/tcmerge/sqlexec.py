@@ -40,8 +40,10 @@ class Runner(abc.ABC):
              params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run ``statement``; its rows ([] for a statement that returns none)."""
 
-    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> None:
-        self.rows(statement, params)
+    @abc.abstractmethod
+    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement that returns no rows; the number of rows it changed (-1: the
+        driver does not say)."""
 
     def scalar(self, statement: Statement, params: Mapping[str, Any] | None = None) -> Any:
         rows = self.rows(statement, params)
@@ -69,6 +71,10 @@ class SaRunner(Runner):
             return []
         return [tuple(r) for r in result]
 
+    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> int:
+        result = self.conn.execute(statement, dict(params) if params else None)
+        return -1 if result is None else int(result.rowcount)
+
 
 class PsycopgRunner(Runner):
     """A psycopg connection (PostgreSQL); statements are compiled for psycopg's
@@ -81,12 +87,19 @@ class PsycopgRunner(Runner):
 
     def rows(self, statement: Statement,
              params: Mapping[str, Any] | None = None) -> list[Row]:
+        cursor = self._run(statement, params)
+        return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+
+    def execute(self, statement: Statement, params: Mapping[str, Any] | None = None) -> int:
+        return int(self._run(statement, params).rowcount)
+
+    def _run(self, statement: Statement,
+             params: Mapping[str, Any] | None) -> psycopg.Cursor[Any]:
         compiled = statement.compile(dialect=self.dialect,  # type: ignore[union-attr]
                                      compile_kwargs={"render_postcompile": True})
         values = compiled.construct_params(dict(params) if params else None)
         # a statement's text escapes a literal % as %%, and psycopg reads placeholders
         # only when given a mapping: always one, except for DDL (no parameters, no
         # escaping: None)
-        cursor = self.conn.execute(compiled.string.encode(),
-                                   None if values is None else dict(values))
-        return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+        return self.conn.execute(compiled.string.encode(),
+                                 None if values is None else dict(values))

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from tcmerge.results import Finding
+from tcmerge.sqlexec import Runner
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,28 @@ class DialectAdapter(abc.ABC):
     def consistent_read(self, conn: sa.Connection) -> None:
         """Make the connection's new transaction one read-only snapshot (its first
         statement)."""
+
+    def digest_session(self, run: Runner) -> None:
+        """In the current transaction: the settings under which digests equal the
+        merge's (``digest_statement``)."""
+        return None
+
+    # -- restore -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def lock_for_restore(self, run: Runner) -> bool:
+        """The target's one-merge lock, for the current transaction (False at once when
+        a merge or another restore holds it)."""
+
+    def tables_without_delete(self, run: Runner, tables: list[str]) -> list[str]:
+        """Which of ``tables`` the session's user may not DELETE from, where the server
+        tells (restore needs it; a merge does not)."""
+        return []
+
+    @abc.abstractmethod
+    def missing_rows(self, run: Runner, before: str, table: str,
+                     ignore: tuple[str, ...]) -> int:
+        """How many rows of table ``before`` (counted as a multiset, columns ``ignore``
+        left out) ``table`` no longer holds."""
 
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:

@@ -23,16 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
+import sqlalchemy as sa
 from psycopg import sql
 
-from tcmerge.db import MERGE_LOCK_KEY
+from tcmerge.db import MERGE_LOCK_KEY, connect, server_reason
 from tcmerge.dburl import DatabaseRef
-from tcmerge.errors import FindingsBlock
-from tcmerge.merge import jobs, pg
-from tcmerge.merge.checksums import recorded_methods, table_checksums
+from tcmerge.dialects import adapter_for
+from tcmerge.errors import DatabaseError, FindingsBlock
+from tcmerge.lock import target_lock
+from tcmerge.merge import jobs
+from tcmerge.merge.checksums import recorded_methods
 from tcmerge.merge.pg import PgConn
-from tcmerge.sqlexec import PsycopgRunner
+from tcmerge.sqlexec import Runner, SaRunner
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +88,16 @@ class RestoreResult:
 COUNTERS = {"tc_rooms": ("start_msg_id", "next_msg_id")}
 
 
-def changes_since(conn: PgConn, job: jobs.JobRecord, snap: dict[str, str]) -> dict[str, str]:
+def changes_since(run: Runner, job: jobs.JobRecord, snap: dict[str, str]) -> dict[str, str]:
     """Per table, how the target differs from what the job left (empty: no change seen)."""
+    adapter = adapter_for(run.name)
     out: dict[str, str] = {}
     counts = job.counts.get("tables", {})
     for table, snapshot in snap.items():
         parts = []
-        columns = [c for c in pg.table_columns(conn, snapshot)
-                   if c not in COUNTERS.get(table, ())]
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        row = conn.execute(sql.SQL(
-            "SELECT (SELECT count(*) FROM {t}), (SELECT count(*) FROM {s}), "
-            "(SELECT count(*) FROM (SELECT {c} FROM {s} EXCEPT ALL SELECT {c} FROM {t}) d)"
-        ).format(t=sql.Identifier(table), s=sql.Identifier(snapshot), c=cols)).fetchone()
-        assert row is not None
-        now, before, gone = (int(v) for v in row)
+        now = int(run.scalar(sa.select(sa.func.count()).select_from(sa.table(table))))
+        before = int(run.scalar(sa.select(sa.func.count()).select_from(sa.table(snapshot))))
+        gone = adapter.missing_rows(run, snapshot, table, COUNTERS.get(table, ()))
         left = before + int(counts.get(table, {}).get("inserted", 0))
         if gone:
             parts.append(f"{gone} row(s) held before the merge edited or deleted")
@@ -118,47 +115,46 @@ ConfirmRestore = Callable[[jobs.JobRecord, dict[str, str]], bool]
 
 def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False,
                 confirm: ConfirmRestore | None = None) -> RestoreResult:
-    """Put the target's tables back as they were before ``job_id``, in one transaction.
+    """Put the target's tables back as they were before ``job_id``, in one transaction,
+    on a PostgreSQL or an Oracle target.
 
     Refused (RESTORE_TARGET_CHANGED) when the target changed after the merge, unless
-    ``force``: the restore would discard those changes."""
+    ``force``: the restore would discard those changes. ``confirm`` is asked once every
+    check has passed, with no transaction open (only the one-merge lock is held); the
+    checks are then made again, and what the question showed must still hold."""
     log.info("restoring %s to before job %s", ref.label, job_id)
-    with pg.session(ref, role="restore") as conn:
-        try:
-            return _restore(conn, job_id, force, confirm)
-        except psycopg.Error as exc:
-            conn.rollback()
-            raise pg.wrap(exc, ref, "restoring") from None
+    adapter = adapter_for(ref)
+    with target_lock(ref, exclusive=True) as lock:
+        if lock.refusal is not None:
+            raise MergeInProgress(f"{lock.refusal.message}; nothing was restored")
+        with connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
+                     application_name="tcmerge-restore",
+                     connect_args=adapter.digest_connect_args()) as conn:
+            run = SaRunner(conn)
+            try:
+                shown: dict[str, str] | None = None
+                if confirm is not None:
+                    job, shown = _checked(run, job_id, force, locked=lock.held)
+                    conn.rollback()
+                    if not confirm(job, shown):
+                        raise FindingsBlock("restore cancelled; nothing was changed",
+                                            code="CANCELLED")
+                return _restore(conn, run, job_id, force, locked=lock.held, shown=shown)
+            except sa.exc.DBAPIError as exc:
+                conn.rollback()
+                raise DatabaseError(f"restoring {ref.label} failed, nothing was changed: "
+                                    f"{server_reason(exc, ref)}") from None
 
 
-def _require_delete(conn: PgConn, tables: list[str]) -> None:
-    """Restore empties each table before putting the snapshot back: it needs DELETE.
-
-    A merge needs only SELECT, INSERT and UPDATE, so a target whose tables belong to
-    another role can be merged into by a user that may not restore; say so before
-    anything is changed, with the statement that grants it.
-    """
-    # schema-qualified: the owner who runs the GRANT may have another search_path
-    rows = [conn.execute(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
-        "has_table_privilege(c.oid, 'DELETE') FROM pg_class c JOIN pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE c.oid = quote_ident(%s)::regclass", (t,)).fetchone()
-        for t in tables]
-    missing = [str(r[0]) for r in rows if r is not None and not r[1]]
-    if missing:
-        user = (conn.execute("SELECT quote_ident(current_user)").fetchone() or ("",))[0]
-        raise FindingsBlock(
-            f"{user} lacks DELETE on {', '.join(missing)}: restore replaces the rows of each "
-            f"table with its snapshot; nothing was changed. As the tables' owner: GRANT DELETE "
-            f"ON TABLE {', '.join(missing)} TO {user};", code="PRIVILEGE_MISSING")
-
-
-def _restore(conn: PgConn, job_id: str, force: bool,
-             confirm: ConfirmRestore | None) -> RestoreResult:
-    if not try_merge_lock(conn):
+def _checked(run: Runner, job_id: str, force: bool, *,
+             locked: bool) -> tuple[jobs.JobRecord, dict[str, str]]:
+    """Every check before a restore, in the current transaction, which then holds the
+    tables EXCLUSIVE (readers pass): the job and what the restore would discard."""
+    adapter = adapter_for(run.name)
+    if not locked and not adapter.lock_for_restore(run):
         raise MergeInProgress("another tcmerge merge or restore is changing this target; "
                               "nothing was restored")
-    job = jobs.get_job(PsycopgRunner(conn), job_id, for_update=True)
+    job = jobs.get_job(run, job_id, for_update=True)
     snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
     if job.status != "succeeded":
         raise FindingsBlock(f"job {job.job_id} is {job.status}: only a succeeded merge can be "
@@ -166,11 +162,11 @@ def _restore(conn: PgConn, job_id: str, force: bool,
     if not snap:
         raise FindingsBlock(f"job {job.job_id} ran with --no-snapshot: nothing to restore from",
                             code="RESTORE_NOT_POSSIBLE")
-    missing = set(snap.values()) - pg.existing_tables(conn, list(snap.values()))
+    missing = sorted(s for s in snap.values() if not run.scalar(adapter.table_visible(s)))
     if missing:
         raise FindingsBlock(f"the snapshot tables of job {job.job_id} are gone: "
-                            + ", ".join(sorted(missing)), code="RESTORE_NOT_POSSIBLE")
-    later = [j for j in jobs.list_jobs(PsycopgRunner(conn))
+                            + ", ".join(missing), code="RESTORE_NOT_POSSIBLE")
+    later = [j for j in jobs.list_jobs(run)
              if j.status == "succeeded" and j.job_id != job.job_id
              and (j.started_at, j.job_id) > (job.started_at, job.job_id)]
     if later:
@@ -186,36 +182,76 @@ def _restore(conn: PgConn, job_id: str, force: bool,
         raise FindingsBlock(f"job {later[-1].job_id} merged into this target after "
                             f"{job.job_id}: restore the later jobs first, newest first",
                             code="RESTORE_BLOCKED")
-    _require_delete(conn, list(snap))
-    result = RestoreResult(job.job_id)
-    for table in snap:
-        conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(table)))
-    result.changes_discarded = changes_since(conn, job, snap)
-    if result.changes_discarded and not force:
+    _require_delete(run, list(snap))
+    quote = run.dialect.identifier_preparer.quote
+    run.execute(sa.text(f"LOCK TABLE {', '.join(quote(t) for t in snap)} IN EXCLUSIVE MODE"))
+    discarded = changes_since(run, job, snap)
+    if discarded and not force:
         raise FindingsBlock(
             f"the target changed after job {job.job_id} (" + "; ".join(
-                f"{t}: {what}" for t, what in result.changes_discarded.items())
+                f"{t}: {what}" for t, what in discarded.items())
             + "); a restore would discard those changes; nothing was changed (--force "
             "restores anyway)", code="RESTORE_TARGET_CHANGED")
-    if confirm is not None and not confirm(job, result.changes_discarded):
-        conn.rollback()
-        raise FindingsBlock("restore cancelled; nothing was changed", code="CANCELLED")
+    return job, discarded
+
+
+def _require_delete(run: Runner, tables: list[str]) -> None:
+    """Restore empties each table before putting the snapshot back: it needs DELETE.
+
+    A merge needs only SELECT, INSERT and UPDATE, so a target whose tables belong to
+    another role can be merged into by a user that may not restore; say so before
+    anything is changed, with the statement that grants it.
+    """
+    # schema-qualified: the owner who runs the GRANT may have another search_path
+    missing = adapter_for(run.name).tables_without_delete(run, tables)
+    if missing:
+        user = run.dialect.identifier_preparer.quote(
+            str(run.scalar(sa.select(sa.literal_column("current_user")))))
+        raise FindingsBlock(
+            f"{user} lacks DELETE on {', '.join(missing)}: restore replaces the rows of each "
+            f"table with its snapshot; nothing was changed. As the tables' owner: GRANT DELETE "
+            f"ON TABLE {', '.join(missing)} TO {user};", code="PRIVILEGE_MISSING")
+
+
+def _restore(conn: sa.Connection, run: Runner, job_id: str, force: bool, *, locked: bool,
+             shown: dict[str, str] | None) -> RestoreResult:
+    adapter = adapter_for(run.name)
+    job, discarded = _checked(run, job_id, force, locked=locked)
+    if shown is not None and discarded != shown:
+        raise FindingsBlock(
+            "the target changed while the question waited: what the restore would discard "
+            "is not what was shown; nothing was changed", code="RESTORE_TARGET_CHANGED")
+    snap: dict[str, str] = dict(job.counts["snapshot"])
+    result = RestoreResult(job.job_id, changes_discarded=discarded)
+    quote = run.dialect.identifier_preparer.quote
     for table, snapshot in snap.items():
-        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
-        cur = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-            sql.Identifier(table), sql.Identifier(snapshot)))
-        result.tables[table] = cur.rowcount
+        run.execute(sa.text(f"DELETE FROM {quote(table)}"))
+        result.tables[table] = run.execute(sa.text(
+            f"INSERT INTO {quote(table)} SELECT * FROM {quote(snapshot)}"))
     before = dict(job.counts.get("target_checksums_before") or {})
-    now = table_checksums(conn, list(before), recorded_methods(before))
+    adapter.digest_session(run)
+    now = {}
+    for table, method in recorded_methods(before).items():
+        row = run.rows(adapter.digest_statement(table, method))[0]
+        now[table] = f"{row[0]}:{row[1]}"
     result.checksums_match = all(now.get(t) == before.get(t) for t in before)
     if not result.checksums_match:
         conn.rollback()
         raise FindingsBlock("the restored tables do not match the checksums recorded before "
                             "the merge; nothing was changed", code="RESTORE_MISMATCH")
-    for snapshot in snap.values():
-        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(snapshot)))
+    drops = [sa.text(f"DROP TABLE {quote(s)}") for s in snap.values()]
+    if adapter.transactional_ddl:  # gone with the commit, or there still
+        for drop in drops:
+            run.execute(drop)
     job.status = "restored"
     job.counts["restored_at"] = jobs.utcnow().isoformat()
-    jobs.update_job(PsycopgRunner(conn), job)
+    jobs.update_job(run, job)
     conn.commit()
+    if not adapter.transactional_ddl:  # DDL commits by itself: only after the restore
+        for drop in drops:
+            try:
+                run.execute(drop)
+            except sa.exc.DBAPIError as exc:
+                log.warning("restore done, but a snapshot table could not be dropped: %s",
+                            exc.orig)
     return result

@@ -178,3 +178,48 @@ def test_after_yes_the_summary_is_not_printed_twice(
     assert shown.count("Merge summary") == 1, shown
     if redirected:
         assert out.count("Merge summary") == 1 and "[y/N]" not in out
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["unchanged", "written-meanwhile"])
+def test_restore_asks_with_no_transaction_open(
+        tc_factory: Callable[..., TcData], tmp_path: Path, write: bool) -> None:
+    """restore's question waits with no transaction and no table lock held (the checks
+    ran and ended); after yes the checks run again: a target written meanwhile is
+    refused (exit 1, nothing changed), an unchanged one restored."""
+    target, one = tc_factory(), tc_factory()
+    one.room(ROOM, next_=2)
+    one.messages(ROOM, [(1, 0, "hello")])
+    before = target.digest()
+    pgpass = write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
+    code, out, _ = _answer_on_a_terminal(
+        ["run", "--json", "--yes", "--source", bare_url(one.ref), "--target",
+         bare_url(target.ref)], pgpass, "y", asked=False)
+    job = json.loads(out)["job_id"]
+    seen: list[object] = []
+
+    def look() -> None:
+        with admin(target.ref) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            seen.extend(conn.execute(TCMERGE_SESSIONS).fetchall())
+            if write:  # a writer passes: no lock is held on the tables
+                conn.execute("INSERT INTO tc_rooms (room_jid, creator_jid, subject, type, "
+                             "config, spacket, start_msg_id, next_msg_id) VALUES "
+                             "('late@c.example.com', 'a@example.com', 's', 'persistent', "
+                             "'<x/>', '<s/>', 1, 1)")
+            else:
+                conn.execute("BEGIN")
+                conn.execute("UPDATE tc_rooms SET subject = subject")
+                conn.execute("ROLLBACK")
+
+    code, out, shown = _answer_on_a_terminal(
+        ["restore", job, "--json", "--target", bare_url(target.ref)], pgpass, "y",
+        at_prompt=look)
+    payload = json.loads(out)
+    for _pid, name, _state, in_transaction, modes in seen:  # type: ignore[misc]
+        assert not in_transaction and set(modes) <= {"AccessShareLock"}, (name, modes)
+    if write:
+        assert code == 1 and payload["error"]["code"] == "RESTORE_TARGET_CHANGED", out
+        assert target.query("SELECT status FROM tcmerge_jobs") == [("succeeded",)]
+    else:
+        assert code == 0 and payload["status"] == "restored", (out, shown)
+        assert target.digest() == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
@@ -10,6 +12,7 @@ from tcmerge.dialects.oracle import dictionary as dic
 from tcmerge.dialects.oracle.ddl import create_if_absent
 from tcmerge.results import Finding, error
 from tcmerge.schema import tc
+from tcmerge.sqlexec import Runner
 
 _PREPARER = oracle.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
@@ -161,6 +164,41 @@ class OracleAdapter(DialectAdapter):
 
     def consistent_read(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+
+    def lock_for_restore(self, run: Runner) -> bool:
+        # the table a running merge holds in EXCLUSIVE mode in its lock session
+        try:
+            run.execute(sa.text(f"LOCK TABLE {quote('tcmerge_merge_lock')} IN EXCLUSIVE "
+                                "MODE NOWAIT"))
+        except sa.exc.DBAPIError as exc:
+            if "ORA-00054" in str(exc.orig):
+                return False
+            raise
+        return True
+
+    def missing_rows(self, run: Runner, before: str, table: str,
+                     ignore: tuple[str, ...]) -> int:
+        # Oracle has no EXCEPT ALL before 21c and compares no LOB in a set operation: the
+        # rows of each side are grouped (a LOB by its length and first 1000 characters,
+        # as the checksums take it) and the groups matched null-safely (DECODE)
+        columns = [c for c in tc.metadata.tables[table].columns if c.name not in ignore]
+
+        def key(column: sa.Column[Any], alias: str) -> str:
+            ref = f"{alias}.{quote(column.name)}"
+            if isinstance(column.type, sa.Text):
+                return f"DBMS_LOB.GETLENGTH({ref}) || ':' || DBMS_LOB.SUBSTR({ref}, 1000, 1)"
+            return ref
+
+        def groups(name: str, alias: str) -> str:
+            keys = [key(c, alias) for c in columns]
+            return (f"SELECT {', '.join(f'{k} AS k{i}' for i, k in enumerate(keys))}, "
+                    f"COUNT(*) AS n FROM {quote(name)} {alias} GROUP BY {', '.join(keys)}")
+
+        match = " AND ".join(f"DECODE(a.k{i}, b.k{i}, 1, 0) = 1" for i in range(len(columns)))
+        return int(run.scalar(sa.text(
+            f"SELECT NVL(SUM(a.n - NVL(b.n, 0)), 0) FROM ({groups(before, 's')}) a "
+            f"LEFT JOIN ({groups(table, 't')}) b ON {match} "
+            "WHERE b.n IS NULL OR b.n < a.n")) or 0)
 
     def checksum_statement(self, table: sa.Table) -> sa.TextClause:
         # Order-independent: the sum over rows of per-column ORA_HASHes (seeded by position).

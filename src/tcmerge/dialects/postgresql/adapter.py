@@ -14,6 +14,7 @@ from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
 from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
 from tcmerge.results import Finding, error, warning
+from tcmerge.sqlexec import Runner, SaRunner
 
 #: One table's digest, shared with the merge engine (tcmerge.merge.checksums): row count
 #: and the sum of a 64-bit hash of each row's text; independent of row order, one scan,
@@ -383,9 +384,35 @@ class PostgresAdapter(DialectAdapter):
 
     def consistent_read(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        self.digest_session(SaRunner(conn))
+
+    def digest_session(self, run: Runner) -> None:
         # the client's PGTZ / PGDATESTYLE outrank connection options: set them here too
         for name, value in SESSION_SETTINGS.items():
-            conn.execute(sa.select(sa.func.set_config(name, value, True)))
+            run.execute(sa.select(sa.func.set_config(name, value, True)))
+
+    def lock_for_restore(self, run: Runner) -> bool:
+        return bool(run.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(MERGE_LOCK_KEY))))
+
+    def tables_without_delete(self, run: Runner, tables: list[str]) -> list[str]:
+        rows = run.rows(sa.text(
+            "SELECT n, quote_ident(s.nspname) || '.' || quote_ident(c.relname) "
+            "FROM unnest(CAST(:tables AS text[])) AS n JOIN pg_class c "
+            "ON c.oid = to_regclass(quote_ident(n)) JOIN pg_namespace s "
+            "ON s.oid = c.relnamespace WHERE NOT has_table_privilege(c.oid, 'DELETE')"
+        ).bindparams(tables=list(tables)))
+        return [str(r[1]) for r in rows]
+
+    def missing_rows(self, run: Runner, before: str, table: str,
+                     ignore: tuple[str, ...]) -> int:
+        columns = [str(r[0]) for r in run.rows(sa.text(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = "
+            "to_regclass(quote_ident(:t)) AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum").bindparams(t=before)) if r[0] not in ignore]
+        cols = ", ".join(quote(c) for c in columns)
+        return int(run.scalar(sa.text(
+            f"SELECT count(*) FROM (SELECT {cols} FROM {quote(before)} EXCEPT ALL "
+            f"SELECT {cols} FROM {quote(table)}) AS d")) or 0)
 
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
