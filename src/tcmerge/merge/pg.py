@@ -122,10 +122,9 @@ def wrap(exc: BaseException, ref: DatabaseRef, doing: str) -> DatabaseError:
 def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> PgConn:
     """Connect to ``ref``; CONNECTION_FAILED (exit 3) without secrets when it fails."""
     if ref.dialect != "postgresql":
-        # jobs, verify and restore read the job history through psycopg only
-        raise UnsupportedDatabaseError(
-            f"{ref.label}: this command supports PostgreSQL targets; on {ref.dialect} the "
-            "job record and snapshot tables are written but read back by SQL only")
+        # the PostgreSQL merge's own sessions (COPY relay, dblink); every other command
+        # opens its sessions through SQLAlchemy for any dialect
+        raise UnsupportedDatabaseError(f"{ref.label}: not a PostgreSQL database")
     params = libpq_params(ref)
     options = params.pop("options", "")
     log.info("connecting to %s (%s session)", ref.label, role)
