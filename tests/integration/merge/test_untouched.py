@@ -197,3 +197,25 @@ def test_verify_names_what_changed_outside_the_merge(
                and f["details"]["kind"] == "indexes"]
     assert [(f["severity"], f["details"]["added"], f["details"]["removed"])
             for f in indexes] == [("error", ["public.renamed_idx"], [f"public.{TC_INDEX}"])]
+
+
+def test_rows_a_trigger_on_a_merged_table_wrote_during_the_merge_are_an_error(
+        site_factory: Callable[..., TcData]) -> None:
+    """A trigger on tc_rooms fires on the merge's inserts and writes into a site table:
+    the merge did change it, so verify reports it as an error, not as a later edit."""
+    target, one, two = three_sites(site_factory, "copy")
+    target.execute(
+        "CREATE FUNCTION site_room_audit_fn() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN INSERT INTO site_audit (user_jid, what) VALUES (NEW.creator_jid, "
+        "'room ' || NEW.room_jid); RETURN NEW; END $$",
+        "CREATE TRIGGER site_room_audit AFTER INSERT ON tc_rooms FOR EACH ROW "
+        "EXECUTE FUNCTION site_room_audit_fn()")
+    code, done = cli("run", *sources(one, two), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    assert recorded(target, done["job_id"])["fires_on_merge"] is True
+    code, verified = cli("verify", done["job_id"], "--target", url(target.ref))
+    assert code == 1, verified
+    changed = {f["details"]["kind"]: (f["severity"], f["details"]["changed"])
+               for f in verified["findings"] if f["code"] == "VERIFY_CATALOG_CHANGED"}
+    assert changed == {"rows": ("error", ["public.site_audit"]),
+                       "sequence values": ("error", ["public.site_audit_seq"])}
