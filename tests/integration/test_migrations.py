@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from tcmerge.cli.app import app
 from tcmerge.db import connect
 from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import ConfigError
 from tcmerge.providers import DatabaseServer
 from tcmerge.schema import bookkeeping, manage, tc
 from tcmerge.schema.compare import compare_to_model, reflect, shape_of
@@ -153,3 +154,85 @@ def test_downgrade_refuses_tables_with_rows(tc_database: DatabaseRef) -> None:
     with connect(tc_database) as conn:  # nothing was dropped
         assert {"tc_rooms", "tc_timelog", "tcmerge_jobs"} <= set(
             sa.inspect(conn).get_table_names())
+
+
+def _file_type_nullable(ref: DatabaseRef) -> bool:
+    with connect(ref) as conn:
+        columns = {c["name"]: c for c in sa.inspect(conn).get_columns("aft_log")}
+    return bool(columns["file_type"]["nullable"])
+
+
+def _aft_row(index: int, file_type: str | None) -> str:
+    value = "NULL" if file_type is None else f"'{file_type}'"
+    return ("INSERT INTO aft_log VALUES ("
+            f"{index}, 'a@example.com', 'b@example.com', 'POST', 'f{index}', 'f{index}.txt', "
+            f"{value}, 'im', 'fs', '/files/f{index}', 10, 10, now())")
+
+
+def test_file_type_not_null_on_tables_tcmerge_made(pg_server: DatabaseServer) -> None:
+    """0005 sets aft_log.file_type NOT NULL on the aft_log 0001 made; NULLs refuse the
+    upgrade with their count (no value is invented); the downgrade undoes it."""
+    name = unique_name("ft")
+    ref = pg_server.create_database(name)
+    try:
+        manage.upgrade(ref, "0004_merge_lock")
+        assert _file_type_nullable(ref)
+        pg_server.execute([_aft_row(1, None), _aft_row(2, None), _aft_row(3, "txt")],
+                          database=name)
+        with pytest.raises(ConfigError, match=r"aft_log holds 2 row\(s\) whose file_type is "
+                                              r"NULL.*not applied"):
+            manage.upgrade(ref)
+        with connect(ref) as conn:
+            assert manage.current_revision(conn) == "0004_merge_lock"
+        assert _file_type_nullable(ref)
+        pg_server.execute(["UPDATE aft_log SET file_type = 'txt' WHERE file_type IS NULL"],
+                          database=name)
+        assert manage.upgrade(ref).after == "0005_aft_log_file_type"
+        assert not _file_type_nullable(ref)
+        with connect(ref) as conn, pytest.raises(sa.exc.IntegrityError, match="file_type"):
+            conn.execute(sa.text(_aft_row(4, None)))
+        assert manage.check(ref).findings == []
+        manage.downgrade(ref, "0004_merge_lock")
+        assert _file_type_nullable(ref)
+        with connect(ref) as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM aft_log")).scalar() == 3
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_file_type_of_tables_tcmerge_did_not_make_is_left_alone(
+        pg_server: DatabaseServer) -> None:
+    """An aft_log IM&P (or a site) made is not altered: a nullable file_type in a table of
+    another shape stays nullable (schema check says so), and a NOT NULL one made NOT NULL
+    by IM&P stays NOT NULL through a downgrade."""
+    name = unique_name("ftimp")
+    ref = pg_server.create_database(name)
+    try:
+        with connect(ref) as conn:
+            tc.metadata.create_all(conn, tables=[t for t in tc.ALL_TABLES
+                                                 if t is not tc.aft_log])
+            conn.execute(sa.text(
+                "CREATE TABLE aft_log (aft_index bigint PRIMARY KEY, jid varchar(3071) NOT "
+                "NULL, to_jid varchar(3071) NOT NULL, method varchar(63) NOT NULL, filename "
+                "varchar(511) NOT NULL, real_filename varchar(511) NOT NULL, file_type "
+                "varchar(10), chat_type varchar(10) NOT NULL, file_server varchar(511) NOT "
+                "NULL, file_path varchar(1024) NOT NULL, file_size bigint NOT NULL, "
+                "bytes_transferred bigint NOT NULL, timestampvalue timestamp NOT NULL)"))
+            conn.execute(sa.text(_aft_row(1, None)))
+            conn.commit()
+        assert manage.upgrade(ref).after == manage.head_revision()
+        assert _file_type_nullable(ref)
+        assert "SCHEMA_NULLABILITY_MISMATCH" in {f.code for f in manage.check(ref).findings}
+    finally:
+        pg_server.drop_database(name)
+    name = unique_name("ftimp")
+    ref = pg_server.create_database(name)
+    try:
+        with connect(ref) as conn:
+            tc.metadata.create_all(conn)  # the model: file_type NOT NULL as IM&P makes it
+            conn.commit()
+        manage.upgrade(ref)
+        manage.downgrade(ref, "0004_merge_lock")
+        assert not _file_type_nullable(ref)
+    finally:
+        pg_server.drop_database(name)

@@ -55,6 +55,25 @@ def test_check_constraints_and_keys() -> None:
                                                                     postgresql.dialect())
 
 
+@pytest.mark.parametrize(("dialect", "expected"), [
+    (postgresql.dialect(), "file_type VARCHAR(10) NOT NULL"),
+    (oracle.dialect(), "file_type VARCHAR2(10) NOT NULL")])
+def test_model_aft_log_file_type_not_null(dialect: sa.Dialect, expected: str) -> None:
+    """Cisco documents aft_log's first nine columns NOT NULL, file_type among them."""
+    assert expected in ddl(tc.aft_log, dialect)
+
+
+@pytest.mark.parametrize(("dialect", "expected"), [
+    ("postgresql", "ALTER TABLE aft_log ALTER COLUMN file_type SET NOT NULL;"),
+    ("oracle", "ALTER TABLE aft_log MODIFY file_type NOT NULL\n")])
+def test_offline_ddl_sets_file_type_not_null(dialect: str, expected: str) -> None:
+    text = manage.offline_sql(dialect)
+    assert manage.head_revision() == "0005_aft_log_file_type"
+    # 0001 creates the column nullable, 0005 sets NOT NULL: the script at head has both
+    assert text.index("CREATE TABLE aft_log") < text.index(expected)
+    assert "COMMENT ON COLUMN aft_log.file_type IS 'NOT NULL set by tcmerge" in text
+
+
 def test_offline_oracle_ddl_from_migrations() -> None:
     text = manage.offline_sql("oracle")
     for table in ("tc_rooms", "tc_users", "tc_messages", "tc_msgarchive", "tc_timelog", "jm",

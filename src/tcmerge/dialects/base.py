@@ -189,6 +189,13 @@ class DialectAdapter(abc.ABC):
         merge's (``digest_statement``)."""
         return None
 
+    def catalog_fingerprint(self, conn: sa.Connection, merged: list[str], *,
+                            rows: bool | None = None) -> dict[str, Any] | None:
+        """The fingerprint of everything in the target outside the tables ``merged``
+        (None: the dialect keeps none yet); ``rows``: also the rows of the other tables
+        (None: where triggers on the merged tables fire on the merge's inserts)."""
+        return None
+
     # -- restore -------------------------------------------------------------------------------
     @abc.abstractmethod
     def lock_for_restore(self, run: Runner) -> bool:

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
 from tcmerge.lock import target_lock
 from tcmerge.merge import indexes, jobs, pg
@@ -326,6 +327,8 @@ class _Merge:
             # see the same target (SHARE lets readers through and blocks writers).
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
                 sql.SQL(", ").join(sql.Identifier(n) for n in names)))
+        # everything else in the target, before the first write: verify compares with it
+        untouched = catalog_fingerprint(conn, names) if self.recording else None
         if self.mode == "run":
             jobs.ensure_jobs_table(PsycopgRunner(conn))
         create_staging(conn, request.tables)
@@ -466,6 +469,7 @@ class _Merge:
                 "bans_expected": analysis.bans_expected,
                 "bans_not_applied": analysis.bans_not_applied,
                 "findings": [f.as_dict() for f in findings],
+                "catalog_fingerprint": untouched,
             },
         )
         jobs.write_job(PsycopgRunner(conn), job)

@@ -4,7 +4,9 @@ Checks: every source row accounted for (inserted, duplicate or conflict); the
 target's row counts equal the job record; per-room msg_id unique in
 tc_msgarchive and tc_messages; next_msg_id above every id of its room; no ban
 lost (the target's outcast set equals the one recorded); the sources'
-checksums unchanged.
+checksums unchanged; everything else in the target (other objects, and the rows
+of other tables where triggers on the merged tables fired) as the fingerprint
+taken before the merge recorded it (``catalog_findings``).
 
 The target's checks are written once, as Core statements (``check_statements``), and
 run through a ``Runner`` on PostgreSQL and Oracle alike; the dialect adapters add the
@@ -26,6 +28,7 @@ from tcmerge.db import connect, server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.dialects.constructs import pair_digest
+from tcmerge.dialects.postgresql.fingerprint import differences
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import jobs
 from tcmerge.merge.checksums import recorded_methods
@@ -225,6 +228,8 @@ def verify_job(target: DatabaseRef, job_id: str,
             report.findings += check_target(run, counts, job.counts.get("bans_expected"),
                                             target.label, exact=False)
             report.checked += ["accounted", "counts", "unique ids", "counters", "bans"]
+            report.findings += catalog_findings(conn, job, target.label)
+            report.checked.append("catalog")
         except sa.exc.DBAPIError as exc:
             raise DatabaseError(f"verifying {target.label} failed: "
                                 f"{server_reason(exc, target)}") from None
@@ -245,6 +250,72 @@ def source_checksums(ref: DatabaseRef, recorded: dict[str, str]) -> dict[str, st
             row = run.rows(adapter.digest_statement(table, method))[0]
             now[table] = f"{row[0]}:{row[1]}"
         return now
+
+
+#: Kinds the merge's own statements create, drop or rebuild: it sets aside and rebuilds
+#: the merged tables' indexes and their key constraints (indexes.py), creates snapshot,
+#: job and staging tables, and dblink_fdw servers with user mappings (links.py). A
+#: difference there may be the merge's doing: an error. The merge issues no statement
+#: that changes the other kinds (rows of other tables, functions, triggers, grants,
+#: comments...): a difference there was made by someone else after the merge (the TC
+#: service, IM and Presence, an administrator), which verify, run long after, cannot
+#: tell from a merge defect: a warning (``--strict`` blocks). When the target had
+#: enabled triggers or rules on the merged tables, they fired on the merge's inserts and
+#: could change anything: every kind is then an error.
+MERGE_KINDS = frozenset({"tables", "indexes", "constraints", "foreign servers"})
+_SHOWN = 5
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:_SHOWN]) + (f" and {len(names) - _SHOWN} more"
+                                        if len(names) > _SHOWN else "")
+
+
+def catalog_findings(conn: sa.Connection, job: jobs.JobRecord,
+                     database: str) -> list[Finding]:
+    """VERIFY_CATALOG_CHANGED per kind of object outside the merged tables that differs
+    from the fingerprint the merge took before its first write (see MERGE_KINDS for
+    which are errors)."""
+    before: dict[str, Any] | None = job.counts.get("catalog_fingerprint")
+    where = {"database": database}
+    if not before:
+        return [info("VERIFY_CATALOG_UNCHECKED",
+                     f"job {job.job_id} recorded no fingerprint of the rest of the target "
+                     "(made by an older tcmerge, or on Oracle): objects outside the merged "
+                     "tables were not compared", **where)]
+    now = adapter_for(conn.dialect.name).catalog_fingerprint(
+        conn, list(before.get("merged", [])), rows="rows" in before.get("kinds", {}))
+    if now is None:
+        return [info("VERIFY_CATALOG_UNCHECKED", "this database type keeps no fingerprint "
+                     "of the objects outside the merged tables", **where)]
+    found = differences(before, now)
+    if not found:
+        return [info("VERIFY_CATALOG_UNCHANGED",
+                     "every object outside the merged tables (tables and their rows, views, "
+                     "sequences, functions, triggers, indexes, constraints, grants, "
+                     "comments, extensions) is as it was before the merge", **where)]
+    fires = bool(before.get("fires_on_merge"))
+    out: list[Finding] = []
+    for kind, objects in found.items():
+        merge_could = fires or kind in MERGE_KINDS
+        what = "; ".join(f"{len(names)} {how}: {_some(names)}"
+                         for how, names in objects.items() if names)
+        if merge_could:
+            hint = ("triggers or rules on the merged tables fired on the merge's inserts"
+                    if fires and kind not in MERGE_KINDS else
+                    "the merge sets aside and rebuilds the merged tables' indexes and key "
+                    "constraints and creates helper tables and links")
+            hint += ("; if this was changed on purpose after the merge, it is expected, "
+                     "otherwise compare with the target's backup")
+        else:
+            hint = ("the merge changes none of these: something else changed them after "
+                    "it (the Text Conference service, other IM and Presence services, an "
+                    "administrator); check that this was intended")
+        out.append((error if merge_could else warning)(
+            "VERIFY_CATALOG_CHANGED",
+            f"{kind} outside the merged tables changed since the merge: {what}",
+            hint=hint, details={"kind": kind, **objects}, **where))
+    return out
 
 
 def _check_sources(job: jobs.JobRecord,

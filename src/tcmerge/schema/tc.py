@@ -118,7 +118,8 @@ aft_log = sa.Table(
     sa.Column("method", short_string(63), nullable=False),
     sa.Column("filename", short_string(511), nullable=False),
     sa.Column("real_filename", short_string(511), nullable=False),
-    sa.Column("file_type", short_string(10), nullable=True),
+    # NOT NULL as Cisco's table chapter states (revision 0005; 0001 made it nullable)
+    sa.Column("file_type", short_string(10), nullable=False),
     sa.Column("chat_type", short_string(10), nullable=False),
     sa.Column("file_server", short_string(511), nullable=False),
     sa.Column("file_path", short_string(511), nullable=False),

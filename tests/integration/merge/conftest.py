@@ -49,3 +49,18 @@ def tc_factory(embedded_server: DatabaseServer) -> Iterator[Callable[..., TcData
     yield make
     for name in created:
         embedded_server.drop_database(name)
+
+
+@pytest.fixture
+def site_factory(tc_factory: Callable[..., TcData]) -> Callable[..., TcData]:
+    """``site_factory(node)`` → a fresh TC database as a site might have it: extra tables
+    with rows, a function, a procedure, a trigger, a view, a sequence, an extra index on
+    a TC table, grants and comments (``tcmerge.testing.site``)."""
+    from tcmerge.testing.site import add_site_objects
+
+    def make(node: int = 1) -> TcData:
+        db = tc_factory()
+        add_site_objects(db.ref, node)
+        return db
+
+    return make

@@ -391,6 +391,14 @@ class PostgresAdapter(DialectAdapter):
         for name, value in SESSION_SETTINGS.items():
             run.execute(sa.select(sa.func.set_config(name, value, True)))
 
+    def catalog_fingerprint(self, conn: sa.Connection, merged: list[str], *,
+                            rows: bool | None = None) -> dict[str, Any] | None:
+        from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
+
+        raw = conn.connection.driver_connection  # the same session and transaction
+        assert raw is not None
+        return catalog_fingerprint(raw, merged, rows=rows)
+
     def lock_for_restore(self, run: Runner) -> bool:
         return bool(run.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(MERGE_LOCK_KEY))))
 
