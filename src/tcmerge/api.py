@@ -23,6 +23,7 @@ from tcmerge.merge import (
     verify_job,
 )
 from tcmerge.merge.engine import Confirm
+from tcmerge.merge.script import MergeScript, merge_script
 from tcmerge.merge.transport import Progress
 from tcmerge.request import MergeRequest, build_request
 from tcmerge.results import warning
@@ -61,10 +62,16 @@ __all__ = [
     "offline_sql",
     "restore_job",
     "run",
+    "run_sql",
     "upgrade_schema",
     "validate",
     "verify_job",
 ]
+
+
+def run_sql(request: MergeRequest) -> MergeScript:
+    """The whole merge as a SQL script for the inputs' dialect; connects to nothing."""
+    return merge_script(request)
 
 
 def validate(request: MergeRequest) -> ValidationReport:

@@ -151,6 +151,9 @@ def register(root: typer.Typer) -> None:
         strict: Annotated[bool, typer.Option(help="Warnings block too.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do the whole merge, "
                                               "report exact counts, roll back.")] = False,
+        as_sql: Annotated[bool, typer.Option(
+            "--sql", help="Print the whole merge as a SQL script for the inputs' dialect "
+            "(for change control); connects to nothing, no password in it.")] = False,
         no_snapshot: Annotated[bool, typer.Option("--no-snapshot", help="Take no snapshot: "
                                                   "faster, but the job cannot be restored.")]
         = False,
@@ -172,7 +175,14 @@ def register(root: typer.Typer) -> None:
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run,
-                                    prompt=password)
+                                    prompt=password and not as_sql)
+            if as_sql:
+                script = api.run_sql(request)
+                if as_json:
+                    print_json(script.as_dict())
+                else:
+                    sys.stdout.write(script.sql)
+                raise typer.Exit(EXIT_OK)
             # the question and what it shows go to the terminal (stderr), also when stdout
             # is redirected; at the end, what it showed is not printed again on the same
             # terminal (a redirected stdout still gets the whole report)

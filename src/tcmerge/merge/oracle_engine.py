@@ -234,8 +234,14 @@ def job_insert() -> sa.Insert:
 def render_script(plan: OraclePlan, *, succeeded: bool = True) -> str:
     """The whole plan as a SQL script (offline: nothing connects). PL/SQL blocks end
     with ``/``, statements with ``;``; binds stay ``:name``."""
-    out: list[str] = [f"-- tcmerge Oracle merge, job token {plan.token}: "
-                      f"{len(plan.request.sources)} source(s) into {plan.request.target.label}"]
+    out: list[str] = [
+        f"-- tcmerge Oracle merge, job token {plan.token}: "
+        f"{len(plan.request.sources)} source(s) into {plan.request.target.label}",
+        "-- Run in SQL*Plus or SQLcl as the target's user; a second session holds the lock",
+        f"-- steps (lock session). No password is written here: each CREATE DATABASE LINK "
+        f"reads its source's password from the bind variable :{PASSWORD_PARAM}",
+        f"-- (VARIABLE {PASSWORD_PARAM} VARCHAR2(128), then EXEC :{PASSWORD_PARAM} := "
+        "'...' before that block, as the comment above it says)."]
     phase = None
     for step in plan.script(succeeded=succeeded):
         if step.phase != phase:
@@ -247,6 +253,10 @@ def render_script(plan: OraclePlan, *, succeeded: bool = True) -> str:
             out.append(text)
             continue
         out.append(f"-- {step.note}")
+        if step.secret is not None:
+            source = plan.request.sources[step.secret - 1]
+            out.append(f"-- :{PASSWORD_PARAM} = the password of source {step.secret} "
+                       f"({source.label})")
         plsql = text.startswith(("BEGIN", "DECLARE"))
         out.append(text + ("\n/" if plsql else ";"))
         if step.commit:
