@@ -250,7 +250,7 @@ SELECT 'foreign servers', 'server ' || quote_ident(s.srvname),
        left(md5(concat_ws(E'\\n', w.fdwname, s.srvtype, s.srvversion,
            pg_get_userbyid(s.srvowner),
            (SELECT string_agg(o, ',' ORDER BY o) FROM unnest(s.srvoptions) AS o
-            WHERE o NOT LIKE %(password)s))), 16)
+            WHERE split_part(o, '=', 1) <> 'password'))), 16)
 FROM pg_catalog.pg_foreign_server AS s
 JOIN pg_catalog.pg_foreign_data_wrapper AS w ON w.oid = s.srvfdw
 UNION ALL
@@ -298,8 +298,7 @@ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger AS t
 
 def _params(merged: Sequence[str]) -> dict[str, Any]:
     return {"merged": list(merged), "temp": "pg\\_temp\\_%",
-            "toast_temp": "pg\\_toast\\_temp\\_%", "tcmerge": "tcmerge\\_%",
-            "password": "password=%"}
+            "toast_temp": "pg\\_toast\\_temp\\_%", "tcmerge": "tcmerge\\_%"}
 
 
 def kind_digest(objects: dict[str, str]) -> str:
