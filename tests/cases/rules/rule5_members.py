@@ -49,6 +49,20 @@ CASES = {
             "findings": {"warning AFFILIATION_CONFLICT"},
         },
     },
+    "a_difference_in_reason_only_is_a_conflict_null_reason_included": {
+        "inputs": [
+            {"tc_users": [{"room_jid": R, "real_jid": BOB, "reason": None},
+                          {"room_jid": R, "real_jid": EVE, "reason": "x"}]},
+            {"tc_users": [{"room_jid": R, "real_jid": BOB, "reason": "late"},
+                          {"room_jid": R, "real_jid": EVE, "reason": "x"}]},
+        ],
+        "expect": {
+            "rows": {"tc_users": [{"room_jid": R, "real_jid": BOB, "reason": None},
+                                  {"room_jid": R, "real_jid": EVE, "reason": "x"}]},
+            "counts": {"tc_users": {"inserted": 0, "duplicates": 1, "conflicts": 1}},
+            "findings": {"warning AFFILIATION_CONFLICT", "info DUPLICATE_ROWS"},
+        },
+    },
     "a_later_sources_ban_beats_an_earlier_sources_member_row": {
         "inputs": [
             {},

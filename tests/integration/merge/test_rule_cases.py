@@ -250,6 +250,8 @@ def test_case_on_postgresql(tc_factory: Callable[..., TcData], case: dict[str, A
     [(job_id, status, counts, inputs)] = jobs
     assert (job_id, status) == (out["job_id"], "succeeded")
     assert json.loads(counts)["tables"] == out["tables"]
+    if "job_tables" in expect:
+        assert sorted(json.loads(counts)["tables"]) == sorted(expect["job_tables"])
     for db in dbs:
         assert str(db.ref.url.password) not in inputs
     if transport != "copy":
