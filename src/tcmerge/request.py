@@ -37,6 +37,9 @@ class MergeRequest:
     services: Mapping[str, str] = field(default_factory=dict)
     #: the topology file the request came from (the merged target is assigned there)
     topology: str | None = None
+    #: let the target's triggers and rules on the merged tables fire on the merge's
+    #: writes (refused by default: TRIGGER_ON_MERGED_TABLE)
+    allow_triggers: bool = False
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -71,6 +74,7 @@ class MergeRequest:
             "dry_run": self.dry_run,
             "group": self.group,
             "topology": self.topology,
+            "allow_triggers": self.allow_triggers,
         }
 
 

@@ -27,7 +27,7 @@ from tcmerge.cli.output import (
     stderr,
     stdout,
 )
-from tcmerge.cli.validate import build_request
+from tcmerge.cli.validate import AllowTriggersOpt, build_request
 from tcmerge.errors import EXIT_FAILURE, EXIT_OK
 from tcmerge.merge import MergeFailed, MergeResult, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
@@ -151,6 +151,7 @@ def register(root: typer.Typer) -> None:
         strict: Annotated[bool, typer.Option(help="Warnings block too.")] = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Do the whole merge, "
                                               "report exact counts, roll back.")] = False,
+        allow_triggers: AllowTriggersOpt = False,
         as_sql: Annotated[bool, typer.Option(
             "--sql", help="Print the whole merge as a SQL script for the inputs' dialect "
             "(for change control); connects to nothing, no password in it.")] = False,
@@ -175,7 +176,8 @@ def register(root: typer.Typer) -> None:
         with error_boundary(as_json):
             request = build_request(source or [], target, tables, strict, transport, topology,
                                     group, snapshot=not no_snapshot, dry_run=dry_run,
-                                    prompt=password and not as_sql)
+                                    prompt=password and not as_sql,
+                                    allow_triggers=allow_triggers)
             if as_sql:
                 script = api.run_sql(request)
                 if as_json:

@@ -29,6 +29,9 @@ TargetOpt = Annotated[str | None, typer.Option(
 TablesOpt = Annotated[str, typer.Option("--tables", help="tc (default) or tc,ma,mft.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Warnings block too.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+AllowTriggersOpt = Annotated[bool, typer.Option(
+    "--allow-triggers", help="Let the target's triggers and rules on the merged tables fire "
+    "on the merge's writes (refused by default: TRIGGER_ON_MERGED_TABLE).")]
 TransportOpt = Annotated[str | None, typer.Option(
     "--transport", help="PostgreSQL: dblink or copy (default: chosen automatically).")]
 TopologyOpt = Annotated[str | None, typer.Option("--topology", help="A topology file (TOML).")]
@@ -81,6 +84,7 @@ def register(root: typer.Typer) -> None:
         topology: TopologyOpt = None,
         group: GroupOpt = None,
         password: PasswordOpt = False,
+        allow_triggers: AllowTriggersOpt = False,
     ) -> None:
         """Check sources and target before a merge; changes nothing anywhere.
 
@@ -89,6 +93,6 @@ def register(root: typer.Typer) -> None:
         """
         with error_boundary(as_json):
             request = build_request(source, target, tables, strict, transport, topology, group,
-                                    prompt=password)
+                                    prompt=password, allow_triggers=allow_triggers)
             report = validate(request)
         finish(report, as_json=as_json, human=lambda: _human(report))

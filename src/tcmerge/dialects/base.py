@@ -65,6 +65,17 @@ class Session:
         return f"pid {self.pid} user {self.user or '?'} application {app!r} from {addr}"
 
 
+@dataclass(frozen=True)
+class Feeder:
+    """Something in the target that feeds or changes a merged table's rows on insert."""
+
+    kind: str  # "trigger", "rule", "identity always", "identity", "sequence"
+    table: str
+    name: str  # the trigger, rule or sequence; the column for identities
+    column: str | None = None
+    detail: str = ""  # the trigger's function and events, the sequence's column
+
+
 class DialectAdapter(abc.ABC):
     """Generic behaviour; subclasses declare their capabilities and override hooks."""
 
@@ -109,6 +120,12 @@ class DialectAdapter(abc.ABC):
         """A SCHEMA_MISSING_TABLE finding, told better where the dialect can say where the
         table is (PostgreSQL: in a schema off the session's search_path)."""
         return finding
+
+    def feeders(self, conn: sa.Connection, tables: list[str]) -> list[Feeder]:
+        """What the database itself does to the merged tables' rows on insert: triggers
+        and rules that fire, identity columns, sequences feeding a column (empty where
+        the dialect does not tell yet)."""
+        return []
 
     def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
                          tables: list[str]) -> list[Finding]:

@@ -432,6 +432,8 @@ class _Merge:
                 reader.check_unchanged(names, xmin)
 
         written = rules.apply(analysis.counts, after_messages=after_messages)
+        # ids the database hands out itself continue above the merged ones
+        sequences = pg.raise_sequences(conn, names)
         self._phase("apply")
         for name, n in written.items():
             expected = analysis.counts[name].inserted - sum(direct.get(name, {}).values())
@@ -470,6 +472,7 @@ class _Merge:
                 "bans_not_applied": analysis.bans_not_applied,
                 "findings": [f.as_dict() for f in findings],
                 "catalog_fingerprint": untouched,
+                "sequences_raised": sequences,
             },
         )
         jobs.write_job(PsycopgRunner(conn), job)

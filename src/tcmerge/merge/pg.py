@@ -252,3 +252,29 @@ def _end_copy_out(pgconn: pq.abc.PGconn, waiter: select.poll, encoding: str) -> 
             error = psycopg.errors.error_from_result(result, encoding=encoding)
     if error is not None:
         raise error
+
+
+def raise_sequences(conn: PgConn, tables: list[str]) -> dict[str, int]:
+    """In the merge transaction, after the rows are in: every sequence that feeds a column
+    of ``tables`` (a serial or identity column, or one whose default draws from a
+    sequence it owns) is set so that its next value is above the column's new maximum.
+    Returns {sequence: the maximum it now follows} for those it moved."""
+    rows = conn.execute(
+        "SELECT n, a.attname::text, pg_get_serial_sequence(quote_ident(n), a.attname) "
+        "FROM unnest(%s::text[]) AS n JOIN pg_attribute a "
+        "ON a.attrelid = to_regclass(quote_ident(n)) AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE pg_get_serial_sequence(quote_ident(n), a.attname) IS NOT NULL",
+        (list(tables),)).fetchall()
+    raised: dict[str, int] = {}
+    for table, column, sequence in rows:
+        top = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+            sql.Identifier(column), sql.Identifier(table))).fetchone()
+        if top is None or top[0] is None:
+            continue
+        # the name as the server quotes it (pg_get_serial_sequence): used as it is
+        last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+            sql.SQL(sequence))).fetchone() or (0, True)
+        if (last + 1 if called else last) <= top[0]:
+            conn.execute("SELECT setval(%s::regclass, %s, true)", (sequence, top[0]))
+            raised[str(sequence)] = int(top[0])
+    return raised

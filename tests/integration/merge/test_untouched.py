@@ -202,8 +202,10 @@ def test_verify_names_what_changed_outside_the_merge(
 
 def test_rows_a_trigger_on_a_merged_table_wrote_during_the_merge_are_an_error(
         site_factory: Callable[..., TcData]) -> None:
-    """A trigger on tc_rooms fires on the merge's inserts and writes into a site table:
-    the merge did change it, so verify reports it as an error, not as a later edit."""
+    """A trigger on tc_rooms would fire on the merge's inserts: validate and run refuse
+    it (TRIGGER_ON_MERGED_TABLE, nothing written); with --allow-triggers it fires and
+    writes into a site table: the merge did change it, so verify reports it as an error,
+    not as a later edit."""
     target, one, two = three_sites(site_factory, "copy")
     target.execute(
         "CREATE FUNCTION site_room_audit_fn() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -211,8 +213,18 @@ def test_rows_a_trigger_on_a_merged_table_wrote_during_the_merge_are_an_error(
         "'room ' || NEW.room_jid); RETURN NEW; END $$",
         "CREATE TRIGGER site_room_audit AFTER INSERT ON tc_rooms FOR EACH ROW "
         "EXECUTE FUNCTION site_room_audit_fn()")
-    code, done = cli("run", *sources(one, two), "--target", url(target.ref), "--yes")
+    before = target.digest()
+    code, refused = cli("run", *sources(one, two), "--target", url(target.ref), "--yes")
+    assert code == 1, refused
+    named = [(f["severity"], f["table"], f["details"]["name"]) for f in refused["findings"]
+             if f["code"] == "TRIGGER_ON_MERGED_TABLE"]
+    assert named == [("error", "tc_rooms", "site_room_audit")], refused
+    assert target.digest() == before and refused["job_id"] is None
+    code, done = cli("run", *sources(one, two), "--target", url(target.ref), "--yes",
+                     "--allow-triggers")
     assert code == 0, done
+    assert [f["severity"] for f in done["findings"]
+            if f["code"] == "TRIGGER_ON_MERGED_TABLE"] == ["warning"]
     assert recorded(target, done["job_id"])["fires_on_merge"] is True
     code, verified = cli("verify", done["job_id"], "--target", url(target.ref))
     assert code == 1, verified

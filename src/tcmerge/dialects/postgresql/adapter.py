@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.schema import CreateTable
 
 from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
-from tcmerge.dialects.base import DialectAdapter, ServerFacts, Session
+from tcmerge.dialects.base import DialectAdapter, Feeder, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
 from tcmerge.results import Finding, error, warning
 from tcmerge.sqlexec import Runner, SaRunner
@@ -225,6 +225,45 @@ class PostgresAdapter(DialectAdapter):
                  f"search_path = {quote(schemas[0])}; (the schema IM and Presence uses: its "
                  "sessions have the same search_path), then reconnect",
             details={**finding.details, "schemas": schemas, "search_path": path})
+
+    def feeders(self, conn: sa.Connection, tables: list[str]) -> list[Feeder]:
+        found: list[Feeder] = []
+        params = {"tables": list(tables)}
+        # enabled user triggers on INSERT (tgtype bit 4: COPY fires them too) or UPDATE
+        # (16: the merge raises tc_rooms' counters); statement triggers too
+        for table, name, function, timing in conn.execute(sa.text(
+                "SELECT c.relname::text, t.tgname::text, t.tgfoid::regproc::text, "
+                "CASE WHEN t.tgtype & 2 = 2 THEN 'BEFORE ' WHEN t.tgtype & 64 = 64 "
+                "THEN 'INSTEAD OF ' ELSE 'AFTER ' END || concat_ws(' OR ', "
+                "CASE WHEN t.tgtype & 4 = 4 THEN 'INSERT' END, "
+                "CASE WHEN t.tgtype & 16 = 16 THEN 'UPDATE' END) "
+                "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgtype & 20 <> 0 "
+                "AND c.oid = ANY(SELECT to_regclass(quote_ident(n)) "
+                "FROM unnest(CAST(:tables AS text[])) AS n) ORDER BY 1, 2"), params):
+            found.append(Feeder("trigger", table, name, detail=f"{timing}, runs {function}()"))
+        for table, name in conn.execute(sa.text(
+                "SELECT c.relname::text, r.rulename::text FROM pg_rewrite r "
+                "JOIN pg_class c ON c.oid = r.ev_class WHERE r.rulename <> '_RETURN' "
+                "AND r.ev_enabled <> 'D' AND r.ev_type IN ('2', '3') "
+                "AND c.oid = ANY(SELECT to_regclass(quote_ident(n)) "
+                "FROM unnest(CAST(:tables AS text[])) AS n) ORDER BY 1, 2"), params):
+            found.append(Feeder("rule", table, name, detail="ON INSERT or UPDATE"))
+        # identity columns, and sequences a column's default or ownership ties to it
+        for table, column, identity, sequence in conn.execute(sa.text(
+                "SELECT c.relname::text, a.attname::text, a.attidentity::text, "
+                "pg_get_serial_sequence(quote_ident(c.relname), a.attname)::text "
+                "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "WHERE a.attnum > 0 AND NOT a.attisdropped "
+                "AND c.oid = ANY(SELECT to_regclass(quote_ident(n)) "
+                "FROM unnest(CAST(:tables AS text[])) AS n) "
+                "AND (a.attidentity <> '' OR pg_get_serial_sequence(quote_ident(c.relname), "
+                "a.attname) IS NOT NULL) ORDER BY 1, 2"), params):
+            if identity == "a":
+                found.append(Feeder("identity always", table, column, column))
+            elif sequence:
+                found.append(Feeder("sequence", table, str(sequence), column))
+        return found
 
     def restore_findings(self, conn: sa.Connection, facts: ServerFacts, *, database: str,
                          tables: list[str]) -> list[Finding]:
