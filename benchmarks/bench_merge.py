@@ -1,22 +1,47 @@
-"""Merge benchmark, run by hand: ``./dev bench bench_merge [--rows N] [--transports copy,dblink]``.
+"""Merge benchmark, run by hand: ``./dev bench bench_merge [--rows N] [--transports copy,dblink]
+[--into [both|others]] [--again] [--repeat N]``.
 
 Two sources with N tc_msgarchive rows each (rooms N/50, tc_messages 10 %, two members per
 room, timelog N/10; 20 % of the rooms in both sources with colliding msg_ids), generated
-server-side with SQL, merged into an empty target with each transport by ``tcmerge run``
-in a child process (passwords in a 0600 pgpass file). Prints wall time, rows/s, the
-child's peak RSS (wait4 rusage), and the baseline measured in the same run: a plain
-binary COPY of the same tables into an empty database (the same tables and keys; the
-second source into a second schema) with no merge logic, relayed the way tcmerge's copy
-transport relays (``relay_copy``), so that the two differ by the merge logic only.
+server-side with SQL, merged with each transport by ``tcmerge run`` in a child process
+(passwords in a 0600 pgpass file). Prints wall time, rows/s, the child's peak RSS (wait4
+rusage), the merge's phases (the child's ``timings``), and the baseline measured in the
+same run: a plain binary COPY of the same tables with no merge logic, relayed the way
+tcmerge's copy transport relays (``relay_copy``), so that the two differ by the merge
+logic only. rows/s counts the rows the baseline copies.
+
+The cases:
+
+- the default, an empty target: both sources merged into an empty database. Baseline:
+  both sources' tables copied into an empty database (the same tables and keys; the
+  second source into a second schema).
+- ``--into``: Cisco's flow, DB1 merged into a non-empty DB2. The target is a copy
+  (``CREATE DATABASE ... TEMPLATE``) of the last source, generated and vacuumed as the
+  others; ``--into`` or ``--into both`` names it among the sources as Cisco's tool does
+  (``--source db1 --source db2 --target db2``: the contract's "the target may be one
+  of the sources"), ``--into others`` names only the others (``--source db1 --target
+  db2``). Baseline: the other source's tables copied into a second schema of a copy of
+  that target (its own tables stay where they are).
+- ``--again`` (with either case): after each merge, the same merge run again on the
+  merged target (nothing to insert; checked), timed as its own run ``<transport>
+  again``. Its ``vs base`` compares it with the same baseline as the merge it repeats
+  (the case's copy of the sources' tables, measured in the same round): the issue's
+  goal is that a re-run costs less than copying once (at most 1.0x). Before the re-run
+  the merged target is vacuumed (untimed), as autovacuum would have done after a
+  merge, rather than during the timed re-run.
 
 Every timed run starts after a CHECKPOINT, and its database is dropped once it is timed
-(no checkpoint or autovacuum left over from the run before); the sources are vacuumed
-after generation, as a long-lived production database is.
+(no checkpoint or autovacuum left over from the run before; a re-run's database is its
+merge's, dropped after the re-run); the sources are vacuumed after generation, as a
+long-lived production database is.
 
 ``vs base`` compares each run with the mean of the baselines measured just before and
-just after it; with ``--repeat N`` (N rounds) the median of those ratios is printed, with
-every run. With dblink, ``dblink-plain`` is the same tables moved by dblink cursors with
-no merge logic: what the dblink transport costs before any rule is applied.
+just after it; with ``--repeat N`` (N rounds) every run is printed and then the median of
+those ratios. With dblink, ``dblink-plain`` is the same tables moved by dblink cursors
+with no merge logic (into the same kind of target as the case's: an empty database, or a
+second schema of a copy of DB2): what the dblink transport costs before any rule is
+applied, dblink's own floor; dblink runs also print their ratio to the dblink-plain of
+their round (``vs floor``; for copy runs the floor is the baseline).
 """
 
 from __future__ import annotations
@@ -29,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +144,49 @@ def second_schema(conn: psycopg.Connection[Any]) -> None:
             sql.Identifier(t)))
 
 
-def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
-    ref = clone(server, template, "bench_baseline")
+@dataclass
+class Case:
+    """What one benchmark case merges and what its baseline copies."""
+
+    #: the database the target (and the baseline's database) is a copy of
+    template: str
+    #: the sources the baseline copies, with the schema each goes to
+    copies: list[tuple[str, DatabaseRef]]
+    #: topology names: the target's, then every source's (the target's among them when
+    #: it is named as a source)
+    target_name: str
+    source_names: list[str]
+    #: the source databases by topology name (the target is added per run)
+    named: dict[str, DatabaseRef]
+    title: str
+
+
+def make_case(sources: list[DatabaseRef], template: str, into: str | None) -> Case:
+    if into is None:
+        names = [f"source{i}" for i in range(1, len(sources) + 1)]
+        return Case(template, list(zip(("public", "b2"), sources, strict=True)), "target",
+                    names, dict(zip(names, sources, strict=True)),
+                    "empty target: " + " ".join(f"--source {n}" for n in names)
+                    + " --target target")
+    *others, last = sources
+    names = [f"db{i}" for i in range(1, len(sources) + 1)]
+    target_name = names[-1]
+    source_names = names if into == "both" else names[:-1]
+    return Case(last.url.database or "", [("b2", src) for src in others], target_name,
+                source_names, dict(zip(names[:-1], others, strict=True)),
+                f"{names[0]} into {target_name}, a copy of {last.url.database}: "
+                + " ".join(f"--source {n}" for n in source_names)
+                + f" --target {target_name}")
+
+
+def baseline(server: DatabaseServer, case: Case) -> float:
+    ref = clone(server, case.template, "bench_baseline")
     settle(server)
     start = time.monotonic()
     with connect(ref) as tconn:
         second_schema(tconn)
         tconn.autocommit = False
-        for schema, src in zip(("public", "b2"), sources, strict=True):
+        for schema, src in case.copies:
             with connect(src) as sconn:
                 for t in TABLES:
                     out_sql = sql.SQL("COPY {} TO STDOUT (FORMAT binary)").format(
@@ -143,11 +204,11 @@ def baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) 
     return elapsed
 
 
-def dblink_baseline(server: DatabaseServer, template: str, sources: list[DatabaseRef]) -> float:
+def dblink_baseline(server: DatabaseServer, case: Case) -> float:
     """The same tables moved by the target through dblink cursors (dblink_open, then
     INSERT ... SELECT FROM dblink_fetch, the fetch size tcmerge uses), no merge logic:
     what the dblink transport costs before any rule is applied."""
-    ref = clone(server, template, "bench_baseline_dblink")
+    ref = clone(server, case.template, "bench_baseline_dblink")
     with connect(ref) as tconn:
         tconn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
         second_schema(tconn)
@@ -161,7 +222,7 @@ def dblink_baseline(server: DatabaseServer, template: str, sources: list[Databas
     start = time.monotonic()
     with connect(ref) as tconn:
         tconn.autocommit = False
-        for schema, src in zip(("public", "b2"), sources, strict=True):
+        for schema, src in case.copies:
             dblink_connect(tconn, "public", "bench", src)
             for t in TABLES:
                 tconn.execute("SELECT dblink_open('bench', 'c', %s)",
@@ -180,33 +241,12 @@ def dblink_baseline(server: DatabaseServer, template: str, sources: list[Databas
     return elapsed
 
 
-def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], transport: str,
-          pgpass: Path) -> tuple[float, int, dict[str, Any]]:
-    ref = clone(server, template, f"bench_target_{transport}")
-    if transport == "dblink":
-        with connect(ref) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
-    bare = [without_password(r.url).render_as_string(hide_password=False)
-            for r in [ref, *sources]]
-    # dblink connects from the target server, which cannot read this client's pgpass
-    # file: the databases are named in a topology file whose password_env names a
-    # variable of the child's environment (never an argument)
-    topology = pgpass.with_suffix(".toml")
-    names = ["target", *(f"source{i}" for i in range(1, len(sources) + 1))]
-    topology.write_text('[cluster]\nname = "bench"\ndomain = "example.com"\nid = "bench"\n'
-                        + "".join(f'[databases.{n}]\nurl = "{u}"\n'
-                                  f'password_env = "TCMERGE_BENCH_PASSWORD"\n'
-                                  for n, u in zip(names, bare, strict=True)))
-    args = ["run", "--json", "--yes", "--transport", transport, "--topology", str(topology),
-            "--target", names[0]]
-    for name in names[1:]:
-        args += ["--source", name]
-    # PYTHONDONTWRITEBYTECODE (set on some machines) would make every run compile
-    # tcmerge's sources again; an installed tcmerge runs from its compiled bytecode
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PG") and k != "PYTHONDONTWRITEBYTECODE"}
-    env["PGPASSFILE"] = str(pgpass)
-    env["TCMERGE_BENCH_PASSWORD"] = ref.url.password or ""
+Run = tuple[str, float, int, dict[str, Any]]
+
+
+def run_child(server: DatabaseServer, args: list[str],
+              env: dict[str, str]) -> tuple[float, int, dict[str, Any]]:
+    """One timed ``tcmerge run`` after a CHECKPOINT: wall time, peak RSS, its JSON."""
     settle(server)
     start = time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", "from tcmerge.cli.app import main; main()",
@@ -215,13 +255,62 @@ def merge(server: DatabaseServer, template: str, sources: list[DatabaseRef], tra
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.monotonic() - start
-    topology.unlink()
     child.returncode = os.waitstatus_to_exitcode(status)
-    result = json.loads(out)
     if child.returncode != 0:
         raise SystemExit(f"merge failed ({child.returncode}): {out}")
+    return elapsed, usage.ru_maxrss // 1024, json.loads(out)
+
+
+def inserted(result: dict[str, Any]) -> dict[str, int]:
+    """Rows a merge inserted, per table (its JSON's ``tables``)."""
+    return {t: int(c["inserted"]) for t, c in result.get("tables", {}).items()
+            if c.get("inserted")}
+
+
+def merge(server: DatabaseServer, case: Case, transport: str, pgpass: Path,
+          again: bool) -> list[Run]:
+    ref = clone(server, case.template, f"bench_target_{transport}")
+    if transport == "dblink":
+        with connect(ref) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    named = {case.target_name: ref, **case.named}
+    # dblink connects from the target server, which cannot read this client's pgpass
+    # file: the databases are named in a topology file whose password_env names a
+    # variable of the child's environment (never an argument)
+    topology = pgpass.with_suffix(".toml")
+    topology.write_text(
+        '[cluster]\nname = "bench"\ndomain = "example.com"\nid = "bench"\n'
+        + "".join(f'[databases.{n}]\nurl = "'
+                  + without_password(r.url).render_as_string(hide_password=False)
+                  + '"\npassword_env = "TCMERGE_BENCH_PASSWORD"\n'
+                  for n, r in named.items()))
+    args = ["run", "--json", "--yes", "--transport", transport, "--topology", str(topology),
+            "--target", case.target_name]
+    for name in case.source_names:
+        args += ["--source", name]
+    # PYTHONDONTWRITEBYTECODE (set on some machines) would make every run compile
+    # tcmerge's sources again; an installed tcmerge runs from its compiled bytecode
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k != "PYTHONDONTWRITEBYTECODE"}
+    env["PGPASSFILE"] = str(pgpass)
+    env["TCMERGE_BENCH_PASSWORD"] = ref.url.password or ""
+    runs: list[Run] = [(transport, *run_child(server, args, env))]
+    if again:
+        # the merged target as autovacuum leaves it some time after a merge (hint bits,
+        # visibility map, statistics), not vacuumed during the timed re-run
+        with connect(ref) as conn:
+            conn.execute("VACUUM (ANALYZE)")
+        elapsed, rss, result = run_child(server, args, env)
+        if inserted(result):
+            raise SystemExit(f"the merge run again inserted rows: {inserted(result)}")
+        runs.append((f"{transport} again", elapsed, rss, result))
+    topology.unlink()
     drop(server, ref)
-    return elapsed, usage.ru_maxrss // 1024, result
+    return runs
+
+
+def phases(result: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.1f}" for k, v in result.get("timings", {}).items())
 
 
 def main() -> None:
@@ -231,6 +320,13 @@ def main() -> None:
     parser.add_argument("--transports", default="copy,dblink")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of baseline and merges, interleaved; medians are printed")
+    parser.add_argument("--into", nargs="?", const="both", choices=("both", "others"),
+                        help="merge DB1 into a copy of DB2 (the last source) instead of an "
+                             "empty target; 'both' (the default) names DB2 among the sources "
+                             "as Cisco's tool does, 'others' names only DB1")
+    parser.add_argument("--again", action="store_true",
+                        help="after each merge, time the same merge run again on the merged "
+                             "target (nothing to insert)")
     options = parser.parse_args()
     provider = get_provider()
     try:
@@ -245,8 +341,8 @@ def main() -> None:
         pgpass.write_text(f"{url.host}:{url.port}:*:{url.username}:{url.password}\n")
         pgpass.chmod(0o600)
         print(f"PostgreSQL {server.version}; {os.cpu_count()} cores")
-        print(f"{'rows/src':>10} {'what':<12} {'wall s':>8} {'rows/s':>10} {'vs base':>8} "
-              f"{'RSS MB':>7}  phases")
+        header = (f"{'rows/src':>10} {'what':<16} {'wall s':>8} {'rows/s':>10} {'vs base':>8} "
+                  f"{'vs floor':>8} {'RSS MB':>7}  phases")
         for n in [int(x) for x in options.rows.split(",")]:
             sources = []
             for k in (1, 2):
@@ -254,46 +350,63 @@ def main() -> None:
                 with connect(ref) as conn:
                     generate(conn, k, n)
                 sources.append(ref)
-            with connect(sources[0]) as conn:
-                counts = [conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(t))).fetchone() for t in TABLES]
-                total = sum(int(row[0]) for row in counts if row is not None)
-            total *= 2
+            case = make_case(sources, template, options.into)
+            total = 0
+            for _schema, src in case.copies:
+                with connect(src) as conn:
+                    for t in TABLES:
+                        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                            sql.Identifier(t))).fetchone()
+                        total += int(row[0]) if row is not None else 0
+            print(f"{n:,} rows per source; {case.title}", flush=True)
+            print(header, flush=True)
             # ``--repeat`` rounds, each a baseline and then every measured run, and a last
             # baseline: each run is compared with the mean of the baselines just before and
             # just after it (this machine's speed drifts), and the medians are printed
             transports = options.transports.split(",")
             extra = ["dblink-plain"] if "dblink" in transports else []
             bases: list[float] = []
-            runs: dict[str, list[tuple[float, float, int, dict[str, Any]]]] = {}
-            pending: list[tuple[str, float, int, dict[str, Any]]] = []
+            # per run: its ratio to the baseline, to its floor, wall time, RSS, result
+            runs: dict[str, list[tuple[float, float, float, int, dict[str, Any]]]] = {}
+            pending: list[Run] = []
             for round_ in range(options.repeat + 1):
-                bases.append(baseline(server, template, sources))
+                bases.append(baseline(server, case))
+                floor = {what: elapsed for what, elapsed, _, _ in pending
+                         if what == "dblink-plain"}
                 for what, elapsed, rss, result in pending:
                     ratio = elapsed / statistics.mean(bases[-2:])
-                    runs.setdefault(what, []).append((ratio, elapsed, rss, result))
+                    # dblink's merges against dblink's own floor, copy's against the
+                    # baseline (copy's floor)
+                    own = 1.0 if what == "dblink-plain" else elapsed / floor[
+                        "dblink-plain"] if what.startswith("dblink") else ratio
+                    runs.setdefault(what, []).append((ratio, own, elapsed, rss, result))
+                    label = f"{what} #{round_}"
+                    print(f"{n:>10,} {label:<16} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
+                          f"{ratio:>8.2f} {own:>8.2f} {rss or '-':>7}  {phases(result)}",
+                          flush=True)
                 pending = []
                 if round_ == options.repeat:
                     break
                 for what in transports + extra:
                     if what == "dblink-plain":
-                        pending.append((what, dblink_baseline(server, template, sources), 0, {}))
+                        pending.append((what, dblink_baseline(server, case), 0, {}))
                     else:
-                        pending.append((what, *merge(server, template, sources, what, pgpass)))
+                        pending += merge(server, case, what, pgpass, options.again)
             base = statistics.median(bases)
             spread = f"  (runs: {', '.join(f'{b:.2f}' for b in bases)})" if len(bases) > 1 else ""
-            print(f"{n:>10,} {'baseline':<12} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
-                  f"{'-':>7}{spread}", flush=True)
+            print(f"{n:>10,} {'baseline':<16} {base:>8.2f} {total / base:>10,.0f} {1:>8.2f} "
+                  f"{1:>8.2f} {'-':>7}{spread}", flush=True)
             for what, results in runs.items():
                 results.sort(key=lambda r: r[0])
-                ratio, elapsed, rss, result = results[len(results) // 2]
-                rss = max(r[2] for r in results)
-                phases = " ".join(f"{k}={v:.1f}" for k, v in result.get("timings", {}).items())
+                ratio, _, elapsed, _, result = results[len(results) // 2]
+                own = statistics.median_high(r[1] for r in results)
+                rss = max(r[3] for r in results)
+                line = phases(result)
                 if len(results) > 1:
-                    phases += "  (runs: " + ", ".join(f"{r[1]:.2f} = {r[0]:.2f}x"
-                                                      for r in results) + ")"
-                print(f"{n:>10,} {what:<12} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
-                      f"{ratio:>8.2f} {rss or '-':>7}  {phases}", flush=True)
+                    line += "  (runs: " + ", ".join(f"{r[2]:.2f} = {r[0]:.2f}x"
+                                                    for r in results) + ")"
+                print(f"{n:>10,} {what:<16} {elapsed:>8.2f} {total / elapsed:>10,.0f} "
+                      f"{ratio:>8.2f} {own:>8.2f} {rss or '-':>7}  {line}", flush=True)
         pgpass.unlink()
     finally:
         provider.close()
