@@ -35,7 +35,7 @@ from tcmerge.lock import target_lock
 from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import table_checksums
 from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
-from tcmerge.merge.rules import PgRules
+from tcmerge.merge.rules import Analysis, PgRules, duplicate_rows
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
@@ -223,7 +223,7 @@ class _Merge:
                          tables=[t.name for t in request.tables])
         conn = pg.open_session(request.target, role="merge")
         try:
-            return self._transaction(conn, plan, findings)
+            return self._transaction(conn, plan, findings, target_mirrors(report))
         except MergeInProgress as exc:
             self._rollback(conn)
             findings.append(error("MERGE_IN_PROGRESS", exc.message,
@@ -312,8 +312,8 @@ class _Merge:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
 
-    def _transaction(self, conn: pg.PgConn, plan: MergePlan,
-                     findings: list[Finding]) -> MergeResult:
+    def _transaction(self, conn: pg.PgConn, plan: MergePlan, findings: list[Finding],
+                     mirrors: frozenset[int] = frozenset()) -> MergeResult:
         request = self.request
         names = [t.name for t in request.tables]
         if conn.info.server_version >= 140000:
@@ -335,8 +335,9 @@ class _Merge:
         reader_cls = TRANSPORTS[plan.transport]
         # source queries that run beside the target's work take turns (see transport.py)
         turn = threading.Lock()
+        # a source that is the target itself is not read again (see target_mirrors)
         self.readers = [reader_cls(ref, i, conn, turn)
-                        for i, ref in enumerate(request.sources, 1)]
+                        for i, ref in enumerate(request.sources, 1) if i not in mirrors]
         rules = PgRules(conn, request.tables, plan.inputs)
         marks: list[tuple[str, dict[str, str]]] = []
         for reader in self.readers:
@@ -354,7 +355,8 @@ class _Merge:
         # the target as it is before the first row is written: checksums and snapshot
         target_before: dict[str, str] = {}
         snapshot: dict[str, str] = {}
-        if (self.recording and request.snapshot) or self.mode == "preview" or self.shown:
+        if ((self.recording and request.snapshot) or self.mode == "preview" or self.shown
+                or mirrors):
             target_before = table_checksums(conn, names)
         if self.mode == "run" and request.snapshot:
             snapshot = take_snapshot(conn, self.job_id, names)
@@ -401,10 +403,17 @@ class _Merge:
                      "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
                      (WORK_MEM, WORK_MEM))
         analysis = rules.analyse()
+        count_mirrors(analysis, mirrors)
         # collected before any prompt: no source session waits on the user
         before = [reader.staged_checksums() for reader in self.readers] \
             if self.mode != "validate" else []
-        self.target_sums, self.source_sums = target_before, before
+        # per source in order; a source that is the target has the target's checksums
+        every_source: list[dict[str, str]] = []
+        if self.mode != "validate":
+            by_input = {r.inp: sums for r, sums in zip(self.readers, before, strict=True)}
+            every_source = [by_input.get(i, target_before)
+                            for i in range(1, len(request.sources) + 1)]
+        self.target_sums, self.source_sums = target_before, every_source
         plan.counts = self.counts = analysis.counts
         findings += analysis.findings
         self._phase("analyse")
@@ -465,7 +474,7 @@ class _Merge:
             options={**request.describe(), "transport": plan.transport},
             counts={
                 "tables": {n: c.as_dict() for n, c in analysis.counts.items()},
-                "source_checksums": before,
+                "source_checksums": every_source,
                 "target_checksums_before": target_before,
                 "snapshot": snapshot,
                 "bans_expected": analysis.bans_expected,
@@ -480,6 +489,31 @@ class _Merge:
         self._phase("commit")
         return self._result("succeeded", findings, plan, job_id=self.job_id,
                             verification=verification, snapshot=snapshot)
+
+
+def target_mirrors(report: ValidationReport) -> frozenset[int]:
+    """The sources (1-based) that are the target database itself (TARGET_IS_SOURCE, as
+    Cisco's procedure names DB2 in "merge DB1 into DB2"). Every row of such a source is a
+    row the target holds: a duplicate of input 0 whatever the other inputs hold, and it
+    changes no owner, counter or verdict. The merge therefore does not read it again: its
+    counts are the target's rows, each a duplicate (``count_mirrors``)."""
+    return frozenset(i for i, record in enumerate(report.databases[1:], 1)
+                     if record.get("same_as") == "target")
+
+
+def count_mirrors(analysis: Analysis, mirrors: frozenset[int]) -> None:
+    """The counts and findings a source that is the target would have had, read: each
+    table's rows of the target, all duplicates (DUPLICATE_ROWS as the analysis says it)."""
+    if not mirrors:
+        return
+    for name, c in analysis.counts.items():
+        for k in mirrors:
+            c.read[k] = c.read[0]
+            c.duplicates += c.read[0]
+        if c.read[0]:
+            analysis.findings[:] = [f for f in analysis.findings if not (
+                f.code == "DUPLICATE_ROWS" and f.table == name)]
+            analysis.findings.append(duplicate_rows(name, c.duplicates))
 
 
 def run_merge(request: MergeRequest, *, progress: Progress | None = None,

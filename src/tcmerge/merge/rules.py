@@ -80,6 +80,11 @@ def _all_rows(table: sa.Table, extra: str = "",
     )
 
 
+def duplicate_rows(table: str, count: int) -> Finding:
+    return info("DUPLICATE_ROWS", f"{count} source row(s) of {table} are already present and "
+                "are not inserted again", table=table, count=count)
+
+
 @dataclass
 class Analysis:
     counts: dict[str, TableCounts]
@@ -113,10 +118,7 @@ class RuleSet(abc.ABC):
             counts["aft_log"] = self._analyse_aft(findings)
         for name, c in counts.items():
             if c.duplicates:
-                findings.append(info(
-                    "DUPLICATE_ROWS",
-                    f"{c.duplicates} source row(s) of {name} are already present and are "
-                    "not inserted again", table=name, count=c.duplicates))
+                findings.append(duplicate_rows(name, c.duplicates))
         return result
 
     def _capacity(self) -> list[Finding]:
