@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +63,14 @@ def server_reason(exc: BaseException, ref: DatabaseRef) -> str:
     text = str(orig).strip().splitlines()
     reason = " ".join(line.strip() for line in text if line.strip()) or type(orig).__name__
     return scrub(reason, ref.secrets)
+
+
+def session(ref: DatabaseRef, role: str, **engine_kwargs: Any
+            ) -> AbstractContextManager[sa.Connection]:
+    """One session of tcmerge's on ``ref``, named ``tcmerge-<role>``: no pool, statement
+    parameters kept out of error texts, CONNECTION_FAILED when it cannot connect."""
+    return connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
+                   application_name=f"{APPLICATION_NAME}-{role}", **engine_kwargs)
 
 
 @contextmanager

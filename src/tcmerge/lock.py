@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from tcmerge.db import APPLICATION_NAME, connect
+from tcmerge.db import session
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.errors import DatabaseError
@@ -53,9 +53,7 @@ def target_lock(ref: DatabaseRef, *, exclusive: bool) -> Iterator[TargetLock]:
         return
     with ExitStack() as stack:
         try:
-            conn = stack.enter_context(connect(
-                ref, poolclass=sa.pool.NullPool, hide_parameters=True,
-                application_name=f"{APPLICATION_NAME}-lock"))
+            conn = stack.enter_context(session(ref, "lock"))
             taken = adapter.try_merge_lock(conn, exclusive=exclusive)
             holders = set() if taken else adapter.merge_lock_holders(conn)
         except (DatabaseError, sa.exc.DBAPIError):

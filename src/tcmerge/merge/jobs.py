@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tcmerge import __version__
-from tcmerge.db import connect
+from tcmerge.db import session
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.errors import ConfigError
@@ -189,8 +189,7 @@ def update_job(run: Runner, job: JobRecord) -> None:
 
 # -- the job history of a target, for any dialect (jobs list / jobs show) -------------------
 def _reading(ref: DatabaseRef) -> AbstractContextManager[sa.Connection]:
-    return connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
-                   application_name="tcmerge-jobs")
+    return session(ref, "jobs")
 
 
 def history(ref: DatabaseRef) -> list[JobRecord]:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from psycopg import sql
 
-from tcmerge.db import MERGE_LOCK_KEY, connect, server_reason
+from tcmerge.db import MERGE_LOCK_KEY, server_reason, session
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.errors import DatabaseError, FindingsBlock
@@ -127,9 +127,7 @@ def restore_job(ref: DatabaseRef, job_id: str, *, force: bool = False,
     with target_lock(ref, exclusive=True) as lock:
         if lock.refusal is not None:
             raise MergeInProgress(f"{lock.refusal.message}; nothing was restored")
-        with connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
-                     application_name="tcmerge-restore",
-                     connect_args=adapter.digest_connect_args()) as conn:
+        with session(ref, "restore", connect_args=adapter.digest_connect_args()) as conn:
             run = SaRunner(conn)
             try:
                 shown: dict[str, str] | None = None

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tcmerge.db import connect, server_reason
+from tcmerge.db import server_reason, session
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects import adapter_for
 from tcmerge.dialects.constructs import pair_digest
@@ -201,9 +201,7 @@ class VerifyReport(Report):
 
 def _reading(ref: DatabaseRef, role: str) -> AbstractContextManager[sa.Connection]:
     """A session on ``ref`` whose digests equal the merge's (any dialect)."""
-    return connect(ref, poolclass=sa.pool.NullPool, hide_parameters=True,
-                   application_name=f"tcmerge-{role}",
-                   connect_args=adapter_for(ref).digest_connect_args())
+    return session(ref, role, connect_args=adapter_for(ref).digest_connect_args())
 
 
 def verify_job(target: DatabaseRef, job_id: str,
