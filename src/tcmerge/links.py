@@ -19,8 +19,9 @@ connection is closed in ``finally``, after errors too. Two ways to log in:
   after validation's DBLINK_SENDS_PASSWORD warning; ``libpq_password`` is called only
   then.
 
-``record_link_auth`` keeps what validation established per (target, source) for the
-merge's dblink reader of the same process (``link_auth``).
+Which of the two a source gets is validation's decision, carried in its report
+(``transports.dblink.sources[].auth``) to the merge's dblink reader; without one,
+``catalog_link_auth`` decides from the target's catalogs.
 
 Oracle: database links made by the target's user to a source schema.
 ``plan_oracle_link`` gives one link's statements (create, probe, close, drop): a
@@ -255,30 +256,9 @@ def connect_passthrough(conn: psycopg.Connection[Any], schema: str | None, name:
         conn.execute("RELEASE SAVEPOINT tcmerge_link")
 
 
-#: how validation found the dblink connection from a target to a source should log in,
-#: for the merge's reader in the same process: (target session, source) -> PASSTHROUGH or
-#: PASSWORD
-_LINK_AUTH: dict[tuple[str, ...], str] = {}
-
-
-def _auth_key(conn: psycopg.Connection[Any], ref: DatabaseRef) -> tuple[str, ...]:
-    info = conn.info
-    source = ref.url.set(password=None).render_as_string(hide_password=False)
-    return (str(info.host), str(info.port), str(info.dbname), str(info.user), source)
-
-
-def record_link_auth(conn: psycopg.Connection[Any], ref: DatabaseRef, how: str) -> None:
-    """Remember how validation decided ``conn``'s server logs in to ``ref`` by dblink."""
-    _LINK_AUTH[_auth_key(conn, ref)] = how
-
-
-def link_auth(conn: psycopg.Connection[Any], ref: DatabaseRef) -> str:
-    """How the merge's dblink connection from ``conn``'s server to ``ref`` logs in: what
-    validation decided (and warned about), else pass-through where the catalogs offer
-    it, else the password."""
-    known = _LINK_AUTH.get(_auth_key(conn, ref))
-    if known is not None:
-        return known
+def catalog_link_auth(conn: psycopg.Connection[Any]) -> str:
+    """How a dblink connection from ``conn``'s server logs in when no validation decided
+    it: pass-through where the catalogs offer it, else the password."""
     return PASSTHROUGH if passthrough_facts(conn).blocker is None else PASSWORD
 
 

@@ -223,7 +223,8 @@ class _Merge:
                          tables=[t.name for t in request.tables])
         conn = pg.open_session(request.target, role="merge")
         try:
-            return self._transaction(conn, plan, findings, target_mirrors(report))
+            return self._transaction(conn, plan, findings, target_mirrors(report),
+                                     link_auths(report))
         except MergeInProgress as exc:
             self._rollback(conn)
             findings.append(error("MERGE_IN_PROGRESS", exc.message,
@@ -313,7 +314,8 @@ class _Merge:
                 conn.rollback()
 
     def _transaction(self, conn: pg.PgConn, plan: MergePlan, findings: list[Finding],
-                     mirrors: frozenset[int] = frozenset()) -> MergeResult:
+                     mirrors: frozenset[int] = frozenset(),
+                     auths: dict[str, str] | None = None) -> MergeResult:
         request = self.request
         names = [t.name for t in request.tables]
         if conn.info.server_version >= 140000:
@@ -336,7 +338,7 @@ class _Merge:
         # source queries that run beside the target's work take turns (see transport.py)
         turn = threading.Lock()
         # a source that is the target itself is not read again (see target_mirrors)
-        self.readers = [reader_cls(ref, i, conn, turn)
+        self.readers = [reader_cls(ref, i, conn, turn, (auths or {}).get(ref.label))
                         for i, ref in enumerate(request.sources, 1) if i not in mirrors]
         rules = PgRules(conn, request.tables, plan.inputs)
         marks: list[tuple[str, dict[str, str]]] = []
@@ -499,6 +501,13 @@ def target_mirrors(report: ValidationReport) -> frozenset[int]:
     counts are the target's rows, each a duplicate (``count_mirrors``)."""
     return frozenset(i for i, record in enumerate(report.databases[1:], 1)
                      if record.get("same_as") == "target")
+
+
+def link_auths(report: ValidationReport) -> dict[str, str]:
+    """Per source label, how validation decided its dblink connection logs in (the
+    decision it warned about, DBLINK_SENDS_PASSWORD, is the one the merge follows)."""
+    paths = report.transports.get("dblink", {}).get("sources", [])
+    return {str(p["source"]): str(p["auth"]) for p in paths if p.get("auth")}
 
 
 def count_mirrors(analysis: Analysis, mirrors: frozenset[int]) -> None:

@@ -47,7 +47,7 @@ from psycopg import sql
 from tcmerge.db import APPLICATION_NAME
 from tcmerge.dburl import DatabaseRef
 from tcmerge.errors import DatabaseError
-from tcmerge.links import PASSTHROUGH, connect_passthrough, dblink_conninfo, link_auth
+from tcmerge.links import PASSTHROUGH, catalog_link_auth, connect_passthrough, dblink_conninfo
 from tcmerge.merge import pg
 from tcmerge.merge.checksums import (
     checksums_query,
@@ -275,10 +275,13 @@ class SourceReader(abc.ABC):
     """One source, read in one read-only repeatable-read snapshot."""
 
     def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
-                 turn: threading.Lock | None = None) -> None:
+                 turn: threading.Lock | None = None, link_auth: str | None = None) -> None:
         self.ref = ref
         self.inp = inp
         self.target = target
+        #: how a server-to-server link to this source logs in, as validation decided it
+        #: (dblink: pass-through or the password; None: decided from the catalogs)
+        self.link_auth = link_auth
         #: taken by source work that runs beside the target's (see CopySource._background)
         self.turn = turn or threading.Lock()
         #: the tables whose checksums are taken (None: none), and the result
@@ -462,8 +465,8 @@ class CopySource(SourceReader):
     name = "copy"
 
     def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
-                 turn: threading.Lock | None = None) -> None:
-        super().__init__(ref, inp, target, turn)
+                 turn: threading.Lock | None = None, link_auth: str | None = None) -> None:
+        super().__init__(ref, inp, target, turn, link_auth)
         self.conn: PgConn | None = None
         #: the second session sharing the staging snapshot: keys while rows are copied,
         #: then the checksums while the target analyses
@@ -715,18 +718,20 @@ def dblink_schema(conn: PgConn) -> str | None:
     return None if row is None else str(row[0])
 
 
-def dblink_connect(conn: PgConn, schema: str, name: str, ref: DatabaseRef) -> None:
+def dblink_connect(conn: PgConn, schema: str, name: str, ref: DatabaseRef,
+                   auth: str | None = None) -> None:
     """Open the named dblink connection from the target server to ``ref``.
 
     By SCRAM pass-through where validation established that it works (a foreign server
     and user mapping that live only in a rolled-back savepoint; no password crosses),
     else with the password in the connection string, which validation announced
     (DBLINK_SENDS_PASSWORD): a bind parameter, never part of SQL text, of this
-    process's arguments, or of an error message.
+    process's arguments, or of an error message. ``auth``: validation's decision
+    (``links.PASSTHROUGH`` or ``links.PASSWORD``); None: the target's catalogs decide.
     """
     application_name = f"{APPLICATION_NAME}-dblink"
     try:
-        if link_auth(conn, ref) == PASSTHROUGH:
+        if (auth or catalog_link_auth(conn)) == PASSTHROUGH:
             connect_passthrough(conn, schema, name, ref, application_name=application_name,
                                 options=pg.SESSION_OPTIONS)
             return
@@ -744,8 +749,8 @@ class DblinkSource(SourceReader):
     name = "dblink"
 
     def __init__(self, ref: DatabaseRef, inp: int, target: PgConn,
-                 turn: threading.Lock | None = None) -> None:
-        super().__init__(ref, inp, target, turn)
+                 turn: threading.Lock | None = None, link_auth: str | None = None) -> None:
+        super().__init__(ref, inp, target, turn, link_auth)
         self.link = f"tcmerge_src_{inp}"
         self.schema = ""
         self.connected = False
@@ -769,7 +774,7 @@ class DblinkSource(SourceReader):
                                 "(CREATE EXTENSION dblink), or use --transport copy",
                                 code="DBLINK_UNAVAILABLE")
         self.schema = schema
-        dblink_connect(self.target, schema, self.link, self.ref)
+        dblink_connect(self.target, schema, self.link, self.ref, self.link_auth)
         self.connected = True
         try:
             self._exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -792,7 +797,7 @@ class DblinkSource(SourceReader):
                 raise self._fail(exc, "opening") from None
             return
         self.target.execute("RELEASE SAVEPOINT tcmerge_checksums")
-        dblink_connect(self.target, self.schema, self.side, self.ref)
+        dblink_connect(self.target, self.schema, self.side, self.ref, self.link_auth)
         self.side_connected = True
         try:
             for statement in (SIDE_SETTINGS, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",

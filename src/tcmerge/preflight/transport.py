@@ -10,8 +10,9 @@ judged from the catalogs (DBLINK_NOT_PROBED says so and what they tell). With it
 live probe is made only by SCRAM pass-through (PostgreSQL 18: ``dblink_fdw`` server
 with ``use_scram_passthrough``, see ``tcmerge.links``); where pass-through is not
 possible the merge will put the password in dblink's connection string, and
-DBLINK_SENDS_PASSWORD warns before anything is done. The decision per source is
-recorded for the merge's dblink reader (``record_link_auth``).
+DBLINK_SENDS_PASSWORD warns before anything is done. The decision per source is in
+the report (``transports.dblink.sources[].auth``), which the merge's dblink reader
+follows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from tcmerge.links import (
     passthrough_facts,
     probe_passthrough,
     probe_session,
-    record_link_auth,
 )
 from tcmerge.preflight.context import Database
 from tcmerge.preflight.hba import (
@@ -242,8 +242,6 @@ def _check_paths(adapter: PostgresAdapter, target: Database, sources: Sequence[D
         if verdict is not None and not verdict.uncertain:
             path.hba_accepts = verdict.accepted
         result.findings.extend(_path_findings(path, verdict, source, target, required))
-        if path.auth is not None:
-            record_link_auth(raw, source.ref, path.auth)
         if path.auth == PASSWORD:
             result.findings.append(_sends_password(path, source, target, passthrough))
 
