@@ -91,6 +91,13 @@ def without_password(url: URL) -> URL:
     return url.difference_update_query(present) if present else url
 
 
+def libpq_uri(ref: DatabaseRef) -> str:
+    """``postgresql://user@host:port/db``, without the password: what psql and libpq
+    take (``postgresql+psycopg://`` is SQLAlchemy's form, which psql refuses)."""
+    return without_password(ref.url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+
 def mask_text(text: str) -> str:
     """User text that failed to parse as a URL, as it may be shown: what could be a
     password (after the user name's ':' and before the last '@', or a ``password=``

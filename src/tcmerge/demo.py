@@ -32,7 +32,7 @@ from typing import Any
 import tomli_w
 
 from tcmerge import api
-from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.dburl import DatabaseRef, libpq_uri, without_password
 from tcmerge.errors import ConfigError
 from tcmerge.generate import GenerationResult, GeneratorSpec, generate
 from tcmerge.ha.scenario import load_scenario
@@ -214,10 +214,3 @@ def run_demo(*, keep: bool = False, provider: str | None = None,
 
 def _public(ref: DatabaseRef) -> str:
     return without_password(ref.url).render_as_string(hide_password=False)
-
-
-def libpq_uri(ref: DatabaseRef) -> str:
-    """``postgresql://user@host:port/db``, without the password: what psql and libpq
-    take (``postgresql+psycopg://`` is SQLAlchemy's form, which psql refuses)."""
-    return without_password(ref.url).set(drivername="postgresql").render_as_string(
-        hide_password=False)

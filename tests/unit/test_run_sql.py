@@ -40,13 +40,32 @@ def test_run_sql_json_is_one_object() -> None:
     assert "CREATE DATABASE LINK" in payload["sql"] and "Secr3t" not in payload["sql"]
 
 
-def test_postgresql_has_no_script_yet_and_says_so() -> None:
-    result = CliRunner().invoke(app, [
-        "run", "--sql", "--json", "--source", "postgresql://tc@nohost-1.invalid/a",
-        "--target", "postgresql://tc@nohost-2.invalid/b"])
+POSTGRES = ["--source", "postgresql://tc:Secr3tOne@nohost-1.invalid/db1",
+            "--source", "postgresql://tc:Secr3tTwo@nohost-2.invalid:5433/db2",
+            "--target", "postgresql://tc:Secr3tTwo@nohost-2.invalid:5433/db2"]
+
+
+def test_postgresql_merge_as_a_psql_script_without_passwords() -> None:
+    """Run live against the case tables in tests/integration/merge/test_rule_cases.py."""
+    result = CliRunner().invoke(app, ["run", "--sql", "--json", *POSTGRES])
     payload = json.loads(result.stdout)
-    assert result.exit_code == 2 and payload["error"]["code"] == "CONFIG_ERROR"
-    assert "run --sql is not available for postgresql" in payload["error"]["message"]
+    assert result.exit_code == 0 and payload["dialect"] == "postgresql", result.output
+    script = payload["sql"]
+    assert "Secr3t" not in script and "password" not in script.replace(
+        "passwords come from psql", "")
+    # source 1 is exported, source 2 is the target itself and is not read again
+    assert "\\connect 'postgresql://tc@nohost-1.invalid/db1'" in script
+    assert "\\copy (SELECT 1 AS inp, room_jid," in script
+    assert "\\copy (SELECT 2 AS inp" not in script
+    assert "source 2 is the target itself" in script
+    # in the target: one transaction, the lock, the rules, a refusal, the inserts, COMMIT
+    body = script.index("-- [merge]")
+    order = [script.index(marker, body) for marker in (
+        "BEGIN;", "pg_try_advisory_xact_lock", "IN SHARE MODE;", "CREATE TEMP TABLE tcm_s_",
+        "INSERT INTO tcm_w_room ", "'ROOM_CONFLICT: ", "INSERT INTO tc_msgarchive",
+        "UPDATE tc_rooms", "COMMIT;")]
+    assert order == sorted(order)
+    assert "dblink" not in script
 
 
 def test_mssql_is_refused_before_anything() -> None:

@@ -46,3 +46,167 @@ def _pair_digest_oracle(element: PairDigest, compiler: SQLCompiler, **kw: Any) -
     a, b = _two(element, compiler, **kw)
     return (f"TO_CHAR(NVL(SUM(ORA_HASH({a}, 4294967295, 1) * 4294967296 "
             f"+ ORA_HASH({b}, 4294967295, 2)), 0))")
+
+
+# -- row equality -------------------------------------------------------------------------
+class RowHash(FunctionElement[Any]):
+    """A hash of a row's values (NULL distinct from every value), equal for equal rows.
+
+    A *prefilter*: rows with equal hashes are candidates, confirmed by ``same_value``
+    column by column, so that a collision costs a comparison and never a wrong answer.
+    PostgreSQL hashes the row's text form (``ROW(...)::text``: NULL and '' differ,
+    separators quoted); Oracle cannot hash or concatenate a CLOB, so a CLOB contributes
+    its length and the MD5 of its first 1000 characters.
+    """
+
+    name = "row_hash"
+    inherit_cache = False
+
+    def __init__(self, columns: list[tuple[Any, bool]]) -> None:
+        self.lobs = tuple(lob for _, lob in columns)
+        super().__init__(*(c for c, _ in columns))
+
+
+def row_hash(columns: list[tuple[Any, bool]]) -> RowHash:
+    """``columns``: (expression, is a LOB) in a fixed order."""
+    return RowHash(columns)
+
+
+@compiles(RowHash, "postgresql")
+def _row_hash_postgresql(element: RowHash, compiler: SQLCompiler, **kw: Any) -> str:
+    parts = ", ".join(compiler.process(c, **kw) for c in element.clauses)
+    return f"md5(ROW({parts})::text)"
+
+
+@compiles(RowHash, "oracle")
+def _row_hash_oracle(element: RowHash, compiler: SQLCompiler, **kw: Any) -> str:
+    parts = []
+    for column, lob in zip(element.clauses, element.lobs, strict=True):
+        ref = compiler.process(column, **kw)
+        if lob:
+            parts.append(
+                f"CASE WHEN {ref} IS NULL THEN '-' WHEN DBMS_LOB.GETLENGTH({ref}) = 0 "
+                f"THEN '0' ELSE DBMS_LOB.GETLENGTH({ref}) || ':' || RAWTOHEX(STANDARD_HASH("
+                f"DBMS_LOB.SUBSTR({ref}, 1000, 1), 'MD5')) END")
+        else:
+            parts.append(f"CASE WHEN {ref} IS NULL THEN '-' "
+                         f"ELSE RAWTOHEX(STANDARD_HASH({ref}, 'MD5')) END")
+    return "STANDARD_HASH(" + " || '|' || ".join(parts) + ", 'MD5')"
+
+
+class SameValue(FunctionElement[bool]):
+    """Two values are equal, NULL equal to NULL (a condition)."""
+
+    name = "same_value"
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, a: Any, b: Any, lob: bool) -> None:
+        self.lob = lob
+        super().__init__(a, b)
+
+
+def same_value(a: Any, b: Any, lob: bool = False) -> SameValue:
+    return SameValue(a, b, lob)
+
+
+@compiles(SameValue, "postgresql")
+def _same_value_postgresql(element: SameValue, compiler: SQLCompiler, **kw: Any) -> str:
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({a} IS NOT DISTINCT FROM {b})"
+
+
+@compiles(SameValue, "oracle")
+def _same_value_oracle(element: SameValue, compiler: SQLCompiler, **kw: Any) -> str:
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    if element.lob:  # a CLOB cannot be DECODEd or compared with =
+        return f"(({a} IS NULL AND {b} IS NULL) OR DBMS_LOB.COMPARE({a}, {b}) = 0)"
+    return f"DECODE({a}, {b}, 1, 0) = 1"
+
+
+# -- rows without a key -------------------------------------------------------------------
+class RowPointer(sa.sql.expression.ColumnElement[Any]):
+    """The physical address of a row of the table aliased ``alias`` (PostgreSQL ``ctid``,
+    Oracle ``ROWID``): stable within the merge transaction, which updates no row it
+    points at. Rows of tc_timelog, jm and aft_log have no key; work tables point at
+    them with this."""
+
+    inherit_cache = False
+    type = sa.types.NullType()
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+
+@compiles(RowPointer, "postgresql")
+def _row_pointer_postgresql(element: RowPointer, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.preparer.quote(element.alias)}.ctid"
+
+
+@compiles(RowPointer, "oracle")
+def _row_pointer_oracle(element: RowPointer, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.preparer.quote(element.alias)}.ROWID"
+
+
+# -- work tables ----------------------------------------------------------------------------
+class CreateWorkTable(sa.schema.ExecutableDDLElement):
+    """An empty table with the columns of ``query``; ``fill`` puts the rows in later.
+
+    PostgreSQL: a TEMP table dropped at COMMIT, made inside the merge transaction (its
+    DDL is transactional). Oracle: a plain table made before the merge transaction (DDL
+    commits; dropped by the executor afterwards); DDL takes no bind variables (ORA-01027),
+    so the query's literals are written out.
+    """
+
+    inherit_cache = False
+
+    def __init__(self, name: str, query: sa.Select[Any]) -> None:
+        self.name = name
+        self.query = query
+
+
+def _inner(element: CreateWorkTable, compiler: Any, **kw: Any) -> str:
+    return str(compiler.sql_compiler.process(element.query, literal_binds=True))
+
+
+@compiles(CreateWorkTable, "postgresql")
+def _create_work_postgresql(element: CreateWorkTable, compiler: Any, **kw: Any) -> str:
+    name = compiler.preparer.quote(element.name)
+    return (f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {_inner(element, compiler)} "
+            "WITH NO DATA")
+
+
+@compiles(CreateWorkTable, "oracle")
+def _create_work_oracle(element: CreateWorkTable, compiler: Any, **kw: Any) -> str:
+    name = compiler.preparer.quote(element.name)
+    return f"CREATE TABLE {name} AS SELECT * FROM ({_inner(element, compiler)}) WHERE 1 = 0"
+
+
+# -- a refusal inside a script ------------------------------------------------------------
+class RefuseIf(sa.schema.ExecutableDDLElement):
+    """Stop the script with ``message`` when ``count`` (a one-row count query) is above 0:
+    what the merge would refuse (a blocking finding) also stops its script."""
+
+    inherit_cache = False
+
+    def __init__(self, count: sa.Select[Any], message: str) -> None:
+        self.count = count
+        self.message = message
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@compiles(RefuseIf, "postgresql")
+def _refuse_postgresql(element: RefuseIf, compiler: Any, **kw: Any) -> str:
+    query = compiler.sql_compiler.process(element.count, literal_binds=True)
+    return (f"DO $tcmerge$ BEGIN IF ({query}) > 0 THEN RAISE EXCEPTION '%', "
+            f"{_literal(element.message)}; END IF; END $tcmerge$")
+
+
+@compiles(RefuseIf, "oracle")
+def _refuse_oracle(element: RefuseIf, compiler: Any, **kw: Any) -> str:
+    query = compiler.sql_compiler.process(element.count, literal_binds=True)
+    return (f"DECLARE n NUMBER; BEGIN SELECT ({query}) INTO n FROM dual; IF n > 0 THEN "
+            f"RAISE_APPLICATION_ERROR(-20001, {_literal(element.message)}); END IF; END;")

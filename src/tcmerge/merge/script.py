@@ -41,8 +41,16 @@ def _oracle(request: MergeRequest) -> str:
     return render_script(plan)
 
 
+def _postgresql(request: MergeRequest) -> str:
+    from tcmerge.merge import oracle as ora
+    from tcmerge.merge.psql_script import render
+
+    return render(request, ora.job_token(jobs.new_job_id()))
+
+
 #: dialect -> the function that renders its merge; a dialect absent here has no script
-RENDERERS: dict[str, Callable[[MergeRequest], str]] = {"oracle": _oracle}
+RENDERERS: dict[str, Callable[[MergeRequest], str]] = {"oracle": _oracle,
+                                                      "postgresql": _postgresql}
 
 
 def merge_script(request: MergeRequest) -> MergeScript:

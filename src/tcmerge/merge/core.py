@@ -1,0 +1,674 @@
+"""The contract's merge rules, written once, as SQLAlchemy Core statements for every dialect.
+
+Inputs are numbered 0 (the target's rows, read in place) and 1..n (the sources in the
+order given, staged: one staging table per merged table, with the column ``inp``).
+The analysis fills small work tables in a fixed order (``work_queries``) and reads
+exact counts and findings from them; ``apply_statements`` insert from staging through
+the work tables and repair the counters. Statements carry no bind variable (constants
+are written out): the same statements run, and are printed as a script.
+
+What truly differs between the dialects is a construct of
+``tcmerge.dialects.constructs``: a row's hash (``RowHash``), NULL-safe equality
+(``SameValue``: a CLOB is compared with DBMS_LOB on Oracle), a row's address
+(``RowPointer``: ctid / ROWID, for tables without a key) and how a work table is made
+(``CreateWorkTable``). Flags are the numbers 0 and 1 (Oracle SQL before 23ai has no
+booleans); GREATEST is always given non-NULL arguments (Oracle's is NULL with one).
+
+Duplicates are judged across inputs, never within one: a row is a duplicate when an
+*earlier* input holds a row equal to it in every compared column. Equal hashes make
+the candidates; the rows themselves, compared column by column, decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from tcmerge.dialects.constructs import (
+    CreateWorkTable,
+    RefuseIf,
+    RowPointer,
+    pair_digest,
+    row_hash,
+    same_value,
+)
+from tcmerge.merge.plan import TableCounts
+from tcmerge.merge.rules import Analysis, RuleSet
+from tcmerge.results import Finding, error, info, warning
+from tcmerge.sqlexec import Runner
+
+SAMPLE = 10
+#: the room column of the tables whose rows make an input a room's holder (an owner
+#: candidate); a timelog row records a visit, not the room
+HOLDER_ROOM = {"tc_rooms": "room_jid", "tc_msgarchive": "to_jid", "tc_messages": "room_jid",
+               "tc_users": "room_jid"}
+#: message tables: (work name, room column, date column, keep flag in the id map)
+MESSAGES = {"tc_msgarchive": ("arch", "to_jid", "sent_date", "arch_keep"),
+            "tc_messages": ("msg", "room_jid", "stamp", "msg_keep")}
+#: tables without a key: a row of them is a duplicate when equal in every column
+UNIONS = {"tc_timelog": "timelog", "jm": "jm"}
+#: the work tables in the order the analysis fills them
+ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
+                  "idmap", "ids", "timelog_h", "timelog", "jm_h", "jm", "aft_h", "aft")
+
+
+def lit(value: int | str) -> Any:
+    """A constant written into the statement (no bind variable)."""
+    if isinstance(value, str):
+        return sa.literal_column("'" + value.replace("'", "''") + "'", sa.String())
+    return sa.literal_column(str(int(value)), sa.Integer())
+
+
+def flag(condition: Any) -> Any:
+    """1 where ``condition`` holds, else 0."""
+    return sa.case((condition, lit(1)), else_=lit(0))
+
+
+def is_lob(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, sa.Text)
+
+
+def same_row(model: sa.Table, a: Any, b: Any, *, exclude: tuple[str, ...] = (),
+             only: tuple[str, ...] | None = None) -> Any:
+    """Every compared column of the rows ``a`` and ``b`` is equal (NULL equals NULL)."""
+    parts = [same_value(a.c[c.name], b.c[c.name], is_lob(c)) for c in model.columns
+             if c.name not in exclude and (only is None or c.name in only)]
+    return sa.and_(*parts) if parts else sa.true()
+
+
+@dataclass(frozen=True)
+class Names:
+    """How a run names its helper tables: ``staging(table)``, ``work(name)``."""
+
+    staging: Callable[[str], str]
+    work: Callable[[str], str]
+
+
+class MergeRules(RuleSet):
+    """The nine rules over staged sources, for any dialect (``runner`` runs them; with
+    no runner the statements can only be listed, as ``run --sql`` does)."""
+
+    def __init__(self, runner: Runner | None, tables: tuple[sa.Table, ...],
+                 inputs: list[str], names: Names) -> None:
+        self.runner = runner
+        self.tables = {t.name: t for t in tables}
+        self.inputs = inputs  # labels, target first
+        self.names = names
+        self.target_counts: dict[str, int] = {}
+        #: work table -> its query, in the order they are filled (a query may read the
+        #: work tables before it)
+        self._queries: dict[str, sa.Select[Any]] = {}
+        self._build()
+        self._next_fill: Iterator[str] = iter(list(self._queries))
+
+    # -- tables ---------------------------------------------------------------------------
+    def staging(self, name: str) -> sa.TableClause:
+        model = self.tables[name]
+        return sa.table(self.names.staging(name), sa.column("inp", sa.Integer()),
+                        *(sa.column(c.name, c.type) for c in model.columns))
+
+    def work(self, name: str) -> sa.TableClause:
+        """A work table (its columns are those of its query)."""
+        query = self._queries[name]
+        return sa.table(self.names.work(name),
+                        *(sa.column(str(c.key), c.type) for c in query.selected_columns))
+
+    def all_rows(self, name: str, rid: bool = False, alias: str | None = None) -> sa.Subquery:
+        """Every input's rows of ``name``: the target's as input 0, then the staged ones;
+        with ``rid``, each row's address as ``rid``."""
+        model = self.tables[name]
+        target = model.alias("t")
+        staged = self.staging(name).alias("s")
+        parts = []
+        for inp, source, short in ((lit(0), target, "t"), (None, staged, "s")):
+            first = [inp.label("inp") if inp is not None else source.c.inp]
+            if rid:
+                first.append(RowPointer(short).label("rid"))
+            parts.append(sa.select(*first, *(source.c[c.name] for c in model.columns)))
+        return sa.union_all(*parts).subquery(alias)
+
+    # -- the work tables, as queries ------------------------------------------------------
+    def work_queries(self) -> list[tuple[str, sa.Select[Any]]]:
+        """(work table, query) for every work table, in the order they are filled."""
+        return list(self._queries.items())
+
+    def _build(self) -> None:
+        out = self._queries
+        if any(n in self.tables for n in HOLDER_ROOM):
+            out["room"] = self._room_query()
+        if "tc_rooms" in self.tables:
+            out["rooms"] = self._rooms_query()
+        if "tc_users" in self.tables:
+            out["users_all"] = self._users_all_query()
+            out["users"] = self._users_query()
+        for name, (work, _room, _date, _keep) in MESSAGES.items():
+            if name in self.tables:
+                out[f"{work}_h"] = self._message_hash_query(name)
+                out[work] = self._message_query(name)
+        if any(n in self.tables for n in MESSAGES):
+            out["idmap"] = self._idmap_query()
+            if "tc_rooms" in self.tables:
+                out["ids"] = self._ids_query()
+        for name, work in UNIONS.items():
+            if name in self.tables:
+                out[f"{work}_h"] = self._hash_query(name, ())
+                out[work] = self._union_query(name, work)
+        if "aft_log" in self.tables:
+            out["aft_h"] = self._hash_query("aft_log", ("aft_index",))
+            out["aft"] = self._aft_query()
+        assert list(self._queries) == [n for n in ANALYSIS_ORDER if n in self._queries]
+
+    def _room_query(self) -> sa.Select[Any]:
+        """Per room: its owner (the first input holding it), how many inputs hold it, and
+        the owner's lowest and highest msg_id (the ids its rows keep)."""
+        parts = []
+        for name, column in HOLDER_ROOM.items():
+            if name not in self.tables:
+                continue
+            model = self.tables[name]
+            for inp, source in ((lit(0), model.alias("t")),
+                                (None, self.staging(name).alias("s"))):
+                msg_id = source.c.msg_id if name in MESSAGES \
+                    else sa.cast(sa.null(), sa.BigInteger())
+                parts.append(sa.select(source.c.inp if inp is None else inp.label("inp"),
+                                       source.c[column].label("room_jid"),
+                                       msg_id.label("msg_id")))
+        h = sa.union_all(*parts).subquery("h")
+        per = (sa.select(h.c.inp, h.c.room_jid, sa.func.min(h.c.msg_id).label("lo"),
+                         sa.func.max(h.c.msg_id).label("hi"))
+               .where(h.c.room_jid.is_not(None)).group_by(h.c.inp, h.c.room_jid)
+               .subquery("p"))
+        ranked = sa.select(
+            per, sa.func.row_number().over(partition_by=per.c.room_jid,
+                                           order_by=per.c.inp).label("rn"),
+            sa.func.count().over(partition_by=per.c.room_jid).label("nholders"),
+        ).subquery("r")
+        return (sa.select(ranked.c.room_jid, ranked.c.inp.label("owner"), ranked.c.nholders,
+                          ranked.c.lo, ranked.c.hi).where(ranked.c.rn == lit(1)))
+
+    def _rooms_query(self) -> sa.Select[Any]:
+        """Rule 1: per source row of tc_rooms, the input whose row wins (the first
+        holding the room), and whether it conflicts (creator or type differ: an error) or
+        diverged (subject, config or spacket differ: the winner's row stays)."""
+        model = self.tables["tc_rooms"]
+        a = self.all_rows("tc_rooms")
+        n = sa.select(a, sa.func.row_number().over(partition_by=a.c.room_jid,
+                                                   order_by=a.c.inp).label("rn")).cte("n")
+        s, w = n.alias("s"), n.alias("w")
+        conflict = sa.not_(same_row(model, s, w, only=("creator_jid", "type")))
+        diverged = sa.not_(same_row(model, s, w, only=("subject", "config", "spacket")))
+        return (sa.select(s.c.inp, s.c.room_jid, w.c.inp.label("winner"),
+                          flag(conflict).label("conflict"), flag(diverged).label("diverged"))
+                .select_from(s.join(w, sa.and_(w.c.room_jid == s.c.room_jid,
+                                               w.c.rn == lit(1))))
+                .where(s.c.inp > lit(0)))
+
+    def _users_all_query(self) -> sa.Select[Any]:
+        """Rule 5: every member row, ranked per (room, member): the target's row first,
+        then a ban, then the earliest input."""
+        a = self.all_rows("tc_users")
+        return sa.select(a, sa.func.row_number().over(
+            partition_by=(a.c.room_jid, a.c.real_jid),
+            order_by=(flag(a.c.inp != lit(0)), flag(a.c.affiliation != lit("outcast")),
+                      a.c.inp)).label("rn"))
+
+    def _users_query(self) -> sa.Select[Any]:
+        model = self.tables["tc_users"]
+        k, w = self.work("users_all").alias("k"), self.work("users_all").alias("w")
+        same = same_row(model, k, w, exclude=("room_jid", "real_jid"))
+        return (sa.select(k.c.inp, k.c.room_jid, k.c.real_jid, k.c.affiliation,
+                          w.c.inp.label("winner"), w.c.affiliation.label("waff"),
+                          flag(same).label("same"))
+                .select_from(k.join(w, sa.and_(w.c.room_jid == k.c.room_jid,
+                                               w.c.real_jid == k.c.real_jid,
+                                               w.c.rn == lit(1))))
+                .where(k.c.inp > lit(0)))
+
+    def _hashed(self, model: sa.Table, rows: Any, exclude: tuple[str, ...]) -> Any:
+        return row_hash([(rows.c[c.name], is_lob(c)) for c in model.columns
+                         if c.name not in exclude]).label("h")
+
+    def _message_hash_query(self, name: str) -> sa.Select[Any]:
+        """The rows of rooms several inputs hold, with the hash of every column but msg_id
+        (rows of other rooms are kept as they are: no earlier input has the room)."""
+        _work, room, date, _keep = MESSAGES[name]
+        x = self.all_rows(name)
+        r = self.work("room").alias("r")
+        return (sa.select(x.c.inp, x.c[room].label("room_jid"), x.c.msg_id,
+                          x.c[date].label("d"), r.c.owner,
+                          self._hashed(self.tables[name], x, ("msg_id",)))
+                .select_from(x.join(r, sa.and_(r.c.room_jid == x.c[room],
+                                               r.c.nholders > lit(1)))))
+
+    def _duplicates(self, name: str, hashed: str, key: tuple[str, ...],
+                    exclude: tuple[str, ...]) -> sa.Subquery:
+        """(inp, key...) of the rows equal to a row of an earlier input: equal hashes make
+        the candidates, the rows compared column by column decide."""
+        model = self.tables[name]
+        x, e = self.work(hashed).alias("x"), self.work(hashed).alias("e")
+        rid = key == ("rid",)
+        xr, er = self.all_rows(name, rid, "xr"), self.all_rows(name, rid, "er")
+        room = MESSAGES[name][1] if name in MESSAGES else None
+
+        def at(rows: Any, ref: Any) -> Any:
+            cond = [rows.c.inp == ref.c.inp]
+            for k in key:
+                cond.append(rows.c[room if k == "room_jid" and room else k] == ref.c[k])
+            return sa.and_(*cond)
+
+        pair = [e.c.h == x.c.h, e.c.inp < x.c.inp]
+        if room:
+            pair.insert(0, e.c.room_jid == x.c.room_jid)
+        return (sa.select(x.c.inp, *(x.c[k] for k in key)).distinct()
+                .select_from(x.join(e, sa.and_(*pair)).join(xr, at(xr, x)).join(er, at(er, e)))
+                .where(same_row(model, xr, er, exclude=exclude)).subquery("dd"))
+
+    def _message_query(self, name: str) -> sa.Select[Any]:
+        """Rules 2 and 3: per row of a shared room, its owner and whether it is a
+        duplicate. A recent message with an archive row (same input, room and old id)
+        follows that row's verdict: kept and renumbered with it, or dropped with it; one
+        without an archive row is judged on its own columns."""
+        work = MESSAGES[name][0]
+        a = self.work(f"{work}_h").alias("a")
+        dd = self._duplicates(name, f"{work}_h", ("room_jid", "msg_id"), ("msg_id",))
+        own = flag(dd.c.msg_id.is_not(None))
+        joined = a.outerjoin(dd, sa.and_(dd.c.inp == a.c.inp, dd.c.room_jid == a.c.room_jid,
+                                         dd.c.msg_id == a.c.msg_id))
+        if work == "msg" and "tc_msgarchive" in self.tables:
+            ar = self.work("arch").alias("ar")
+            own = sa.case((ar.c.msg_id.is_not(None), ar.c.dup), else_=own)
+            joined = joined.outerjoin(ar, sa.and_(ar.c.inp == a.c.inp,
+                                                  ar.c.room_jid == a.c.room_jid,
+                                                  ar.c.msg_id == a.c.msg_id))
+        return sa.select(a.c.inp, a.c.room_jid, a.c.msg_id, a.c.d, a.c.owner,
+                         own.label("dup")).select_from(joined)
+
+    def _idmap_query(self) -> sa.Select[Any]:
+        """Rules 2 and 3: new ids for the kept rows of later inputs of shared rooms, above
+        the owner's highest id, in (date, input, old id) order; one id per (input, room,
+        old id) in both message tables, so a recent message keeps its archive row's id."""
+        kept = {work: self.work(work) for name, (work, *_r) in MESSAGES.items()
+                if name in self.tables}
+        subs = {work: sa.select(t).where(t.c.inp > t.c.owner, t.c.dup == lit(0)).subquery(work)
+                for work, t in kept.items()}
+        if len(subs) == 2:
+            a, m = subs["arch"], subs["msg"]
+            need = sa.select(
+                sa.func.coalesce(a.c.room_jid, m.c.room_jid).label("room_jid"),
+                sa.func.coalesce(a.c.inp, m.c.inp).label("inp"),
+                sa.func.coalesce(a.c.msg_id, m.c.msg_id).label("old_id"),
+                sa.func.coalesce(a.c.d, m.c.d).label("d"),
+                flag(a.c.room_jid.is_not(None)).label("arch_keep"),
+                flag(m.c.room_jid.is_not(None)).label("msg_keep"),
+            ).select_from(a.outerjoin(m, sa.and_(m.c.room_jid == a.c.room_jid,
+                                                 m.c.inp == a.c.inp, m.c.msg_id == a.c.msg_id),
+                                      full=True)).subquery("n")
+        else:
+            [(work, only)] = subs.items()
+            need = sa.select(only.c.room_jid, only.c.inp, only.c.msg_id.label("old_id"),
+                             only.c.d, lit(int(work == "arch")).label("arch_keep"),
+                             lit(int(work == "msg")).label("msg_keep")).subquery("n")
+        r = self.work("room").alias("r")
+        new_id = sa.func.coalesce(r.c.hi, lit(0)) + sa.func.row_number().over(
+            partition_by=need.c.room_jid, order_by=(need.c.d, need.c.inp, need.c.old_id))
+        return (sa.select(need.c.room_jid, need.c.inp, need.c.old_id, need.c.arch_keep,
+                          need.c.msg_keep, new_id.label("new_id"))
+                .select_from(need.join(r, r.c.room_jid == need.c.room_jid)))
+
+    def _ids_query(self) -> sa.Select[Any]:
+        """Rule 4: per room the lowest and highest msg_id after the merge: the owner's
+        rows keep theirs, the kept rows of later inputs take the id map's (computed, not
+        read back; verification reads the merged tables)."""
+        room, idmap = self.work("room"), self.work("idmap")
+        x = sa.union_all(
+            sa.select(room.c.room_jid, room.c.lo, room.c.hi).where(room.c.hi.is_not(None)),
+            sa.select(idmap.c.room_jid, sa.func.min(idmap.c.new_id),
+                      sa.func.max(idmap.c.new_id)).group_by(idmap.c.room_jid),
+        ).subquery("x")
+        return (sa.select(x.c.room_jid, sa.func.min(x.c.lo).label("lo"),
+                          sa.func.max(x.c.hi).label("hi")).group_by(x.c.room_jid))
+
+    def _hash_query(self, name: str, exclude: tuple[str, ...]) -> sa.Select[Any]:
+        a = self.all_rows(name, rid=True)
+        extra = [a.c.aft_index, a.c.timestampvalue.label("ts")] if name == "aft_log" else []
+        return sa.select(a.c.inp, a.c.rid, *extra,
+                         self._hashed(self.tables[name], a, exclude))
+
+    def _union_query(self, name: str, work: str) -> sa.Select[Any]:
+        """Rule 6: the rows of tc_timelog and jm no earlier input holds."""
+        a = self.work(f"{work}_h").alias("a")
+        dd = self._duplicates(name, f"{work}_h", ("rid",), ())
+        return (sa.select(a.c.inp, a.c.rid)
+                .select_from(a.outerjoin(dd, sa.and_(dd.c.inp == a.c.inp, dd.c.rid == a.c.rid)))
+                .where(a.c.inp > lit(0), dd.c.inp.is_(None)))
+
+    def _aft_query(self) -> sa.Select[Any]:
+        """Rule 7: aft_log rows no earlier input holds (equal but for aft_index); a kept
+        row whose aft_index an earlier input's kept row has gets a new one above every
+        index, in (time, input, old index) order."""
+        a = self.work("aft_h").alias("a")
+        dd = self._duplicates("aft_log", "aft_h", ("rid",), ("aft_index",))
+        k = (sa.select(a).select_from(a.outerjoin(dd, sa.and_(dd.c.inp == a.c.inp,
+                                                                 dd.c.rid == a.c.rid)))
+             .where(dd.c.inp.is_(None)).cte("k"))
+        collides = flag(k.c.inp > sa.func.min(k.c.inp).over(partition_by=k.c.aft_index))
+        c = sa.select(k.c.inp, k.c.rid, k.c.aft_index, k.c.ts,
+                      collides.label("collides")).cte("c")
+        tops = sa.select(sa.func.coalesce(sa.func.max(c.c.aft_index), lit(0)).label("top")
+                         ).cte("tops")
+        renumbered = tops.c.top + sa.func.row_number().over(
+            partition_by=c.c.collides, order_by=(c.c.ts, c.c.inp, c.c.aft_index))
+        return (sa.select(c.c.inp, c.c.rid, c.c.collides,
+                          sa.case((c.c.collides == lit(1), renumbered),
+                                  else_=c.c.aft_index).label("new_index"))
+                .select_from(c.join(tops, sa.true())).where(c.c.inp > lit(0)))
+
+    # -- statements -----------------------------------------------------------------------
+    def work_names(self) -> list[str]:
+        return [self.names.work(n) for n in self._queries]
+
+    def create_statements(self) -> list[CreateWorkTable]:
+        """The empty work tables (Oracle: before the merge transaction; PostgreSQL: TEMP
+        tables inside it)."""
+        return [CreateWorkTable(self.names.work(n), q) for n, q in self._queries.items()]
+
+    def fill_statement(self, name: str) -> sa.Insert:
+        query = self._queries[name]
+        return sa.insert(self.work(name)).from_select(
+            [str(c.key) for c in query.selected_columns], query)
+
+    def refusals(self) -> list[RefuseIf]:
+        """What stops a script where the merge would refuse (rule 1's ROOM_CONFLICT)."""
+        if "rooms" not in self._queries:
+            return []
+        w = self.work("rooms")
+        return [RefuseIf(
+            sa.select(sa.func.count()).select_from(w).where(w.c.inp != w.c.winner,
+                                                            w.c.conflict == lit(1)),
+            "ROOM_CONFLICT: a room exists in an earlier input with a different creator_jid "
+            "or type; nothing was merged (run tcmerge validate for the rooms)")]
+
+    def apply_statements(self) -> list[tuple[str, sa.Executable]]:
+        """(table, statement) in the order ``apply`` runs them."""
+        out: list[tuple[str, sa.Executable]] = []
+        for name, (_work, room, _date, keep) in MESSAGES.items():
+            if name not in self.tables:
+                continue
+            model, s = self.tables[name], self.staging(name).alias("s")
+            r, m = self.work("room").alias("r"), self.work("idmap").alias("m")
+            rest = [s.c[c.name] for c in model.columns if c.name != "msg_id"]
+            query = (sa.select(sa.func.coalesce(m.c.new_id, s.c.msg_id), *rest)
+                     .select_from(s.join(r, r.c.room_jid == s.c[room]).outerjoin(
+                         m, sa.and_(m.c.room_jid == s.c[room], m.c.inp == s.c.inp,
+                                    m.c.old_id == s.c.msg_id)))
+                     .where(sa.or_(s.c.inp == r.c.owner, m.c[keep] == lit(1))))
+            out.append((name, self._insert(model, ["msg_id", *(c.name for c in rest)], query)))
+        if "tc_users" in self.tables:
+            model, s = self.tables["tc_users"], self.staging("tc_users").alias("s")
+            w = self.work("users").alias("w")
+            query = (sa.select(*(s.c[c.name] for c in model.columns))
+                     .select_from(s.join(w, sa.and_(w.c.inp == s.c.inp,
+                                                    w.c.room_jid == s.c.room_jid,
+                                                    w.c.real_jid == s.c.real_jid)))
+                     .where(w.c.winner == s.c.inp))
+            out.append(("tc_users", self._insert(model, [c.name for c in model.columns], query)))
+        for name, work in (*UNIONS.items(), ("aft_log", "aft")):
+            if name not in self.tables:
+                continue
+            model, s = self.tables[name], self.staging(name).alias("s")
+            w = self.work(work).alias("w")
+            cols = [s.c[c.name] for c in model.columns]
+            if name == "aft_log":  # the new index where the old one is taken
+                cols[0] = w.c.new_index
+            query = (sa.select(*cols).select_from(s.join(w, sa.and_(
+                w.c.inp == s.c.inp, w.c.rid == RowPointer("s")))))
+            out.append((name, self._insert(model, [c.name for c in model.columns], query)))
+        if "tc_rooms" in self.tables:
+            out += self._room_statements()
+        return out
+
+    def _insert(self, model: sa.Table, columns: list[str], query: sa.Select[Any]) -> sa.Insert:
+        return sa.insert(model).from_select(columns, query)
+
+    def _room_statements(self) -> list[tuple[str, sa.Executable]]:
+        """Rule 4: inserted rooms take counters above every id kept; a target room's are
+        corrected only where wrong (next_msg_id raised, start_msg_id lowered, never the
+        other way)."""
+        model, s = self.tables["tc_rooms"], self.staging("tc_rooms").alias("s")
+        w = self.work("rooms").alias("w")
+        plain = [c.name for c in model.columns if c.name not in ("start_msg_id", "next_msg_id")]
+        values: list[Any] = [s.c[c] for c in plain]
+        joined = s.join(w, sa.and_(w.c.inp == s.c.inp, w.c.room_jid == s.c.room_jid,
+                                   w.c.winner == s.c.inp))
+        if "ids" not in self._queries:
+            values += [s.c.start_msg_id, s.c.next_msg_id]
+            query = sa.select(*values).select_from(joined)
+            return [("tc_rooms", self._insert(model, [*plain, "start_msg_id", "next_msg_id"],
+                                              query))]
+        i = self.work("ids").alias("i")
+        values += [sa.func.coalesce(i.c.lo, s.c.start_msg_id),
+                   sa.func.greatest(s.c.next_msg_id,
+                                    sa.func.coalesce(i.c.hi + lit(1), s.c.next_msg_id))]
+        query = sa.select(*values).select_from(joined.outerjoin(
+            i, i.c.room_jid == s.c.room_jid))
+        ids, room = self.work("ids"), self.work("room")
+
+        def target_ids(column: Any) -> Any:
+            return (sa.select(column).select_from(ids.join(room, room.c.room_jid
+                                                           == ids.c.room_jid))
+                    .where(ids.c.room_jid == model.c.room_jid, room.c.owner == lit(0))
+                    .scalar_subquery())
+
+        lo, hi = target_ids(ids.c.lo), target_ids(ids.c.hi)
+        update = (sa.update(model)
+                  .values(start_msg_id=sa.func.least(model.c.start_msg_id,
+                                                     sa.func.coalesce(lo, model.c.start_msg_id)),
+                          next_msg_id=sa.func.greatest(model.c.next_msg_id, sa.func.coalesce(
+                              hi + lit(1), model.c.next_msg_id)))
+                  .where(sa.or_(model.c.start_msg_id > lo, model.c.next_msg_id <= hi)))
+        return [("tc_rooms", self._insert(model, [*plain, "start_msg_id", "next_msg_id"],
+                                          query)),
+                ("tc_rooms:counters", update)]
+
+    # -- running ----------------------------------------------------------------------------
+    def _run(self) -> Runner:
+        assert self.runner is not None, "these rules were built for listing only"
+        return self.runner
+
+    def _fill(self, name: str) -> None:
+        expected = next(self._next_fill, None)
+        if expected != name:  # the order a script shows is the order run
+            raise AssertionError(f"work table {name} filled out of order (expected {expected})")
+        self._run().execute(self.fill_statement(name))
+
+    def _count(self, table: Any, where: Any = None) -> int:
+        query = sa.select(sa.func.count()).select_from(table)
+        return int(self._run().scalar(query if where is None else query.where(where)))
+
+    def _by_input(self, table: Any, where: Any = None) -> dict[int, int]:
+        query = sa.select(table.c.inp, sa.func.count()).group_by(table.c.inp)
+        if where is not None:
+            query = query.where(where)
+        return {int(i): int(n) for i, n in self._run().rows(query)}
+
+    def count_target(self) -> None:
+        """The target's own rows per table (input 0), before anything is written."""
+        for name, model in self.tables.items():
+            self.target_counts[name] = self._count(model)
+
+    def _read(self, name: str) -> list[int]:
+        per = self._by_input(self.staging(name))
+        target = self.target_counts.get(name)
+        if target is None:
+            target = self._count(self.tables[name])
+        return [target] + [per.get(i, 0) for i in range(1, len(self.inputs))]
+
+    def _samples(self, work: str, cond: Any, keys: tuple[str, ...]
+                 ) -> dict[int, tuple[int, list[str]]]:
+        """``inp -> (count, first keys)``; keys are joined in Python (two JIDs joined in
+        SQL could pass Oracle's VARCHAR2 limit)."""
+        w = self.work(work)
+        order = [w.c[k] for k in keys]
+        inner = sa.select(w.c.inp, *order,
+                          sa.func.count().over(partition_by=w.c.inp).label("n"),
+                          sa.func.row_number().over(partition_by=w.c.inp,
+                                                    order_by=order).label("rn")
+                          ).where(cond).subquery("x")
+        rows = self._run().rows(sa.select(inner.c.inp, inner.c.n, *(inner.c[k] for k in keys))
+                                .where(inner.c.rn <= lit(SAMPLE))
+                                .order_by(inner.c.inp, inner.c.rn))
+        out: dict[int, tuple[int, list[str]]] = {}
+        for row in rows:
+            n, found = out.get(int(row[0]), (int(row[1]), []))
+            found.append(" ".join(str(v) for v in row[2:]))
+            out[int(row[0])] = (n, found)
+        return out
+
+    def _sums(self, work: str,
+              conditions: Callable[[sa.TableClause], tuple[Any, ...]]) -> list[int]:
+        """How many rows of a work table meet each condition."""
+        w = self.work(work)
+        row = self._run().rows(sa.select(*(sa.func.coalesce(sa.func.sum(flag(c)), lit(0))
+                                           for c in conditions(w))))[0]
+        return [int(x) for x in row]
+
+    # -- analysis ---------------------------------------------------------------------------
+    def rooms_owners(self) -> None:
+        if "room" in self._queries:
+            self._fill("room")
+
+    def _persistent_rooms_after(self) -> int:
+        model = self.tables["tc_rooms"]
+        w, s = self.work("rooms"), self.staging("tc_rooms")
+        own = self._count(model, model.c.type == lit("persistent"))
+        added = self._count(w.join(s, sa.and_(s.c.inp == w.c.inp, s.c.room_jid == w.c.room_jid)),
+                            sa.and_(w.c.inp == w.c.winner, s.c.type == lit("persistent")))
+        return own + added
+
+    def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
+        self._fill("rooms")
+        inserted, dups, conflicts = self._sums("rooms", lambda w: (
+            w.c.inp == w.c.winner,
+            sa.and_(w.c.inp != w.c.winner, w.c.conflict == lit(0), w.c.diverged == lit(0)),
+            sa.and_(w.c.inp != w.c.winner, sa.or_(w.c.conflict == lit(1),
+                                                   w.c.diverged == lit(1)))))
+        w = self.work("rooms")
+        for code, make, cond, text in (
+            ("ROOM_CONFLICT", error, w.c.conflict == lit(1),
+             "room(s) exist in an earlier input with a different creator_jid or type"),
+            ("ROOM_DIVERGED", warning, sa.and_(w.c.diverged == lit(1), w.c.conflict == lit(0)),
+             "room(s) differ from the owner's row in subject, config or spacket; the "
+             "owner's row wins"),
+        ):
+            per = self._samples("rooms", sa.and_(w.c.inp != w.c.winner, cond), ("room_jid",))
+            for inp, (n, rooms) in sorted(per.items()):
+                findings.append(make(
+                    code, f"{n} {text}: {', '.join(rooms[:3])}" + (" ..." if n > 3 else ""),
+                    database=self.inputs[inp], table="tc_rooms", count=n,
+                    details={"rooms": rooms},
+                    hint=("rooms with the same JID but a different creator or type are "
+                          "different rooms; rename or remove one before merging")
+                    if code == "ROOM_CONFLICT" else None))
+        return TableCounts("tc_rooms", self._read("tc_rooms"), inserted=inserted,
+                           duplicates=dups, conflicts=conflicts)
+
+    def _analyse_users(self, result: Analysis) -> TableCounts:
+        self._fill("users_all")
+        self._fill("users")
+        inserted, dups, conflicts = self._sums("users", lambda w: (
+            w.c.inp == w.c.winner, sa.and_(w.c.inp != w.c.winner, w.c.same == lit(1)),
+            sa.and_(w.c.inp != w.c.winner, w.c.same == lit(0))))
+        w, keys = self.work("users"), ("room_jid", "real_jid")
+        conflicting = self._samples("users", sa.and_(w.c.inp != w.c.winner, w.c.same == lit(0)),
+                                    keys)
+        for inp, (n, found) in sorted(conflicting.items()):
+            result.findings.append(warning(
+                "AFFILIATION_CONFLICT",
+                f"{n} member row(s) differ from the row kept (the owner's, or a ban): "
+                + ", ".join(found[:3]) + (" ..." if n > 3 else ""),
+                database=self.inputs[inp], table="tc_users", count=n,
+                details={"members": found}))
+        lost = sa.and_(w.c.affiliation == lit("outcast"), w.c.winner == lit(0),
+                       w.c.waff != lit("outcast"))
+        for inp, (n, found) in sorted(self._samples("users", lost, keys).items()):
+            result.bans_not_applied += n
+            result.findings.append(warning(
+                "BAN_NOT_APPLIED",
+                f"{n} ban(s) cannot be applied without altering the target's member row, "
+                "which a merge never does: " + ", ".join(found[:3]) + (" ..." if n > 3 else ""),
+                database=self.inputs[inp], table="tc_users", count=n,
+                details={"members": found},
+                hint="apply these bans on the target by hand after the merge if wanted"))
+        # the bans the merged target must hold (verify compares): every ban of every input
+        # but those the target's own row overrides
+        everyone = self.work("users_all")
+        bans = sa.except_(
+            sa.select(everyone.c.room_jid, everyone.c.real_jid).distinct()
+            .where(everyone.c.affiliation == lit("outcast")),
+            sa.select(w.c.room_jid, w.c.real_jid).where(w.c.winner == lit(0),
+                                                        w.c.waff != lit("outcast")),
+        ).subquery("b")
+        row = self._run().rows(sa.select(sa.func.count(),
+                                         pair_digest(bans.c.room_jid, bans.c.real_jid)))[0]
+        result.bans_expected = f"{row[0]}:{row[1]}"
+        return TableCounts("tc_users", self._read("tc_users"), inserted=inserted,
+                           duplicates=dups, conflicts=conflicts)
+
+    def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
+        for name, (work, *_rest) in MESSAGES.items():
+            if name in self.tables:
+                self._fill(f"{work}_h")
+                self._fill(work)
+        for name in ("idmap", "ids"):
+            if name in self._queries:
+                self._fill(name)
+        for name, (work, _room, _date, keep) in MESSAGES.items():
+            if name not in self.tables:
+                continue
+            w, idmap = self.work(work), self.work("idmap")
+            dups = self._by_input(w, w.c.dup == lit(1))
+            renumbered = self._by_input(idmap, idmap.c[keep] == lit(1))
+            c = TableCounts(name, self._read(name), duplicates=sum(dups.values()),
+                            renumbered=sum(renumbered.values()))
+            c.inserted = c.source_rows - c.duplicates
+            counts[name] = c
+            for inp, n in sorted(renumbered.items()):
+                findings.append(info(
+                    "MSG_ID_COLLISION",
+                    f"{n} row(s) of rooms also held by an earlier input get new msg_ids above "
+                    "the room's highest id", database=self.inputs[inp], table=name, count=n))
+
+    def _analyse_union(self, name: str) -> TableCounts:
+        work = UNIONS[name]
+        self._fill(f"{work}_h")
+        self._fill(work)
+        read = self._read(name)
+        inserted = self._count(self.work(work))
+        return TableCounts(name, read, inserted=inserted, duplicates=sum(read[1:]) - inserted)
+
+    def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
+        self._fill("aft_h")
+        self._fill("aft")
+        read = self._read("aft_log")
+        inserted, renumbered = self._sums("aft", lambda w: (sa.true(), w.c.collides == lit(1)))
+        if renumbered:
+            findings.append(info("AFT_INDEX_COLLISION",
+                                 f"{renumbered} aft_log row(s) get a new aft_index (theirs is "
+                                 "taken)", table="aft_log", count=renumbered))
+        return TableCounts("aft_log", read, inserted=inserted,
+                           duplicates=sum(read[1:]) - inserted, renumbered=renumbered)
+
+    # -- apply ------------------------------------------------------------------------------
+    def apply(self, counts: dict[str, TableCounts]) -> dict[str, int]:
+        """Insert every kept row; repair the counters. Returns rows written per table."""
+        written: dict[str, int] = {}
+        for name, statement in self.apply_statements():
+            n = self._run().execute(statement)
+            if name == "tc_rooms:counters":
+                counts["tc_rooms"].updated = n
+            else:
+                written[name] = n
+        return written
