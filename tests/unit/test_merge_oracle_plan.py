@@ -76,7 +76,7 @@ def test_script_order_ddl_before_the_transaction_drops_after() -> None:
     work = where(lines, r"^CREATE TABLE tcm_ab12cd34_w_room AS")
     begin = where(lines, r"^-- BEGIN")
     snapshot = where(lines, r"^INSERT INTO tcmsnap_ab12cd34_rooms SELECT \* FROM tc_rooms;")
-    rules = where(lines, r"^INSERT INTO tcm_ab12cd34_w_room SELECT")
+    rules = where(lines, r"^INSERT INTO tcm_ab12cd34_w_room \(room_jid, owner")
     apply = where(lines, r"^INSERT INTO tc_msgarchive \(")
     verify = where(lines, r"^-- verify: bans")
     job = where(lines, r"^INSERT INTO tcmerge_jobs \(")

@@ -1,4 +1,6 @@
-"""The transactional merge engine (PostgreSQL; Oracle: ``oracle_engine`` and ``rules_oracle``)."""
+"""The transactional merge engine (PostgreSQL; Oracle: ``oracle_engine``).
+
+The merge rules are written once for both dialects: ``core``."""
 
 from __future__ import annotations
 

@@ -391,9 +391,9 @@ class MergeRules(RuleSet):
             "ROOM_CONFLICT: a room exists in an earlier input with a different creator_jid "
             "or type; nothing was merged (run tcmerge validate for the rooms)")]
 
-    def apply_statements(self) -> list[tuple[str, sa.Executable]]:
+    def apply_statements(self) -> list[tuple[str, sa.Insert | sa.Update]]:
         """(table, statement) in the order ``apply`` runs them."""
-        out: list[tuple[str, sa.Executable]] = []
+        out: list[tuple[str, sa.Insert | sa.Update]] = []
         for name, (_work, room, _date, keep) in MESSAGES.items():
             if name not in self.tables:
                 continue
@@ -433,7 +433,7 @@ class MergeRules(RuleSet):
     def _insert(self, model: sa.Table, columns: list[str], query: sa.Select[Any]) -> sa.Insert:
         return sa.insert(model).from_select(columns, query)
 
-    def _room_statements(self) -> list[tuple[str, sa.Executable]]:
+    def _room_statements(self) -> list[tuple[str, sa.Insert | sa.Update]]:
         """Rule 4: inserted rooms take counters above every id kept; a target room's are
         corrected only where wrong (next_msg_id raised, start_msg_id lowered, never the
         other way)."""

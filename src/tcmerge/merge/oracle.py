@@ -5,7 +5,7 @@ of killed runs removed, database links made, staging tables made and filled with
 ``INSERT /*+ APPEND */ ... SELECT ... FROM tc_x@link`` (LOB columns cannot be
 selected over a link, ORA-22992, but INSERT ... SELECT moves them inside the
 servers), the links dropped, the empty work and snapshot tables made; then the
-merge transaction (``tcmerge.merge.rules_oracle``); then the staging and work
+merge transaction (``tcmerge.merge.core``); then the staging and work
 tables dropped (also after a failure).
 
 Every object a run makes is named ``tcm_<token>_...`` (``<token>``: the 8 hex

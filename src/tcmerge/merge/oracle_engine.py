@@ -16,7 +16,8 @@ Oracle DDL commits, so a run is three parts:
 2. *The merge transaction*: the merged tables locked in SHARE mode (no other writer
    until its end, as on PostgreSQL), the target's checksums and the snapshot (filled inside
    the transaction, so it shows exactly what the merge changed), the rules
-   (``OracleRules``: analysis, then apply), verification, the job record, COMMIT.
+   (``tcmerge.merge.core.MergeRules``, the statements PostgreSQL's script runs too:
+   analysis, then apply), verification, the job record, COMMIT.
 3. *After* it, also after a failure: staging and work tables dropped (snapshot
    tables too, unless the merge committed), the lock session rolled back.
 
@@ -48,9 +49,9 @@ from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM
 from tcmerge.errors import DatabaseError, TcmergeError
 from tcmerge.links import OracleLinkPlan, plan_oracle_link
 from tcmerge.merge import oracle as ora
+from tcmerge.merge.core import MergeRules, Names
 from tcmerge.merge.jobs import JobRecord, job_values, utcnow
 from tcmerge.merge.plan import MergePlan, MergeResult
-from tcmerge.merge.rules_oracle import OracleRules
 from tcmerge.merge.snapshot import MergeInProgress
 from tcmerge.merge.verify import check_statements, check_target, compare_checksums
 from tcmerge.request import MergeRequest
@@ -111,14 +112,14 @@ class OraclePlan:
     link_kind: str  # "private" or "public"
     snapshot: bool = True
     links: list[OracleLinkPlan] = field(default_factory=list)
-    rules: OracleRules = field(init=False)
+    rules: MergeRules = field(init=False)
 
     def __post_init__(self) -> None:
         privileges = PRIVATE_LINK if self.link_kind == "private" else PUBLIC_LINK
         self.links = [plan_oracle_link(ref, privileges, name=ora.link_name(self.token, i))
                       for i, ref in enumerate(self.request.sources, 1)]
         labels = [r.label for r in self.request.databases]
-        self.rules = OracleRules(None, self.request.tables, labels, self.token)
+        self.rules = MergeRules(None, self.request.tables, labels, oracle_names(self.token))
 
     @property
     def tables(self) -> list[str]:
@@ -172,7 +173,7 @@ class OraclePlan:
             steps.append(Step("prepare", ora.create_empty_like(
                 name, f"SELECT * FROM {ora.quote(tname)}"), f"snapshot of {tname} (empty)",
                 creates=name))
-        for statement, name in zip(self.rules.prepare_statements(), self.rules.work_names(),
+        for statement, name in zip(self.rules.create_statements(), self.rules.work_names(),
                                    strict=True):
             steps.append(Step("prepare", statement, "work table (empty)", creates=name))
         return steps
@@ -198,6 +199,9 @@ class OraclePlan:
         for name, _query in self.rules.work_queries():
             steps.append(Step("rules", self.rules.fill_statement(name),
                               f"analysis: {name} (then its counts and findings are read)"))
+        steps += [Step("rules", refusal, "stop where the merge is refused (the executor reads "
+                                         "the findings instead)", hook="findings")
+                  for refusal in self.rules.refusals()]
         for name, statement in self.rules.apply_statements():
             steps.append(Step("apply", statement, f"apply: {name}"))
         steps += [Step("verify", statement, f"verify: {what}")
@@ -220,6 +224,12 @@ class OraclePlan:
     def script(self, *, succeeded: bool = True) -> list[Step]:
         return [*self.lock_steps(), *self.before_steps(), *self.transaction_steps(),
                 *self.after_steps(succeeded=succeeded)]
+
+
+def oracle_names(token: str) -> Names:
+    """The run's staging and work tables: ``tcm_<token>_s_<table>``, ``tcm_<token>_w_<name>``."""
+    return Names(staging=lambda table: ora.staging_table_name(token, table),
+                 work=lambda name: ora.work_table_name(token, name))
 
 
 def snapshot_fill(table: str, name: str) -> sa.TextClause:
@@ -514,7 +524,8 @@ class OracleMerge:
         m, request = self.m, self.request
         conn = self.conn
         assert conn is not None
-        rules = OracleRules(conn, request.tables, mplan.inputs, self.token)
+        rules = MergeRules(SaRunner(conn, ora.ORACLE), request.tables, mplan.inputs,
+                           oracle_names(self.token))
         adapter = OracleAdapter()
         # no other writer until COMMIT/ROLLBACK: the checksums, the snapshot, the rules and
         # the verification all see the same target (as on PostgreSQL)

@@ -30,9 +30,9 @@ SESSION = ("\\set ON_ERROR_STOP on", "\\encoding UTF8", "SET DateStyle = 'ISO, Y
            "SET IntervalStyle = 'postgres';")
 
 
-def text_of(statement: sa.ClauseElement | sa.Executable) -> str:
+def text_of(statement: sa.ClauseElement) -> str:
     """A statement's PostgreSQL text, constants written out."""
-    return str(statement.compile(dialect=DIALECT,  # type: ignore[union-attr]
+    return str(statement.compile(dialect=DIALECT,
                                  compile_kwargs={"literal_binds": True})).strip() + ";"
 
 
