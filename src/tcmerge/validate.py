@@ -40,6 +40,8 @@ class ValidationReport(Report):
     transports: dict[str, dict[str, Any]] = field(default_factory=dict)
     requested_transport: str | None = None
     data_checked: bool = False
+    #: the tables as the merge moves them (the inputs' live columns; not in the JSON)
+    merge_tables: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def transport(self) -> str | None:
@@ -148,6 +150,7 @@ def _validate(request: MergeRequest, data_checks: DataChecks | None,
         databases=_database_facts(result),
         transports={name: t.as_dict() for name, t in result.transports.items()},
         requested_transport=request.transport,
+        merge_tables=result.merge_tables,
     )
     if data_checks is not None:
         if result.blocks_data_checks():

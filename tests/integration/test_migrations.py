@@ -125,9 +125,10 @@ def test_cli_upgrade_and_check(pg_server: DatabaseServer) -> None:
         assert again.exit_code == 1, again.output
         upgraded = json.loads(again.stdout)
         assert upgraded["ok"] is False and upgraded["after"] == manage.head_revision()
+        # what blocks a merge (a narrower to_jid does not: the sources' columns are
+        # judged against it when merging)
         assert {(f["code"], f["table"]) for f in upgraded["findings"]} == {
-            ("SCHEMA_MISSING_COLUMN", "tc_rooms"), ("SCHEMA_TYPE_MISMATCH", "tc_msgarchive"),
-            ("SCHEMA_MISSING_TABLE", "tc_timelog")}
+            ("SCHEMA_MISSING_COLUMN", "tc_rooms"), ("SCHEMA_MISSING_TABLE", "tc_timelog")}
     finally:
         pg_server.drop_database(name)
 

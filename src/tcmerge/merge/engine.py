@@ -23,6 +23,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -199,8 +200,11 @@ class _Merge:
         return None
 
     def _execute(self, dialect: str) -> MergeResult:
+        report = self.preflight(self.request)
+        if report.merge_tables:
+            # the inputs' live columns decide what moves (contract: the schema of a merge)
+            self.request = replace(self.request, tables=tuple(report.merge_tables))
         request = self.request
-        report = self.preflight(request)
         findings = list(report.findings)
         self._phase("preflight")
         if blocking(findings, strict=request.strict):

@@ -150,7 +150,8 @@ def stage_over_link(model: sa.Table, staging: sa.Table, link: str, inp: int) -> 
     (it may, silently, for a distributed statement) the rows are the same.
     """
     src = remote(model, link)
-    names = [c.name for c in model.columns]
+    # a column this source lacks (``schema.merge_tables``) stays NULL in its rows
+    names = [c.name for c in model.columns if inp not in c.info.get("absent", ())]
     select = sa.select(sa.literal_column(str(int(inp)), sa.Integer()).label("inp"),
                        *(src.c[n] for n in names))
     return (sa.insert(staging).prefix_with("/*+ APPEND */")

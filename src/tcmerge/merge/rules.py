@@ -49,7 +49,6 @@ from tcmerge.merge.transport import (
     staging_name,
 )
 from tcmerge.results import Finding, error, info, warning
-from tcmerge.schema import tc
 
 SAMPLE = 10
 #: Persistent rooms one presence redundancy group serves at most (reference: ha-model.md,
@@ -298,7 +297,7 @@ class PgRules(RuleSet):
                   room=_ident(ROOM_COLUMN[table]), rooms=self._staged_room_set(table))
 
     def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
-        t = tc.tc_rooms
+        t = self.tables["tc_rooms"]
         self._work("tcm_w_rooms", _q(
             "WITH a AS ({all}), w AS (SELECT DISTINCT ON (room_jid) * FROM a "
             "ORDER BY room_jid, inp) "
@@ -347,7 +346,7 @@ class PgRules(RuleSet):
             s=_ident(staging_name("tc_rooms")))))
 
     def _analyse_users(self, result: Analysis) -> TableCounts:
-        t = tc.tc_users
+        t = self.tables["tc_users"]
         h = row_digest(t, ("room_jid", "real_jid"))
         self._work("tcm_w_users_all", _q(
             "SELECT a.inp, a.room_jid, a.real_jid, a.affiliation, {h} AS h FROM ({all}) AS a",
@@ -524,7 +523,7 @@ class PgRules(RuleSet):
                            duplicates=sum(read[1:]) - inserted)
 
     def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
-        t = tc.aft_log
+        t = self.tables["aft_log"]
         self._work("tcm_w_aft", _q(
             "WITH a AS (SELECT x.inp, x.rn, x.aft_index, x.timestampvalue, {h} AS h "
             "FROM ({all}) AS x), "
@@ -561,10 +560,11 @@ class PgRules(RuleSet):
     def _apply_messages(self) -> dict[str, int]:
         written: dict[str, int] = {}
         # the two message tables: the owner's rows, and later inputs' rows the id map keeps
-        for t, room, keep in ((tc.tc_msgarchive, "to_jid", "arch_keep"),
-                              (tc.tc_messages, "room_jid", "msg_keep")):
-            if t.name not in self.tables:
+        for name, room, keep in (("tc_msgarchive", "to_jid", "arch_keep"),
+                                 ("tc_messages", "room_jid", "msg_keep")):
+            if name not in self.tables:
                 continue
+            t = self.tables[name]
             with self._no_merge_joins():
                 written[t.name] = self._x(_q(
                     "INSERT INTO {t} ({cols}) SELECT coalesce(m.new_id, s.msg_id), {rest} "
@@ -578,7 +578,7 @@ class PgRules(RuleSet):
     def _apply_others(self, counts: dict[str, TableCounts]) -> dict[str, int]:
         written: dict[str, int] = {}
         if "tc_users" in self.tables:
-            t = tc.tc_users
+            t = self.tables["tc_users"]
             written[t.name] = self._x(_q(
                 "INSERT INTO {t} ({cols}) SELECT {scols} FROM {s} AS s JOIN tcm_w_users AS w "
                 "ON w.inp = s.inp AND w.room_jid = s.room_jid AND w.real_jid = s.real_jid "
@@ -593,7 +593,7 @@ class PgRules(RuleSet):
                     scols=column_list(t, "s"), s=_ident(staging_name(name)),
                     w=_ident(f"tcm_w_{name}")))
         if "aft_log" in self.tables:
-            t = tc.aft_log
+            t = self.tables["aft_log"]
             written["aft_log"] = self._x(_q(
                 "INSERT INTO {t} ({cols}) SELECT w.new_index, {rest} FROM {s} AS s "
                 "JOIN tcm_w_aft AS w ON w.rn = s.rn", t=_ident(t.name), cols=column_list(t),
@@ -617,7 +617,7 @@ class PgRules(RuleSet):
         return sql.SQL(", ").join(sql.Identifier("s", c.name) for c in list(table.columns)[1:])
 
     def _apply_rooms(self) -> tuple[int, int]:
-        t = tc.tc_rooms
+        t = self.tables["tc_rooms"]
         # per room the lowest and highest id after the merge: the owner's rows keep theirs,
         # later inputs' kept rows take the id map's (computed, not read back from the
         # merged tables; verification reads those)

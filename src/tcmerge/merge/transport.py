@@ -43,6 +43,7 @@ from typing import IO, Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.dialects import postgresql as sa_postgresql
 
 from tcmerge.db import APPLICATION_NAME
 from tcmerge.dburl import DatabaseRef
@@ -76,6 +77,7 @@ DIRECT_TABLES = ("tc_msgarchive", "tc_messages", "tc_users", "tc_timelog")
 #: Per message table, its date column: with the room and msg_id, what renumbering needs.
 DATE_COLUMN = {"tc_msgarchive": "sent_date", "tc_messages": "stamp"}
 KEYS_PREFIX = "tcm_s_keys_"
+PG_DIALECT = sa_postgresql.dialect()  # type: ignore[no-untyped-call]
 #: Tables without a usable key get a row number so work tables can point at rows.
 NUMBERED = ("tc_timelog", "jm", "aft_log")
 DBLINK_FETCH_ROWS = 10_000
@@ -93,14 +95,30 @@ def staging_name(table: str) -> str:
 
 
 def staging_type(column: sa.Column[Any]) -> str:
-    """The staging type of a model column: every value crosses unchanged."""
-    if isinstance(column.type, sa.BigInteger):
+    """The staging type of a merged column: every value crosses unchanged. Text of any
+    kind travels as text; a column of a kind the model does not know (a site's extra
+    column) as its type in the target (``schema.merge_tables``)."""
+    kind = column.type
+    if isinstance(kind, sa.BigInteger):
         return "bigint"
-    if isinstance(column.type, sa.Integer):
+    if isinstance(kind, sa.Integer):
         return "integer"
-    if isinstance(column.type, (sa.TIMESTAMP, sa.DateTime)):
-        return "timestamp"
-    return "text"
+    if isinstance(kind, (sa.TIMESTAMP, sa.DateTime)):
+        return "timestamptz" if kind.timezone else "timestamp"
+    if isinstance(kind, (sa.String, sa.types.NullType)):
+        return "text"
+    return str(kind.compile(dialect=PG_DIALECT))
+
+
+def for_input(table: sa.Table, inp: int) -> sa.Table:
+    """The columns of ``table`` input ``inp`` has: a source may lack one the target has
+    (``info["absent"]``); its rows get the target's default there (staging has it), or
+    NULL."""
+    if not any(inp in c.info.get("absent", ()) for c in table.columns):
+        return table
+    return sa.Table(table.name, sa.MetaData(), *(
+        sa.Column(c.name, c.type, nullable=c.nullable, info=c.info) for c in table.columns
+        if inp not in c.info.get("absent", ())))
 
 
 def column_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
@@ -179,11 +197,21 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
         if table.name in NUMBERED:
             columns.append(sql.SQL("rn bigint GENERATED ALWAYS AS IDENTITY"))
         columns += [
-            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
+            sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)),
+                                      _default(c))
             for c in table.columns
         ]
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(staging_name(table.name)), sql.SQL(", ").join(columns)))
+
+
+def _default(column: sa.Column[Any]) -> sql.Composable:
+    """A column some source lacks takes the target's default in staging (the source's rows
+    are copied without it)."""
+    default = column.info.get("default")
+    if not column.info.get("absent") or not default:
+        return sql.SQL("")
+    return sql.SQL(" DEFAULT ") + sql.SQL(default)  # the target's own expression
 
 
 def source_select(table: sa.Table, inp: int | None,
@@ -399,12 +427,15 @@ class SourceReader(abc.ABC):
     def stage(self, table: sa.Table, progress: Progress | None,
               where: sql.Composable | None = None) -> int:
         """Copy the rows of ``table`` into its staging table; return the row count."""
+        table = for_input(table, self.inp)
         return self.relay(source_select(table, self.inp, where), staging_name(table.name),
                           staging_insert_columns(table),
                           [sql.SQL("inp smallint"), *_typed(table)], table.name, progress)
 
     def direct(self, table: sa.Table, where: sql.Composable, progress: Progress | None) -> int:
-        """Copy the rows of ``table`` matching ``where`` straight into the target's table."""
+        """Copy the rows of ``table`` matching ``where`` straight into the target's table
+        (a column the source lacks takes the target's default there)."""
+        table = for_input(table, self.inp)
         return self.relay(source_select(table, None, where), table.name, column_list(table),
                           _typed(table), table.name, progress)
 
@@ -902,6 +933,7 @@ TRANSPORTS: dict[str, type[SourceReader]] = {"copy": CopySource, "dblink": Dblin
 
 _BINARY_TYPES = {"bigint": ("bigint",), "integer": ("integer",),
                  "timestamp": ("timestamp without time zone",),
+                 "timestamptz": ("timestamp with time zone",),
                  "text": ("text", "character varying", "character")}
 
 
@@ -913,4 +945,5 @@ def direct_compatible(conn: PgConn, table: sa.Table) -> bool:
         "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0 "
         "AND NOT a.attisdropped", (table.name,)).fetchall()
     live = {str(name): str(kind) for name, kind in rows}
-    return all(live.get(c.name) in _BINARY_TYPES[staging_type(c)] for c in table.columns)
+    return all(live.get(c.name) in _BINARY_TYPES.get(staging_type(c), ())
+               for c in table.columns)

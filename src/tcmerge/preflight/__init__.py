@@ -23,7 +23,7 @@ from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.lock import in_progress
 from tcmerge.preflight import data
 from tcmerge.preflight.context import Database, open_database
-from tcmerge.preflight.schema import schema_findings
+from tcmerge.preflight.schema import merge_tables, schema_findings
 from tcmerge.preflight.transport import DblinkResult, check_dblink, probe_info
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding, Severity, error, info, warning
@@ -55,6 +55,8 @@ class PreflightResult:
     findings: list[Finding] = field(default_factory=list)
     transports: dict[str, Transport] = field(default_factory=dict)
     dblink: DblinkResult | None = None
+    #: the tables as this merge moves them (``schema.merge_tables``): the live columns
+    merge_tables: tuple[sa.Table, ...] = ()
 
     @property
     def target(self) -> Database:
@@ -94,6 +96,8 @@ def run_preflight(request: MergeRequest, stack: ExitStack, *,
     findings.extend(_identities(databases))
     findings.extend(_services(request))
     findings.extend(schema_findings(adapter, databases, request.tables))
+    if result.target.connected:
+        result.merge_tables = merge_tables(request.tables, databases)
     findings.extend(_privileges(adapter, databases))
     if request.snapshot and result.target.connected:
         target = result.target

@@ -1,4 +1,5 @@
-"""Schema checks: each database against the model, and each source against the target."""
+"""Schema checks: each database against the model, and each source against the target;
+and the schema of the merge itself (``merge_tables``): the inputs' live columns decide."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import sqlalchemy as sa
 
 from tcmerge.dialects.base import DialectAdapter
 from tcmerge.preflight.context import Database
-from tcmerge.results import Finding, error, warning
-from tcmerge.schema.compare import can_hold, compare_to_model, reflect, why_not_held
+from tcmerge.results import Finding, error, info, warning
+from tcmerge.schema.compare import (
+    LiveTable,
+    can_hold,
+    compare_to_model,
+    reflect,
+    required_columns,
+    shape_of,
+    why_not_held,
+)
 
 
 def schema_findings(adapter: DialectAdapter, databases: Sequence[Database],
@@ -40,21 +49,23 @@ def schema_findings(adapter: DialectAdapter, databases: Sequence[Database],
 
 def _against_target(source: Database, target: Database,
                     tables: Sequence[sa.Table]) -> list[Finding]:
+    """What the merge moves, column by column (contract: "The schema of a merge"): a
+    column both have, if the target's holds the source's values; a column only the
+    source has, an error when it holds values (they would be lost), else a warning; a
+    column only the target has, an error when it is NOT NULL without a default (nothing
+    can fill it), else its default (or NULL) for that source's rows."""
     findings: list[Finding] = []
     for table in tables:
         src, dst = source.live.get(table.name), target.live.get(table.name)
         if src is None or dst is None:
             continue
+        required = required_columns(table)
         for name, column in src.columns.items():
             into = dst.columns.get(name)
             if into is None:
-                if name in table.columns:
+                if name in required:
                     continue  # already reported against the model for the target
-                findings.append(warning(
-                    "SCHEMA_EXTRA_COLUMN",
-                    f"{table.name}.{name} exists in the source but not in the target; its "
-                    "values are not merged",
-                    database=source.label, table=table.name, details={"column": name}))
+                findings.append(_lost_column(source, table.name, name))
                 continue
             if not can_hold(into.shape, column.shape):
                 findings.append(error(
@@ -66,4 +77,80 @@ def _against_target(source: Database, target: Database,
                          f"{name} TYPE {column.shape} (PostgreSQL) / MODIFY (Oracle)",
                     details={"column": name, "source": str(column.shape),
                              "target": str(into.shape), "source_database": source.label}))
+        for name, column in dst.columns.items():
+            if name in src.columns or name in required:
+                continue  # a required column missing is reported against the model
+            if not column.nullable and not column.has_default:
+                findings.append(error(
+                    "SCHEMA_MISSING_COLUMN",
+                    f"{table.name}.{name} is NOT NULL without a default in the target and "
+                    f"{source.label} has no such column: its rows cannot be inserted",
+                    database=source.label, table=table.name,
+                    hint=f"add {table.name}.{name} to {source.label} with the values its rows "
+                         "should have, or give the target's column a default",
+                    details={"column": name, "target_database": target.label}))
+            else:
+                findings.append(info(
+                    "SCHEMA_MISSING_COLUMN",
+                    f"{table.name}.{name} is not in {source.label}: its rows get the "
+                    f"target's {'default' if column.has_default else 'NULL'} there",
+                    database=source.label, table=table.name,
+                    details={"column": name, "required": False}))
     return findings
+
+
+def _lost_column(source: Database, table: str, name: str) -> Finding:
+    """A source column the target lacks: an error if any row has a value in it."""
+    assert source.conn is not None
+    holds = bool(source.conn.execute(sa.select(sa.exists().where(
+        sa.column(name).is_not(None)).select_from(sa.table(table)))).scalar())
+    if holds:
+        return error(
+            "SCHEMA_EXTRA_COLUMN",
+            f"{table}.{name} exists in {source.label} and holds values, but the target has "
+            "no such column: they would be lost",
+            database=source.label, table=table,
+            hint=f"add the column to the target: ALTER TABLE {table} ADD COLUMN {name} ...",
+            details={"column": name, "holds_values": True})
+    return warning(
+        "SCHEMA_EXTRA_COLUMN",
+        f"{table}.{name} exists in {source.label} but not in the target; it holds no value, "
+        "nothing is lost", database=source.label, table=table,
+        details={"column": name, "holds_values": False})
+
+
+def merge_tables(tables: Sequence[sa.Table], databases: Sequence[Database]
+                 ) -> tuple[sa.Table, ...]:
+    """The tables as this merge moves them: the target's live columns (the model's first,
+    in the model's order, then the target's others), each with the type that crosses
+    unchanged (the model's where the target's column is of its kind, else the target's
+    own), and in ``info`` the inputs that lack it (``absent``: those rows get the target's
+    ``default``, or NULL). A table the target lacks stays the model's (validation has
+    refused the merge)."""
+    target = databases[0]
+    metadata = sa.MetaData()
+    out: list[sa.Table] = []
+    for model in tables:
+        live = target.live.get(model.name)
+        if live is None:
+            out.append(model)
+            continue
+        names = [c.name for c in model.columns if c.name in live.columns]
+        names += [n for n in live.columns if n not in model.c]
+        columns = []
+        for name in names:
+            found = live.columns[name]
+            known = model.c.get(name)
+            kind = known.type if known is not None and shape_of(known.type) == found.shape \
+                else found.type_
+            absent = frozenset(i for i, db in enumerate(databases) if i and _lacks(
+                db.live.get(model.name), name))
+            columns.append(sa.Column(known.name if known is not None else name, kind,
+                                     nullable=found.nullable,
+                                     info={"absent": absent, "default": found.default}))
+        out.append(sa.Table(model.name, metadata, *columns))
+    return tuple(out)
+
+
+def _lacks(live: LiveTable | None, name: str) -> bool:
+    return live is not None and name not in live.columns

@@ -121,6 +121,37 @@ class LiveColumn:
     shape: ColumnShape
     nullable: bool
     has_default: bool
+    #: the reflected type and default expression (SQL text), as the server reports them
+    type_: sa.types.TypeEngine[Any] = field(default_factory=sa.types.NullType)
+    default: str | None = None
+
+
+#: Columns every input must have: those Cisco's table chapter confirms (all of tc_rooms;
+#: five of tc_users; aft_log's nine documented columns) and those the merge rules key on
+#: (rooms, msg_id, the dates, aft_index). Every other column of the model is assumed
+#: (tc-schema.md's "(A)"): where a database lacks one, it is not merged there.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...] | None] = {
+    "tc_rooms": None,  # all of them
+    "tc_users": ("room_jid", "real_jid", "role", "affiliation", "nick_jid"),
+    "tc_msgarchive": ("msg_id", "to_jid", "sent_date"),
+    "tc_messages": ("msg_id", "room_jid", "stamp"),
+    "tc_timelog": ("room_jid",),
+    "jm": (),
+    "aft_log": ("aft_index", "jid", "to_jid", "method", "filename", "real_filename",
+                "file_type", "chat_type", "file_server", "timestampvalue"),
+}
+#: kinds of values a rule computes with: a required column of another family is refused
+_FAMILIES = ({"smallint", "integer", "bigint", "numeric"}, {"timestamp", "timestamptz", "date"},
+             {"varchar", "char", "text"})
+
+
+def required_columns(table: sa.Table) -> set[str]:
+    names = REQUIRED_COLUMNS.get(table.name)
+    return {c.name for c in table.columns} if names is None else set(names)
+
+
+def same_family(a: ColumnShape, b: ColumnShape) -> bool:
+    return any(a.kind in f and b.kind in f for f in _FAMILIES) or a == b
 
 
 @dataclass
@@ -161,6 +192,8 @@ def reflect(conn: sa.Connection, tables: Iterable[sa.Table]) -> dict[str, LiveTa
                 shape=shape_of(col["type"]),
                 nullable=bool(col["nullable"]),
                 has_default=col.get("default") is not None,
+                type_=col["type"],
+                default=col.get("default"),
             ) for col in columns[name]},
             tuple(c.lower() for c in pk),
             frozenset((c.get("name") or "").lower() for c in checks.get(name, [])),
@@ -198,19 +231,34 @@ def compare_to_model(
 
 def _compare_table(found: LiveTable, table: sa.Table, database: str | None,
                    source: bool = False) -> list[Finding]:
+    """One database's table against the model. Only what no merge could work around is an
+    error here: a required column missing, or of a kind the rules cannot compute with.
+    Everything else is judged between the inputs (``tcmerge.preflight.schema``): an
+    assumed column a database lacks, another type that holds the values, an extra
+    column (carried through where the target has it)."""
     findings: list[Finding] = []
     where = {"database": database, "table": table.name}
+    required = required_columns(table)
     for column in table.columns:
         model_shape = shape_of(column.type)
         live_col = found.columns.get(column.name)
         if live_col is None:
+            if column.name not in required:
+                findings.append(info(
+                    "SCHEMA_MISSING_COLUMN",
+                    f"column {table.name}.{column.name} ({model_shape}) is not here; an "
+                    "assumed column, not merged where the target lacks it",
+                    details={"column": column.name, "expected": str(model_shape),
+                             "required": False}, **where))
+                continue
             findings.append(
                 error(
                     "SCHEMA_MISSING_COLUMN",
                     f"column {table.name}.{column.name} ({model_shape}) is missing",
                     hint=f"add the column {column.name} as in the model "
                     "(tcmerge schema sql shows the DDL)",
-                    details={"column": column.name, "expected": str(model_shape)},
+                    details={"column": column.name, "expected": str(model_shape),
+                             "required": True},
                     **where,
                 )
             )
@@ -218,14 +266,17 @@ def _compare_table(found: LiveTable, table: sa.Table, database: str | None,
         if live_col.shape != model_shape:
             into, out_of = ((model_shape, live_col.shape) if source
                             else (live_col.shape, model_shape))
+            unusable = column.name in required and not same_family(live_col.shape,
+                                                                   model_shape)
             holds = can_hold(into, out_of)
-            make = warning if holds else error
             findings.append(
-                make(
+                (error if unusable else warning)(
                     "SCHEMA_TYPE_MISMATCH",
                     f"column {table.name}.{column.name} is {live_col.shape}, the model has "
                     f"{model_shape}"
-                    + ("" if holds else f" ({why_not_held(into, out_of)})"),
+                    + (": the merge rules cannot compute with it" if unusable else
+                       "" if holds else f" ({why_not_held(into, out_of)}); values are "
+                       "judged against the other inputs' columns"),
                     details={
                         "column": column.name,
                         "expected": str(model_shape),
@@ -249,17 +300,13 @@ def _compare_table(found: LiveTable, table: sa.Table, database: str | None,
     for name, live_col in found.columns.items():
         if name in model_names:
             continue
-        blocking = not live_col.nullable and not live_col.has_default
-        findings.append(
-            (error if blocking else warning)(
-                "SCHEMA_EXTRA_COLUMN",
-                f"column {table.name}.{name} ({live_col.shape}) is not in the model"
-                + (" and is NOT NULL without a default: rows cannot be inserted" if blocking
-                   else "; it is left alone"),
-                details={"column": name},
-                **where,
-            )
-        )
+        findings.append(info(
+            "SCHEMA_EXTRA_COLUMN",
+            f"column {table.name}.{name} ({live_col.shape}) is not in the model; merged "
+            "where the target has it"
+            + ("" if live_col.nullable or live_col.has_default else
+               " (NOT NULL without a default: every source must have it)"),
+            details={"column": name}, **where))
     model_pk = tuple(c.name for c in table.primary_key.columns)
     if model_pk and found.primary_key != model_pk:
         findings.append(

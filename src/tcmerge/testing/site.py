@@ -16,8 +16,13 @@ add around the TC tables, which a merge must leave exactly as it was.
   table, the view, the function and the sequence; EXECUTE revoked from PUBLIC;
 - comments on an extra table, a column, the function and a TC table.
 
-Not yet (the merge refuses them today, issue 17 items 1-3): another column order,
-extra columns in TC tables, timestamptz times, triggers on TC tables.
+``reshape_tc_tables(ref)`` changes the TC tables themselves as a site's may differ from
+tcmerge's model (before ``add_site_objects``: its view reads tc_users):
+
+- tc_users with its columns in another order (rebuilt: key and NOT NULLs kept);
+- an extra nullable column in tc_msgarchive (``site_tag``), which a merge carries through;
+- times with a time zone: tc_msgarchive.sent_date and tc_messages.stamp as timestamptz
+  (the same instants, read in UTC).
 """
 
 from __future__ import annotations
@@ -78,6 +83,33 @@ END $$""",
     "COMMENT ON FUNCTION jabber_store_presence(text, text) IS 'stores a presence'",
     "COMMENT ON TABLE tc_rooms IS 'persistent chat rooms (Text Conference)'",
 )
+
+
+#: the extra nullable column ``reshape_tc_tables`` adds to tc_msgarchive
+EXTRA_COLUMN = "site_tag"
+
+_RESHAPE = (
+    "CREATE TABLE tc_users_site AS SELECT initiator_jid, reason, nick_jid, affiliation, role, "
+    "real_jid, room_jid FROM tc_users",
+    "DROP TABLE tc_users",
+    "ALTER TABLE tc_users_site RENAME TO tc_users",
+    "ALTER TABLE tc_users ALTER COLUMN nick_jid SET NOT NULL, ALTER COLUMN affiliation SET "
+    "NOT NULL, ALTER COLUMN role SET NOT NULL, ALTER COLUMN real_jid SET NOT NULL, "
+    "ALTER COLUMN room_jid SET NOT NULL",
+    "ALTER TABLE tc_users ADD PRIMARY KEY (room_jid, real_jid)",
+    f"ALTER TABLE tc_msgarchive ADD COLUMN {EXTRA_COLUMN} varchar(64)",
+    "ALTER TABLE tc_msgarchive ALTER COLUMN sent_date TYPE timestamptz "
+    "USING sent_date AT TIME ZONE 'UTC'",
+    "ALTER TABLE tc_messages ALTER COLUMN stamp TYPE timestamptz USING stamp AT TIME ZONE 'UTC'",
+)
+
+
+def reshape_tc_tables(ref: DatabaseRef) -> None:
+    """Give the TC tables a site's differences (see the module's docstring), rows kept."""
+    with connect(ref) as conn:
+        for statement in _RESHAPE:
+            conn.exec_driver_sql(statement)
+        conn.commit()
 
 
 def add_site_objects(ref: DatabaseRef, node: int = 1) -> None:

@@ -55,11 +55,14 @@ def tc_factory(embedded_server: DatabaseServer) -> Iterator[Callable[..., TcData
 def site_factory(tc_factory: Callable[..., TcData]) -> Callable[..., TcData]:
     """``site_factory(node)`` → a fresh TC database as a site might have it: extra tables
     with rows, a function, a procedure, a trigger, a view, a sequence, an extra index on
-    a TC table, grants and comments (``tcmerge.testing.site``)."""
-    from tcmerge.testing.site import add_site_objects
+    a TC table, grants and comments (``tcmerge.testing.site``); with ``reshaped=True`` its TC
+    tables differ from the model as a site's may."""
+    from tcmerge.testing.site import add_site_objects, reshape_tc_tables
 
-    def make(node: int = 1) -> TcData:
+    def make(node: int = 1, *, reshaped: bool = False) -> TcData:
         db = tc_factory()
+        if reshaped:  # another column order, an extra column, timestamptz
+            reshape_tc_tables(db.ref)
         add_site_objects(db.ref, node)
         return db
 

@@ -111,6 +111,18 @@ def three_sites(site_factory: Callable[..., TcData],
     return target, one, two
 
 
+def merged_by_the_rules(done: dict[str, Any], target: TcData) -> None:
+    """What the contract's rules make of ``three_sites``: one's rows of ROOM renumbered
+    above the target's, two's copy of one's row a duplicate, the ban kept."""
+    assert done["tables"]["tc_msgarchive"] == {"read": [3, 7, 4], "inserted": 10,
+                                               "duplicates": 1, "renumbered": 2,
+                                               "conflicts": 0}
+    assert target.archive(ROOM) == [(1, "t1"), (2, "t2"), (3, "t3"), (4, "o1"), (5, "o2")]
+    assert target.counters(ROOM) == (1, 6)
+    assert target.query("SELECT affiliation FROM tc_users WHERE real_jid = "
+                        "'eve@example.com'") == [("outcast",)]
+
+
 def errors(report: dict[str, Any]) -> list[str]:
     return [f["code"] for f in report["findings"] if f["severity"] == "error"]
 
@@ -129,13 +141,7 @@ def test_run_and_restore_leave_everything_else_as_it_was(
 
     code, done = cli("run", *args, "--yes")
     assert code == 0, done
-    assert done["tables"]["tc_msgarchive"] == {"read": [3, 7, 4], "inserted": 10,
-                                               "duplicates": 1, "renumbered": 2,
-                                               "conflicts": 0}
-    assert target.archive(ROOM) == [(1, "t1"), (2, "t2"), (3, "t3"), (4, "o1"), (5, "o2")]
-    assert target.counters(ROOM) == (1, 6)
-    assert target.query("SELECT affiliation FROM tc_users WHERE real_jid = "
-                        "'eve@example.com'") == [("outcast",)]
+    merged_by_the_rules(done, target)
     job = done["job_id"]
     assert site_state(target) == state
     # the site's index on tc_msgarchive was set aside and built again: a new object,
