@@ -77,7 +77,10 @@ def render(request: MergeRequest, token: str) -> str:
         "record (so",
         "-- `tcmerge verify` and `tcmerge restore` do not know this merge). A merge that "
         "validation would",
-        "-- refuse for ROOM_CONFLICT stops here too, before anything is written.",
+        "-- refuse for ROOM_CONFLICT stops here too, before anything is written. The "
+        "script moves the model's",
+        "-- columns (it reads no schema); `tcmerge run` moves the columns the databases "
+        "really have.",
     ]
     for i, ref in enumerate(request.sources, 1):
         if i in mirrors:

@@ -4,6 +4,7 @@ and the schema of the merge itself (``merge_tables``): the inputs' live columns 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,6 +12,7 @@ from tcmerge.dialects.base import DialectAdapter
 from tcmerge.preflight.context import Database
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema.compare import (
+    ColumnShape,
     LiveTable,
     can_hold,
     compare_to_model,
@@ -68,6 +70,16 @@ def _against_target(source: Database, target: Database,
                 findings.append(_lost_column(source, table.name, name))
                 continue
             if not can_hold(into.shape, column.shape):
+                fits = _values_fit(source, table.name, name, into.shape, column.shape)
+                if fits is not None:
+                    findings.append(warning(
+                        "SCHEMA_TYPE_MISMATCH",
+                        f"{table.name}.{name} is {column.shape} in {source.label} but "
+                        f"{into.shape} in the target; every value it holds fits ({fits})",
+                        database=source.label, table=table.name,
+                        details={"column": name, "source": str(column.shape),
+                                 "target": str(into.shape), "values_fit": True}))
+                    continue
                 findings.append(error(
                     "SCHEMA_TYPE_MISMATCH",
                     f"{table.name}.{name} is {column.shape} in {source.label} but "
@@ -97,6 +109,37 @@ def _against_target(source: Database, target: Database,
                     database=source.label, table=table.name,
                     details={"column": name, "required": False}))
     return findings
+
+
+#: the largest magnitude each integer kind holds (exclusive)
+_INTEGER_LIMIT = {"smallint": 2 ** 15, "integer": 2 ** 31, "bigint": 2 ** 63}
+
+
+def _values_fit(source: Database, table: str, name: str, into: ColumnShape,
+                kind: ColumnShape) -> str | None:
+    """Types by what they hold: when the target's column is narrower than the source's,
+    whether every value the source holds still fits unchanged (a few words saying why),
+    or None. Text into a shorter varchar by its longest value; numbers into a smaller
+    integer by their range, and only whole numbers. Times with and without a time zone
+    never (the values would shift)."""
+    assert source.conn is not None
+    column: sa.ColumnClause[Any] = sa.column(name)
+    rows = sa.table(table)
+    if into.kind == "varchar" and into.length and kind.kind in {"varchar", "char", "text"}:
+        longest = source.conn.execute(sa.select(sa.func.max(sa.func.length(column)))
+                                      .select_from(rows)).scalar()
+        if longest is None or int(longest) <= into.length:
+            return f"the longest is {int(longest or 0)} characters"
+        return None
+    if into.kind in _INTEGER_LIMIT and kind.kind in {*_INTEGER_LIMIT, "numeric"}:
+        low, high, fractions = source.conn.execute(sa.select(
+            sa.func.min(column), sa.func.max(column),
+            sa.func.count(sa.case((column != sa.func.floor(column), 1))))
+            .select_from(rows)).one()
+        limit = _INTEGER_LIMIT[into.kind]
+        if not fractions and (low is None or (-limit <= low and high < limit)):
+            return "whole numbers" + ("" if low is None else f" from {low} to {high}")
+    return None
 
 
 def _lost_column(source: Database, table: str, name: str) -> Finding:

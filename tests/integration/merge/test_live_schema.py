@@ -131,3 +131,39 @@ def test_columns_only_some_inputs_have(tc_factory: Callable[..., TcData]) -> Non
     assert code == 0, done
     assert target.query("SELECT msg_id, body_string, retention, note FROM tc_msgarchive "
                         "ORDER BY msg_id") == [(1, "a", "keep", None), (2, "b", "keep", None)]
+
+
+def test_types_are_judged_by_the_values_they_hold(tc_factory: Callable[..., TcData]) -> None:
+    """A target column narrower than the source's takes the merge while every value the
+    source holds fits unchanged (a warning says so); one value too long or too large is
+    the error it always was, before anything moves."""
+    target, source = tc_factory(), tc_factory()
+    target.execute("ALTER TABLE tc_msgarchive ALTER COLUMN body_string TYPE varchar(20)",
+                   "ALTER TABLE tc_msgarchive ALTER COLUMN body_len TYPE smallint")
+    source.room(SOLO1, next_=3)
+    source.messages(SOLO1, [(1, 1, "short"), (2, 2, "x" * 20)])
+    args = ["--source", url(source.ref), "--target", url(target.ref)]
+
+    code, checked = cli("validate", *args)
+    assert code == 0, checked
+    fits = {f["details"]["column"]: f["message"] for f in checked["findings"]
+            if f["code"] == "SCHEMA_TYPE_MISMATCH" and f["database"] == source.ref.label}
+    assert set(fits) == {"body_string", "body_len"}, checked["findings"]
+    assert "the longest is 20 characters" in fits["body_string"]
+    assert "whole numbers from 5 to 20" in fits["body_len"]
+
+    for column, too_big, was in (("body_string", "repeat('y', 21)", "'" + "x" * 20 + "'"),
+                                 ("body_len", "40000", "20")):
+        source.execute(f"UPDATE tc_msgarchive SET {column} = {too_big} WHERE msg_id = 2")
+        code, refused = cli("run", *args, "--yes")
+        source.execute(f"UPDATE tc_msgarchive SET {column} = {was} WHERE msg_id = 2")
+        assert code == 1, refused
+        assert [f["details"]["column"] for f in refused["findings"]
+                if f["code"] == "SCHEMA_TYPE_MISMATCH" and f["severity"] == "error"] \
+            == [column], refused["findings"]
+        assert target.count("tc_msgarchive") == 0
+
+    code, done = cli("run", *args, "--yes")
+    assert code == 0, done
+    assert target.query("SELECT msg_id, body_string, body_len FROM tc_msgarchive "
+                        "ORDER BY msg_id") == [(1, "short", 5), (2, "x" * 20, 20)]
