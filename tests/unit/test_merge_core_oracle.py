@@ -100,11 +100,14 @@ def test_counters_never_become_null_and_target_rooms_only_rise() -> None:
     assert "greatest(s.next_msg_id, coalesce(i.hi + 1, s.next_msg_id))" in rooms
     assert "coalesce(i.lo, s.start_msg_id)" in rooms
     counters = statements["tc_rooms:counters"]
-    assert counters.startswith("UPDATE tc_rooms SET start_msg_id=least(tc_rooms.start_msg_id, "
-                               "coalesce((SELECT")
-    assert "tcm_ab12cd34_w_room.owner = 0" in counters  # only rooms the target owns
-    assert "next_msg_id=greatest(tc_rooms.next_msg_id, coalesce((SELECT" in counters
-    assert "WHERE tc_rooms.start_msg_id > (SELECT" in counters  # only what is wrong
+    # Oracle has no joined UPDATE: a MERGE (PostgreSQL: UPDATE ... FROM), as the old rules
+    assert counters.startswith("MERGE INTO tc_rooms t USING (SELECT")
+    assert "tcm_ab12cd34_w_room.owner = 0) i ON (t.room_jid = i.room_jid)" in counters
+    # as on PostgreSQL: a target room's start_msg_id is lowered to the lowest id kept,
+    # never raised, next_msg_id raised above every id, only where wrong
+    assert "t.start_msg_id = least(t.start_msg_id, i.lo)" in counters
+    assert "t.next_msg_id = greatest(t.next_msg_id, i.hi + 1)" in counters
+    assert counters.endswith("WHERE (t.start_msg_id > i.lo OR t.next_msg_id <= i.hi)")
 
 
 def test_owner_is_the_first_input_holding_the_room() -> None:

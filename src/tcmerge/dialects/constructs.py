@@ -210,3 +210,52 @@ def _refuse_oracle(element: RefuseIf, compiler: Any, **kw: Any) -> str:
     query = compiler.sql_compiler.process(element.count, literal_binds=True)
     return (f"DECLARE n NUMBER; BEGIN SELECT ({query}) INTO n FROM dual; IF n > 0 THEN "
             f"RAISE_APPLICATION_ERROR(-20001, {_literal(element.message)}); END IF; END;")
+
+
+# -- an update joined to a query --------------------------------------------------------------
+class UpdateFrom(sa.schema.ExecutableDDLElement):
+    """UPDATE ``table`` (aliased ``t``) from the rows of ``source`` (aliased ``i``) that
+    match on ``key``: each of ``values`` (column -> expression over ``t`` and ``i``) set
+    where ``where`` holds. PostgreSQL: UPDATE ... FROM; Oracle (no joined UPDATE): MERGE
+    ... WHEN MATCHED THEN UPDATE. Core's UPDATE has neither form for both dialects, and
+    correlated subqueries would scan the source once per row."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, source: sa.Select[Any], key: str,
+                 values: dict[str, Any], where: Any) -> None:
+        self.table, self.source, self.key = table, source, key
+        self.values, self.where = values, where
+
+
+def update_aliases(table: sa.Table, source: sa.Select[Any]) -> tuple[Any, Any]:
+    """The aliases ``t`` (the table) and ``i`` (the source) that an ``UpdateFrom``'s
+    expressions are written over."""
+    return table.alias("t"), source.subquery("i")
+
+
+def _update_parts(element: UpdateFrom, compiler: Any) -> tuple[str, str, list[str], str]:
+    sql = compiler.sql_compiler
+    quote = compiler.preparer.quote
+    source = sql.process(element.source, literal_binds=True)
+    sets = [f"{quote(name)} = {sql.process(expr, literal_binds=True)}"
+            for name, expr in element.values.items()]
+    where = sql.process(element.where, literal_binds=True)
+    return quote(element.table.name), source, sets, where
+
+
+@compiles(UpdateFrom, "postgresql")
+def _update_from_postgresql(element: UpdateFrom, compiler: Any, **kw: Any) -> str:
+    table, source, sets, where = _update_parts(element, compiler)
+    key = compiler.preparer.quote(element.key)
+    return (f"UPDATE {table} AS t SET {', '.join(sets)} FROM ({source}) AS i "
+            f"WHERE t.{key} = i.{key} AND ({where})")
+
+
+@compiles(UpdateFrom, "oracle")
+def _update_from_oracle(element: UpdateFrom, compiler: Any, **kw: Any) -> str:
+    table, source, sets, where = _update_parts(element, compiler)
+    key = compiler.preparer.quote(element.key)
+    return (f"MERGE INTO {table} t USING ({source}) i ON (t.{key} = i.{key}) "
+            f"WHEN MATCHED THEN UPDATE SET {', '.join('t.' + s for s in sets)} "
+            f"WHERE ({where})")

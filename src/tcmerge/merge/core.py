@@ -21,8 +21,9 @@ the candidates; the rows themselves, compared column by column, decide.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,16 +32,20 @@ from tcmerge.dialects.constructs import (
     CreateWorkTable,
     RefuseIf,
     RowPointer,
+    UpdateFrom,
     pair_digest,
     row_hash,
     same_value,
+    update_aliases,
 )
 from tcmerge.merge.plan import TableCounts
-from tcmerge.merge.rules import Analysis, RuleSet
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.sqlexec import Runner
 
 SAMPLE = 10
+#: Persistent rooms one presence redundancy group serves at most (reference: ha-model.md,
+#: "Capacity"); with HA about half per node, since the backup carries both after failover.
+MAX_PERSISTENT_ROOMS = 5000
 #: the room column of the tables whose rows make an input a room's holder (an owner
 #: candidate); a timelog row records a visit, not the room
 HOLDER_ROOM = {"tc_rooms": "room_jid", "tc_msgarchive": "to_jid", "tc_messages": "room_jid",
@@ -53,6 +58,88 @@ UNIONS = {"tc_timelog": "timelog", "jm": "jm"}
 #: the work tables in the order the analysis fills them
 ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
                   "idmap", "ids", "timelog_h", "timelog", "jm_h", "jm", "aft_h", "aft")
+
+
+def duplicate_rows(table: str, count: int) -> Finding:
+    return info("DUPLICATE_ROWS", f"{count} source row(s) of {table} are already present and "
+                "are not inserted again", table=table, count=count)
+
+
+@dataclass
+class Analysis:
+    counts: dict[str, TableCounts]
+    findings: list[Finding] = field(default_factory=list)
+    #: bans that must be outcast in the target after the merge: (count, hash sum)
+    bans_expected: str = "0:0"
+    bans_not_applied: int = 0
+
+
+class RuleSet(abc.ABC):
+    """What the PostgreSQL and Oracle rules share: the analysis in the contract's order
+    (rooms, members, messages, unions, aft_log), each table by the dialect's own SQL."""
+
+    tables: dict[str, sa.Table]
+    inputs: list[str]  # labels, target first
+
+    def analyse(self) -> Analysis:
+        counts: dict[str, TableCounts] = {}
+        findings: list[Finding] = []
+        if "tc_rooms" in self.tables:
+            counts["tc_rooms"] = self._analyse_rooms(findings)
+            findings += self._capacity()
+        result = Analysis(counts, findings)
+        if "tc_users" in self.tables:
+            counts["tc_users"] = self._analyse_users(result)
+        self._analyse_messages(counts, findings)
+        for name in ("tc_timelog", "jm"):
+            if name in self.tables:
+                counts[name] = self._analyse_union(name)
+        if "aft_log" in self.tables:
+            counts["aft_log"] = self._analyse_aft(findings)
+        for name, c in counts.items():
+            if c.duplicates:
+                findings.append(duplicate_rows(name, c.duplicates))
+        return result
+
+    def _capacity(self) -> list[Finding]:
+        """ROOM_CAPACITY: the merged database holds more persistent rooms than the group
+        that shares it may serve (the merge is where two nodes' rooms meet)."""
+        rooms = self._persistent_rooms_after()
+        if rooms <= MAX_PERSISTENT_ROOMS:
+            return []
+        return [warning(
+            "ROOM_CAPACITY",
+            f"the merged database holds {rooms} persistent rooms; a presence redundancy "
+            f"group serves at most {MAX_PERSISTENT_ROOMS} (with high availability about "
+            f"{MAX_PERSISTENT_ROOMS // 2} per node: after a failover the backup carries both "
+            "nodes' rooms)", database=self.inputs[0], table="tc_rooms", count=rooms,
+            hint="remove unused persistent rooms, or spread the rooms over more groups' "
+                 "databases", details={"persistent_rooms": rooms,
+                                       "limit": MAX_PERSISTENT_ROOMS})]
+
+    @abc.abstractmethod
+    def _persistent_rooms_after(self) -> int:
+        """Persistent rooms in the target after the merge: its own and those inserted."""
+
+    @abc.abstractmethod
+    def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_users(self, result: Analysis) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_union(self, name: str) -> TableCounts:
+        ...
+
+    @abc.abstractmethod
+    def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
+        ...
 
 
 def lit(value: int | str) -> Any:
@@ -98,23 +185,35 @@ class MergeRules(RuleSet):
         self.inputs = inputs  # labels, target first
         self.names = names
         self.target_counts: dict[str, int] = {}
+        #: rows per table and input staged (None: counted in staging), and copied straight
+        #: into the target's table by a transport that can (PostgreSQL's direct path)
+        self.staged: dict[str, dict[int, int]] | None = None
+        self.direct: dict[str, dict[int, int]] = {}
         #: work table -> its query, in the order they are filled (a query may read the
         #: work tables before it)
         self._queries: dict[str, sa.Select[Any]] = {}
+        self._tables: dict[str, sa.TableClause] = {}
         self._build()
         self._next_fill: Iterator[str] = iter(list(self._queries))
 
     # -- tables ---------------------------------------------------------------------------
     def staging(self, name: str) -> sa.TableClause:
-        model = self.tables[name]
-        return sa.table(self.names.staging(name), sa.column("inp", sa.Integer()),
-                        *(sa.column(c.name, c.type) for c in model.columns))
+        """A staging table (one object per table: a statement names each table once)."""
+        if name not in self._tables:
+            model = self.tables[name]
+            self._tables[name] = sa.table(
+                self.names.staging(name), sa.column("inp", sa.Integer()),
+                *(sa.column(c.name, c.type) for c in model.columns))
+        return self._tables[name]
 
     def work(self, name: str) -> sa.TableClause:
         """A work table (its columns are those of its query)."""
-        query = self._queries[name]
-        return sa.table(self.names.work(name),
-                        *(sa.column(str(c.key), c.type) for c in query.selected_columns))
+        key = f"work:{name}"
+        if key not in self._tables:
+            query = self._queries[name]
+            self._tables[key] = sa.table(self.names.work(name), *(
+                sa.column(str(c.key), c.type) for c in query.selected_columns))
+        return self._tables[key]
 
     def all_rows(self, name: str, rid: bool = False, alias: str | None = None) -> sa.Subquery:
         """Every input's rows of ``name``: the target's as input 0, then the staged ones;
@@ -127,7 +226,14 @@ class MergeRules(RuleSet):
             first = [inp.label("inp") if inp is not None else source.c.inp]
             if rid:
                 first.append(RowPointer(short).label("rid"))
-            parts.append(sa.select(*first, *(source.c[c.name] for c in model.columns)))
+            part = sa.select(*first, *(source.c[c.name] for c in model.columns))
+            if inp is not None and name == "tc_timelog":
+                # a staged row's duplicate is in its room: the target's rows of rooms no
+                # staged row has are never read
+                room = staged.c.room_jid
+                part = part.where(sa.or_(target.c.room_jid.is_(None), target.c.room_jid.in_(
+                    sa.select(room).where(room.is_not(None)))))
+            parts.append(part)
         return sa.union_all(*parts).subquery(alias)
 
     # -- the work tables, as queries ------------------------------------------------------
@@ -164,6 +270,22 @@ class MergeRules(RuleSet):
     def _room_query(self) -> sa.Select[Any]:
         """Per room: its owner (the first input holding it), how many inputs hold it, and
         the owner's lowest and highest msg_id (the ids its rows keep)."""
+        h = sa.union_all(*self._holder_rows()).subquery("h")
+        per = (sa.select(h.c.inp, h.c.room_jid, sa.func.min(h.c.msg_id).label("lo"),
+                         sa.func.max(h.c.msg_id).label("hi"))
+               .where(h.c.room_jid.is_not(None)).group_by(h.c.inp, h.c.room_jid)
+               .subquery("p"))
+        ranked = sa.select(
+            per, sa.func.row_number().over(partition_by=per.c.room_jid,
+                                           order_by=per.c.inp).label("rn"),
+            sa.func.count().over(partition_by=per.c.room_jid).label("nholders"),
+        ).subquery("r")
+        return (sa.select(ranked.c.room_jid, ranked.c.inp.label("owner"), ranked.c.nholders,
+                          ranked.c.lo, ranked.c.hi).where(ranked.c.rn == lit(1)))
+
+    def _holder_rows(self) -> list[sa.Select[Any]]:
+        """(inp, room_jid, msg_id) of every row that makes an input a room's holder (msg_id
+        NULL outside the message tables): the owner and its id range come from them."""
         parts = []
         for name, column in HOLDER_ROOM.items():
             if name not in self.tables:
@@ -176,18 +298,7 @@ class MergeRules(RuleSet):
                 parts.append(sa.select(source.c.inp if inp is None else inp.label("inp"),
                                        source.c[column].label("room_jid"),
                                        msg_id.label("msg_id")))
-        h = sa.union_all(*parts).subquery("h")
-        per = (sa.select(h.c.inp, h.c.room_jid, sa.func.min(h.c.msg_id).label("lo"),
-                         sa.func.max(h.c.msg_id).label("hi"))
-               .where(h.c.room_jid.is_not(None)).group_by(h.c.inp, h.c.room_jid)
-               .subquery("p"))
-        ranked = sa.select(
-            per, sa.func.row_number().over(partition_by=per.c.room_jid,
-                                           order_by=per.c.inp).label("rn"),
-            sa.func.count().over(partition_by=per.c.room_jid).label("nholders"),
-        ).subquery("r")
-        return (sa.select(ranked.c.room_jid, ranked.c.inp.label("owner"), ranked.c.nholders,
-                          ranked.c.lo, ranked.c.hi).where(ranked.c.rn == lit(1)))
+        return parts
 
     def _rooms_query(self) -> sa.Select[Any]:
         """Rule 1: per source row of tc_rooms, the input whose row wins (the first
@@ -391,9 +502,9 @@ class MergeRules(RuleSet):
             "ROOM_CONFLICT: a room exists in an earlier input with a different creator_jid "
             "or type; nothing was merged (run tcmerge validate for the rooms)")]
 
-    def apply_statements(self) -> list[tuple[str, sa.Insert | sa.Update]]:
+    def apply_statements(self) -> list[tuple[str, sa.Insert | UpdateFrom]]:
         """(table, statement) in the order ``apply`` runs them."""
-        out: list[tuple[str, sa.Insert | sa.Update]] = []
+        out: list[tuple[str, sa.Insert | UpdateFrom]] = []
         for name, (_work, room, _date, keep) in MESSAGES.items():
             if name not in self.tables:
                 continue
@@ -433,7 +544,7 @@ class MergeRules(RuleSet):
     def _insert(self, model: sa.Table, columns: list[str], query: sa.Select[Any]) -> sa.Insert:
         return sa.insert(model).from_select(columns, query)
 
-    def _room_statements(self) -> list[tuple[str, sa.Insert | sa.Update]]:
+    def _room_statements(self) -> list[tuple[str, sa.Insert | UpdateFrom]]:
         """Rule 4: inserted rooms take counters above every id kept; a target room's are
         corrected only where wrong (next_msg_id raised, start_msg_id lowered, never the
         other way)."""
@@ -455,20 +566,14 @@ class MergeRules(RuleSet):
         query = sa.select(*values).select_from(joined.outerjoin(
             i, i.c.room_jid == s.c.room_jid))
         ids, room = self.work("ids"), self.work("room")
-
-        def target_ids(column: Any) -> Any:
-            return (sa.select(column).select_from(ids.join(room, room.c.room_jid
-                                                           == ids.c.room_jid))
-                    .where(ids.c.room_jid == model.c.room_jid, room.c.owner == lit(0))
-                    .scalar_subquery())
-
-        lo, hi = target_ids(ids.c.lo), target_ids(ids.c.hi)
-        update = (sa.update(model)
-                  .values(start_msg_id=sa.func.least(model.c.start_msg_id,
-                                                     sa.func.coalesce(lo, model.c.start_msg_id)),
-                          next_msg_id=sa.func.greatest(model.c.next_msg_id, sa.func.coalesce(
-                              hi + lit(1), model.c.next_msg_id)))
-                  .where(sa.or_(model.c.start_msg_id > lo, model.c.next_msg_id <= hi)))
+        owned = (sa.select(ids.c.room_jid, ids.c.lo, ids.c.hi)
+                 .select_from(ids.join(room, room.c.room_jid == ids.c.room_jid))
+                 .where(room.c.owner == lit(0)))  # the target's own rooms
+        t, o = update_aliases(model, owned)
+        update = UpdateFrom(model, owned, "room_jid", {
+            "start_msg_id": sa.func.least(t.c.start_msg_id, o.c.lo),
+            "next_msg_id": sa.func.greatest(t.c.next_msg_id, o.c.hi + lit(1))},
+            sa.or_(t.c.start_msg_id > o.c.lo, t.c.next_msg_id <= o.c.hi))
         return [("tc_rooms", self._insert(model, [*plain, "start_msg_id", "next_msg_id"],
                                           query)),
                 ("tc_rooms:counters", update)]
@@ -478,11 +583,24 @@ class MergeRules(RuleSet):
         assert self.runner is not None, "these rules were built for listing only"
         return self.runner
 
-    def _fill(self, name: str) -> None:
+    #: work tables are made inside the merge transaction, just before they are filled
+    #: (PostgreSQL: TEMP tables); otherwise before it (Oracle: its DDL commits)
+    creates_work_in_transaction = False
+
+    def _fill(self, name: str, statement: sa.Executable | None = None) -> None:
+        """Fill work table ``name`` by its query (or ``statement``, a dialect's own way to
+        the same rows), in the listed order."""
         expected = next(self._next_fill, None)
         if expected != name:  # the order a script shows is the order run
             raise AssertionError(f"work table {name} filled out of order (expected {expected})")
-        self._run().execute(self.fill_statement(name))
+        if self.creates_work_in_transaction and statement is None:
+            # (a statement of the dialect's own makes its table itself)
+            self._run().execute(CreateWorkTable(self.names.work(name), self._queries[name]))
+        self._run().execute(self.fill_statement(name) if statement is None else statement)
+        self._filled(name)
+
+    def _filled(self, name: str) -> None:
+        """After a work table is filled (PostgreSQL gathers its statistics)."""
 
     def _count(self, table: Any, where: Any = None) -> int:
         query = sa.select(sa.func.count()).select_from(table)
@@ -500,7 +618,12 @@ class MergeRules(RuleSet):
             self.target_counts[name] = self._count(model)
 
     def _read(self, name: str) -> list[int]:
-        per = self._by_input(self.staging(name))
+        if self.staged is not None:
+            per = dict(self.staged.get(name, {}))
+        else:
+            per = self._by_input(self.staging(name))
+        for inp, n in self.direct.get(name, {}).items():
+            per[inp] = per.get(inp, 0) + n
         target = self.target_counts.get(name)
         if target is None:
             target = self._count(self.tables[name])
@@ -581,6 +704,7 @@ class MergeRules(RuleSet):
         inserted, dups, conflicts = self._sums("users", lambda w: (
             w.c.inp == w.c.winner, sa.and_(w.c.inp != w.c.winner, w.c.same == lit(1)),
             sa.and_(w.c.inp != w.c.winner, w.c.same == lit(0))))
+        inserted += sum(self.direct.get("tc_users", {}).values())  # rooms of one input
         w, keys = self.work("users"), ("room_jid", "real_jid")
         conflicting = self._samples("users", sa.and_(w.c.inp != w.c.winner, w.c.same == lit(0)),
                                     keys)
@@ -618,10 +742,7 @@ class MergeRules(RuleSet):
                            duplicates=dups, conflicts=conflicts)
 
     def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
-        for name, (work, *_rest) in MESSAGES.items():
-            if name in self.tables:
-                self._fill(f"{work}_h")
-                self._fill(work)
+        self._judge_messages()
         for name in ("idmap", "ids"):
             if name in self._queries:
                 self._fill(name)
@@ -641,12 +762,20 @@ class MergeRules(RuleSet):
                     f"{n} row(s) of rooms also held by an earlier input get new msg_ids above "
                     "the room's highest id", database=self.inputs[inp], table=name, count=n))
 
+    def _judge_messages(self) -> None:
+        """Rules 2 and 3: the message work tables (per row of a shared room its owner and
+        whether it is a duplicate), filled by their queries."""
+        for name, (work, *_rest) in MESSAGES.items():
+            if name in self.tables:
+                self._fill(f"{work}_h")
+                self._fill(work)
+
     def _analyse_union(self, name: str) -> TableCounts:
         work = UNIONS[name]
         self._fill(f"{work}_h")
         self._fill(work)
         read = self._read(name)
-        inserted = self._count(self.work(work))
+        inserted = self._count(self.work(work)) + sum(self.direct.get(name, {}).values())
         return TableCounts(name, read, inserted=inserted, duplicates=sum(read[1:]) - inserted)
 
     def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
@@ -662,13 +791,25 @@ class MergeRules(RuleSet):
                            duplicates=sum(read[1:]) - inserted, renumbered=renumbered)
 
     # -- apply ------------------------------------------------------------------------------
-    def apply(self, counts: dict[str, TableCounts]) -> dict[str, int]:
-        """Insert every kept row; repair the counters. Returns rows written per table."""
+    def apply(self, counts: dict[str, TableCounts],
+              after_messages: Callable[[], None] | None = None) -> dict[str, int]:
+        """Insert every kept row; repair the counters. Returns rows written per table.
+
+        ``after_messages`` runs once the message tables hold every row, before anything
+        else is written (the PostgreSQL merge rebuilds their indexes there)."""
         written: dict[str, int] = {}
         for name, statement in self.apply_statements():
-            n = self._run().execute(statement)
+            if after_messages is not None and name not in MESSAGES:
+                after_messages()
+                after_messages = None
+            n = self._insert_rows(name, statement)
             if name == "tc_rooms:counters":
                 counts["tc_rooms"].updated = n
             else:
                 written[name] = n
+        if after_messages is not None:
+            after_messages()
         return written
+
+    def _insert_rows(self, name: str, statement: sa.Insert | UpdateFrom) -> int:
+        return self._run().execute(statement)

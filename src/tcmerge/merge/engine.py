@@ -35,8 +35,9 @@ from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, Unsupporte
 from tcmerge.lock import target_lock
 from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.plan import MergePlan, MergeResult, TableCounts
-from tcmerge.merge.rules import Analysis, PgRules, duplicate_rows
+from tcmerge.merge.rules_pg import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
