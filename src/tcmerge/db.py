@@ -42,18 +42,15 @@ def libpq_params(target: DatabaseRef | URL) -> dict[str, Any]:
 
 def create_engine(ref: DatabaseRef, *, application_name: str = APPLICATION_NAME,
                   **kwargs: Any) -> sa.Engine:
-    """An engine for one database; the password stays inside the process.
+    """An engine for one database; the password stays inside the process. The dialect's
+    adapter adds its driver arguments (PostgreSQL: UTF8, the application name)."""
+    from tcmerge.dialects import known_adapter
 
-    PostgreSQL sessions ask for UTF8 so that a SQL_ASCII database (which psycopg
-    would otherwise hand over as bytes) reads as text; invalid bytes are found by
-    validation, not here.
-    """
     kwargs.setdefault("pool_pre_ping", False)
-    if ref.dialect == "postgresql":
-        connect_args = dict(kwargs.pop("connect_args", {}))
-        connect_args.setdefault("client_encoding", "UTF8")
-        connect_args.setdefault("application_name", application_name)
-        kwargs["connect_args"] = connect_args
+    adapter = known_adapter(ref.dialect)
+    if adapter is not None:
+        kwargs["connect_args"] = {**adapter.engine_connect_args(application_name),
+                                  **kwargs.pop("connect_args", {})}
     return sa.create_engine(ref.url, **kwargs)
 
 

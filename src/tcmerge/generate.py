@@ -56,6 +56,7 @@ from sqlalchemy.schema import CreateTable
 
 from tcmerge.db import libpq_params, server_reason
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects import adapter_for
 from tcmerge.errors import ConfigError, DatabaseError
 from tcmerge.schema import tc
 
@@ -977,7 +978,7 @@ def generate(databases: Sequence[DatabaseRef], spec: GeneratorSpec = GeneratorSp
     or empty. ``progress(db, counts)`` is called after each database.
     """
     for ref in databases:
-        if ref.dialect != "postgresql":
+        if not adapter_for(ref).supports_copy:  # it loads with COPY
             raise ConfigError(f"{ref.label}: the generator writes PostgreSQL databases only, "
                               f"not {ref.dialect}")
     started = time.perf_counter()

@@ -40,10 +40,16 @@ def adapter_class(dialect: str) -> type[DialectAdapter]:
     return cls
 
 
+def known_adapter(dialect: str) -> DialectAdapter | None:
+    """The adapter of a dialect tcmerge merges, or None (MS SQL, which topologies may
+    name for HA, and unknown names): for code that serves any database it can reach."""
+    return adapter_class(dialect)() if dialect in ADAPTERS else None
+
+
 def adapter_for(ref: DatabaseRef | str) -> DialectAdapter:
     """An adapter instance for a database (or a dialect name)."""
     dialect = ref if isinstance(ref, str) else ref.dialect
     return adapter_class(dialect)()
 
 
-__all__ = ["ADAPTERS", "adapter_class", "adapter_for"]
+__all__ = ["ADAPTERS", "adapter_class", "adapter_for", "known_adapter"]

@@ -95,6 +95,8 @@ class DialectAdapter(abc.ABC):
     reports_free_space: ClassVar[bool] = False
     #: merge transports this dialect offers, in order of preference
     transports: ClassVar[tuple[str, ...]] = ()
+    #: "module:function" that runs a merge once its preflight passed (imported when used)
+    merge_runner: ClassVar[str] = ""
 
     # -- sessions -------------------------------------------------------------------------
     def connect_args(self, *, read_only: bool) -> dict[str, Any]:
@@ -103,6 +105,15 @@ class DialectAdapter(abc.ABC):
 
     def begin_session(self, conn: sa.Connection, *, read_only: bool) -> None:
         """Called once on a fresh connection (e.g. make the transaction read-only)."""
+        return None
+
+    def engine_connect_args(self, application_name: str) -> dict[str, Any]:
+        """Driver keyword arguments of every engine tcmerge makes (``db.create_engine``)."""
+        return {}
+
+    def bound_lock_waits(self, conn: sa.Connection, milliseconds: int) -> None:
+        """Make the current transaction's lock waits fail after ``milliseconds`` where the
+        server can (the HA room service: a stuck takeover fails instead of hanging)."""
         return None
 
     # -- facts ----------------------------------------------------------------------------

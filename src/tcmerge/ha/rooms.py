@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
+from tcmerge.dialects import known_adapter
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError
 from tcmerge.schema.bookkeeping import tcmerge_room_leases as leases
 from tcmerge.schema.tc import tc_messages, tc_msgarchive, tc_rooms, tc_timelog, tc_users
@@ -112,9 +113,10 @@ class RoomService:
     def _tx(self, what: str) -> Iterator[sa.Connection]:
         try:
             with self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
+                adapter = known_adapter(conn.dialect.name)
+                if adapter is not None:
                     # lock waits are bounded: a stuck takeover fails instead of hanging
-                    conn.execute(sa.text(f"SET LOCAL lock_timeout = {self.lock_timeout_ms}"))
+                    adapter.bound_lock_waits(conn, self.lock_timeout_ms)
                 yield conn
         except sa.exc.DBAPIError as exc:
             code = "CONNECTION_FAILED" if exc.connection_invalidated or isinstance(

@@ -21,7 +21,6 @@ the candidates; the rows themselves, compared column by column, decide.
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +54,8 @@ MESSAGES = {"tc_msgarchive": ("arch", "to_jid", "sent_date", "arch_keep"),
             "tc_messages": ("msg", "room_jid", "stamp", "msg_keep")}
 #: tables without a key: a row of them is a duplicate when equal in every column
 UNIONS = {"tc_timelog": "timelog", "jm": "jm"}
+#: tables whose target rows the analysis reads only in rooms some staged row has
+NARROWED = ("tc_users", "tc_timelog")
 #: the work tables in the order the analysis fills them
 ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
                   "idmap", "ids", "timelog_h", "timelog", "jm_h", "jm", "aft_h", "aft")
@@ -72,74 +73,6 @@ class Analysis:
     #: bans that must be outcast in the target after the merge: (count, hash sum)
     bans_expected: str = "0:0"
     bans_not_applied: int = 0
-
-
-class RuleSet(abc.ABC):
-    """What the PostgreSQL and Oracle rules share: the analysis in the contract's order
-    (rooms, members, messages, unions, aft_log), each table by the dialect's own SQL."""
-
-    tables: dict[str, sa.Table]
-    inputs: list[str]  # labels, target first
-
-    def analyse(self) -> Analysis:
-        counts: dict[str, TableCounts] = {}
-        findings: list[Finding] = []
-        if "tc_rooms" in self.tables:
-            counts["tc_rooms"] = self._analyse_rooms(findings)
-            findings += self._capacity()
-        result = Analysis(counts, findings)
-        if "tc_users" in self.tables:
-            counts["tc_users"] = self._analyse_users(result)
-        self._analyse_messages(counts, findings)
-        for name in ("tc_timelog", "jm"):
-            if name in self.tables:
-                counts[name] = self._analyse_union(name)
-        if "aft_log" in self.tables:
-            counts["aft_log"] = self._analyse_aft(findings)
-        for name, c in counts.items():
-            if c.duplicates:
-                findings.append(duplicate_rows(name, c.duplicates))
-        return result
-
-    def _capacity(self) -> list[Finding]:
-        """ROOM_CAPACITY: the merged database holds more persistent rooms than the group
-        that shares it may serve (the merge is where two nodes' rooms meet)."""
-        rooms = self._persistent_rooms_after()
-        if rooms <= MAX_PERSISTENT_ROOMS:
-            return []
-        return [warning(
-            "ROOM_CAPACITY",
-            f"the merged database holds {rooms} persistent rooms; a presence redundancy "
-            f"group serves at most {MAX_PERSISTENT_ROOMS} (with high availability about "
-            f"{MAX_PERSISTENT_ROOMS // 2} per node: after a failover the backup carries both "
-            "nodes' rooms)", database=self.inputs[0], table="tc_rooms", count=rooms,
-            hint="remove unused persistent rooms, or spread the rooms over more groups' "
-                 "databases", details={"persistent_rooms": rooms,
-                                       "limit": MAX_PERSISTENT_ROOMS})]
-
-    @abc.abstractmethod
-    def _persistent_rooms_after(self) -> int:
-        """Persistent rooms in the target after the merge: its own and those inserted."""
-
-    @abc.abstractmethod
-    def _analyse_rooms(self, findings: list[Finding]) -> TableCounts:
-        ...
-
-    @abc.abstractmethod
-    def _analyse_users(self, result: Analysis) -> TableCounts:
-        ...
-
-    @abc.abstractmethod
-    def _analyse_messages(self, counts: dict[str, TableCounts], findings: list[Finding]) -> None:
-        ...
-
-    @abc.abstractmethod
-    def _analyse_union(self, name: str) -> TableCounts:
-        ...
-
-    @abc.abstractmethod
-    def _analyse_aft(self, findings: list[Finding]) -> TableCounts:
-        ...
 
 
 def lit(value: int | str) -> Any:
@@ -174,7 +107,7 @@ class Names:
     work: Callable[[str], str]
 
 
-class MergeRules(RuleSet):
+class MergeRules:
     """The nine rules over staged sources, for any dialect (``runner`` runs them; with
     no runner the statements can only be listed, as ``run --sql`` does)."""
 
@@ -227,14 +160,19 @@ class MergeRules(RuleSet):
             if rid:
                 first.append(RowPointer(short).label("rid"))
             part = sa.select(*first, *(source.c[c.name] for c in model.columns))
-            if inp is not None and name == "tc_timelog":
-                # a staged row's duplicate is in its room: the target's rows of rooms no
-                # staged row has are never read
-                room = staged.c.room_jid
-                part = part.where(sa.or_(target.c.room_jid.is_(None), target.c.room_jid.in_(
-                    sa.select(room).where(room.is_not(None)))))
+            if inp is not None and name in NARROWED:
+                # a staged row's duplicate (or rival member row) is in its room: the
+                # target's rows of rooms no staged row has are never read
+                part = part.where(self._in_staged_rooms(name, target))
             parts.append(part)
         return sa.union_all(*parts).subquery(alias)
+
+    def _in_staged_rooms(self, name: str, target: Any) -> Any:
+        """The target's rows of ``name`` (aliased ``target``) in rooms some staged row has
+        (or without a room)."""
+        room = self.staging(name).c.room_jid
+        return sa.or_(target.c.room_jid.is_(None), target.c.room_jid.in_(
+            sa.select(room).where(room.is_not(None))))
 
     # -- the work tables, as queries ------------------------------------------------------
     def work_queries(self) -> list[tuple[str, sa.Select[Any]]]:
@@ -659,6 +597,44 @@ class MergeRules(RuleSet):
         return [int(x) for x in row]
 
     # -- analysis ---------------------------------------------------------------------------
+    def analyse(self) -> Analysis:
+        """The analysis in the contract's order (rooms, members, messages, unions,
+        aft_log): the work tables filled, exact counts and findings."""
+        counts: dict[str, TableCounts] = {}
+        findings: list[Finding] = []
+        if "tc_rooms" in self.tables:
+            counts["tc_rooms"] = self._analyse_rooms(findings)
+            findings += self._capacity()
+        result = Analysis(counts, findings)
+        if "tc_users" in self.tables:
+            counts["tc_users"] = self._analyse_users(result)
+        self._analyse_messages(counts, findings)
+        for name in ("tc_timelog", "jm"):
+            if name in self.tables:
+                counts[name] = self._analyse_union(name)
+        if "aft_log" in self.tables:
+            counts["aft_log"] = self._analyse_aft(findings)
+        for name, c in counts.items():
+            if c.duplicates:
+                findings.append(duplicate_rows(name, c.duplicates))
+        return result
+
+    def _capacity(self) -> list[Finding]:
+        """ROOM_CAPACITY: the merged database holds more persistent rooms than the group
+        that shares it may serve (the merge is where two nodes' rooms meet)."""
+        rooms = self._persistent_rooms_after()
+        if rooms <= MAX_PERSISTENT_ROOMS:
+            return []
+        return [warning(
+            "ROOM_CAPACITY",
+            f"the merged database holds {rooms} persistent rooms; a presence redundancy "
+            f"group serves at most {MAX_PERSISTENT_ROOMS} (with high availability about "
+            f"{MAX_PERSISTENT_ROOMS // 2} per node: after a failover the backup carries both "
+            "nodes' rooms)", database=self.inputs[0], table="tc_rooms", count=rooms,
+            hint="remove unused persistent rooms, or spread the rooms over more groups' "
+                 "databases", details={"persistent_rooms": rooms,
+                                       "limit": MAX_PERSISTENT_ROOMS})]
+
     def rooms_owners(self) -> None:
         if "room" in self._queries:
             self._fill("room")
@@ -727,13 +703,19 @@ class MergeRules(RuleSet):
                 details={"members": found},
                 hint="apply these bans on the target by hand after the merge if wanted"))
         # the bans the merged target must hold (verify compares): every ban of every input
-        # but those the target's own row overrides
-        everyone = self.work("users_all")
-        bans = sa.except_(
-            sa.select(everyone.c.room_jid, everyone.c.real_jid).distinct()
-            .where(everyone.c.affiliation == lit("outcast")),
-            sa.select(w.c.room_jid, w.c.real_jid).where(w.c.winner == lit(0),
-                                                        w.c.waff != lit("outcast")),
+        # but those the target's own row overrides; the target's rows of rooms no staged
+        # row has were not analysed, and all of their bans stay (the two sets of rooms
+        # are disjoint)
+        everyone, model = self.work("users_all"), self.tables["tc_users"]
+        bans = sa.union(
+            sa.except_(
+                sa.select(everyone.c.room_jid, everyone.c.real_jid).distinct()
+                .where(everyone.c.affiliation == lit("outcast")),
+                sa.select(w.c.room_jid, w.c.real_jid).where(w.c.winner == lit(0),
+                                                            w.c.waff != lit("outcast"))),
+            sa.select(model.c.room_jid, model.c.real_jid)
+            .where(model.c.affiliation == lit("outcast"),
+                   sa.not_(self._in_staged_rooms("tc_users", model))),
         ).subquery("b")
         row = self._run().rows(sa.select(sa.func.count(),
                                          pair_digest(bans.c.room_jid, bans.c.real_jid)))[0]

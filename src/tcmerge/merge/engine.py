@@ -20,6 +20,7 @@ transaction.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +31,9 @@ import psycopg
 from psycopg import sql
 
 from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.dialects import adapter_class
 from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
-from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError, UnsupportedDatabaseError
+from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError
 from tcmerge.lock import target_lock
 from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import table_checksums
@@ -210,13 +212,16 @@ class _Merge:
         self._phase("preflight")
         if blocking(findings, strict=request.strict):
             return self._result("refused", findings, None)
-        if dialect == "oracle":
-            from tcmerge.merge.oracle_engine import run_oracle
+        # the dialect's merge, named by its adapter (Oracle still asks inside its merge
+        # transaction: its staging DDL commits)
+        module, function = adapter_class(dialect).merge_runner.split(":")
+        runner: Callable[[_Merge, ValidationReport, list[Finding]], MergeResult] = getattr(
+            importlib.import_module(module), function)
+        return runner(self, report, findings)
 
-            # Oracle still asks inside its merge transaction (its staging DDL commits)
-            return run_oracle(self, report, findings)
-        if dialect != "postgresql":
-            raise UnsupportedDatabaseError(f"merging {dialect} databases is not supported")
+    def _run_postgresql(self, report: ValidationReport,
+                        findings: list[Finding]) -> MergeResult:
+        request, dialect = self.request, "postgresql"
         if self.confirm is not None and not request.dry_run and self.mode == "run":
             answer = self._ask(report, dialect)
             if answer is not None:
@@ -496,6 +501,12 @@ class _Merge:
         self._phase("commit")
         return self._result("succeeded", findings, plan, job_id=self.job_id,
                             verification=verification, snapshot=snapshot)
+
+
+def run_postgresql(merge: _Merge, report: ValidationReport,
+                   findings: list[Finding]) -> MergeResult:
+    """The PostgreSQL merge (``PostgresAdapter.merge_runner``), once its preflight passed."""
+    return merge._run_postgresql(report, findings)
 
 
 def target_mirrors(report: ValidationReport) -> frozenset[int]:

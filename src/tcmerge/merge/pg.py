@@ -24,7 +24,7 @@ from tcmerge.db import server_reason
 from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects.postgresql.adapter import SESSION_OPTIONS as SESSION_OPTIONS
 from tcmerge.dialects.postgresql.adapter import SESSION_SETTINGS
-from tcmerge.errors import DatabaseError, UnsupportedDatabaseError
+from tcmerge.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,8 @@ def wrap(exc: BaseException, ref: DatabaseRef, doing: str) -> DatabaseError:
 
 def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> PgConn:
     """Connect to ``ref``; CONNECTION_FAILED (exit 3) without secrets when it fails."""
-    if ref.dialect != "postgresql":
-        # the PostgreSQL merge's own sessions (COPY relay, dblink); every other command
-        # opens its sessions through SQLAlchemy for any dialect
-        raise UnsupportedDatabaseError(f"{ref.label}: not a PostgreSQL database")
+    # (the PostgreSQL merge's own sessions, COPY relay and dblink; every other command
+    # opens its sessions through SQLAlchemy for any dialect)
     params = libpq_params(ref)
     options = params.pop("options", "")
     log.info("connecting to %s (%s session)", ref.label, role)

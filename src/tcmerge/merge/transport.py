@@ -156,7 +156,7 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
     """(inp, room, msg_id, date) of a message table's rows in ``source`` (default: the
     table itself; a staging table carries ``inp``): what the analysis needs of every row
     of a shared room. Equal rows have equal rooms and dates, so only rows whose room and
-    date another input also has are compared in full (see rules.py)."""
+    date another input also has are compared in full (see rules_pg.py)."""
     name = table.name
     query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp "
                     "FROM {}").format(
@@ -246,7 +246,7 @@ def holders_select(inp: int, tables: Iterable[str],
                    indexed: Iterable[str] = ()) -> sql.Composed:
     """Every room an input holds in any room-keyed table: (inp, room_jid, lo, hi), where
     lo and hi are the room's lowest and highest msg_id in the message tables (NULL when
-    it has none there): the ids its rows keep when it owns the room (rules.py).
+    it has none there): the ids its rows keep when it owns the room (core.py).
 
     Tables in ``indexed`` (see ``room_indexed_query``) are read by a skip scan of that
     index (a recursive query: per room one probe for the next room and its lowest id,

@@ -100,12 +100,21 @@ class PostgresAdapter(DialectAdapter):
     max_identifier_length = 63
     reports_free_space = False
     transports = ("copy", "dblink")
+    merge_runner = "tcmerge.merge.engine:run_postgresql"
 
     _read_only_option: ClassVar[str] = "-c default_transaction_read_only=on"
 
     def connect_args(self, *, read_only: bool) -> dict[str, Any]:
-        # application_name and client_encoding come from tcmerge.db.create_engine
+        # application_name and client_encoding come from engine_connect_args
         return {"options": self._read_only_option} if read_only else {}
+
+    def engine_connect_args(self, application_name: str) -> dict[str, Any]:
+        # UTF8: a SQL_ASCII database (which psycopg would otherwise hand over as bytes)
+        # reads as text; invalid bytes are found by validation, not here
+        return {"client_encoding": "UTF8", "application_name": application_name}
+
+    def bound_lock_waits(self, conn: sa.Connection, milliseconds: int) -> None:
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(milliseconds)}"))
 
     def server_facts(self, conn: sa.Connection) -> ServerFacts:
         row = conn.execute(sa.text(
