@@ -243,6 +243,10 @@ def test_source_column_longer_than_target(
     source = dbs("src")
     pg_server.execute("ALTER TABLE tc_rooms ALTER COLUMN subject TYPE varchar(100)",
                       database=str(target.url.database))
+    # a subject longer than the target's column (shorter ones would fit: a warning, see
+    # merge/test_live_schema.py)
+    pg_server.execute("UPDATE tc_rooms SET subject = repeat('s', 150) WHERE room_jid = "
+                      "(SELECT min(room_jid) FROM tc_rooms)", database=str(source.url.database))
     result = run_validate(target, source)
     assert result.exit_code == 1
     cross = [f for f in result.findings("SCHEMA_TYPE_MISMATCH")
