@@ -247,3 +247,42 @@ def test_more_persistent_rooms_than_a_group_serves_is_room_capacity(
     assert "JOIN tcm_ab12cd34_s_rooms ON tcm_ab12cd34_s_rooms.inp = tcm_ab12cd34_w_rooms.inp" \
         in added
     assert "tcm_ab12cd34_w_rooms.inp = tcm_ab12cd34_w_rooms.winner" in added
+
+
+def test_what_feeds_the_merged_tables_is_read_from_oracle_s_dictionary() -> None:
+    """Triggers (IM and Presence creates some on Oracle) and identity columns of the
+    merged tables, by user_triggers and user_tab_identity_cols: compiled and parsed."""
+    from tcmerge.dialects.oracle.adapter import OracleAdapter
+
+    queries = OracleAdapter().feeder_queries(["tc_rooms", "tc_msgarchive"])
+    triggers = ora.compile_oracle(queries["triggers"], compile_kwargs={"literal_binds": True})
+    parses(triggers)
+    assert "FROM user_triggers" in triggers and "'TC_ROOMS'" in triggers
+    assert "status = 'ENABLED'" in triggers and "LIKE '%INSERT%'" in triggers
+    identities = ora.compile_oracle(queries["identities"],
+                                    compile_kwargs={"literal_binds": True})
+    parses(identities)
+    assert "FROM user_tab_identity_cols" in identities and "'TC_MSGARCHIVE'" in identities
+
+
+def test_the_live_columns_decide_the_oracle_plan_too() -> None:
+    """An extra column the target and source 1 have, which source 2 lacks (validation's
+    ``merge_tables``): staged from source 1, NULL for source 2's rows, merged."""
+    from tcmerge.dburl import parse_database
+    from tcmerge.merge.oracle_engine import OraclePlan
+    from tcmerge.request import MergeRequest
+
+    archive = sa.Table("tc_msgarchive", sa.MetaData(), *(
+        sa.Column(c.name, c.type) for c in tc.tc_msgarchive.columns),
+        sa.Column("site_tag", sa.String(64), info={"absent": frozenset({2})}))
+    refs = [parse_database(f"oracle+oracledb://u{i}@db{i}.example.com:1521/"
+                           "?service_name=FREEPDB1").with_password("x") for i in range(3)]
+    plan = OraclePlan(MergeRequest(sources=(refs[1], refs[2]), target=refs[0],
+                                   tables=(tc.tc_rooms, archive)), TOKEN, "private")
+    fills = {step.note: step.sql() for step in plan.script() if step.phase == "fill"}
+    assert "site_tag" in fills["source 1: tc_msgarchive"]
+    assert "site_tag" not in fills["source 2: tc_msgarchive"]
+    applied = {step.note: step.sql() for step in plan.script() if step.phase == "apply"}
+    assert "s.site_tag" in applied["apply: tc_msgarchive"]
+    staging = [step.sql() for step in plan.script() if step.phase == "staging"]
+    assert any("site_tag VARCHAR2(64 CHAR)" in text for text in staging), staging

@@ -74,6 +74,8 @@ class Feeder:
     name: str  # the trigger, rule or sequence; the column for identities
     column: str | None = None
     detail: str = ""  # the trigger's function and events, the sequence's column
+    #: how to switch it off around a merge, in the dialect's own words ("" : the default)
+    remedy: str = ""
 
 
 class DialectAdapter(abc.ABC):

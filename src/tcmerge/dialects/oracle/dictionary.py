@@ -58,3 +58,23 @@ v_session = sa.table(
     sa.column("type", sa.String),
     sa.column("audsid", sa.Integer),
 )
+
+#: triggers of the session's schema (IM and Presence creates some on Oracle)
+user_triggers = sa.table(
+    "user_triggers",
+    sa.column("trigger_name", sa.String),
+    sa.column("trigger_type", sa.String),
+    sa.column("triggering_event", sa.String),
+    sa.column("table_name", sa.String),
+    sa.column("base_object_type", sa.String),
+    sa.column("status", sa.String),
+)
+
+#: identity columns (Oracle 12c and later)
+user_tab_identity_cols = sa.table(
+    "user_tab_identity_cols",
+    sa.column("table_name", sa.String),
+    sa.column("column_name", sa.String),
+    sa.column("generation_type", sa.String),
+    sa.column("sequence_name", sa.String),
+)
