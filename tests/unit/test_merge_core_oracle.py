@@ -286,3 +286,31 @@ def test_the_live_columns_decide_the_oracle_plan_too() -> None:
     assert "s.site_tag" in applied["apply: tc_msgarchive"]
     staging = [step.sql() for step in plan.script() if step.phase == "staging"]
     assert any("site_tag VARCHAR2(64 CHAR)" in text for text in staging), staging
+
+
+def test_the_oracle_fingerprint_reads_the_schema_s_dictionary() -> None:
+    """What verify compares on Oracle (the fingerprint the merge takes before its first
+    write): the queries compile and parse, leave out the merged tables' rows, tcmerge's own
+    objects and the recycle bin, and ``differences`` names an Oracle-only kind too."""
+    from tcmerge.dialects.oracle.fingerprint import queries, rows_digest
+    from tcmerge.dialects.postgresql.fingerprint import differences, kind_digest
+
+    found = queries(["tc_rooms", "tc_msgarchive"])
+    assert set(found) == {"objects", "columns", "grants", "table comments", "column comments",
+                          "sequence values", "fires", "row tables"}
+    for name, query in found.items():
+        text = ora.compile_oracle(query, compile_kwargs={"literal_binds": True})
+        parses(text)
+        if name != "fires":
+            assert "NOT LIKE 'TCM\\_%' ESCAPE '\\'" in text and "'BIN$%'" in text, name
+    objects = ora.compile_oracle(found["objects"], compile_kwargs={"literal_binds": True})
+    assert "FROM user_objects" in objects and "generated = 'N'" in objects
+    assert "NOT IN ('TC_ROOMS', 'TC_MSGARCHIVE')" in ora.compile_oracle(
+        found["row tables"], compile_kwargs={"literal_binds": True})
+    parses(ora.compile_oracle(rows_digest("SITE_AUDIT")))
+
+    def fingerprint(others: dict[str, str]) -> dict[str, Any]:
+        return {"kinds": {"others": {"digest": kind_digest(others), "objects": others}}}
+
+    assert differences(fingerprint({"SYNONYM S": "a"}), fingerprint({"SYNONYM S": "b"})) == {
+        "others": {"added": [], "removed": [], "changed": ["SYNONYM S"]}}

@@ -75,7 +75,8 @@ def row_hash(columns: list[tuple[Any, bool]]) -> RowHash:
 @compiles(RowHash, "postgresql")
 def _row_hash_postgresql(element: RowHash, compiler: SQLCompiler, **kw: Any) -> str:
     parts = ", ".join(compiler.process(c, **kw) for c in element.clauses)
-    return f"md5(ROW({parts})::text)"
+    # as uuid: compared byte for byte, not by the database's collation as md5's text
+    return f"CAST(md5(ROW({parts})::text) AS uuid)"
 
 
 @compiles(RowHash, "oracle")

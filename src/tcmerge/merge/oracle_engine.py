@@ -38,7 +38,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import sqlalchemy as sa
 
@@ -192,6 +192,10 @@ class OraclePlan:
         if recording and self.snapshot:
             steps += [Step("transaction", adapter.checksum_statement(t),
                            f"checksum of the target's {t.name}") for t in self.request.tables]
+        if recording:
+            steps.append(Step("transaction", None, "the fingerprint of everything else in the "
+                                                   "schema (dictionary views; verify compares)",
+                              hook="fingerprint"))
         steps += [Step("transaction", snapshot_fill(table, name), f"snapshot of {table}")
                   for table, name in self.snapshot_names().items()]
         steps += [Step("transaction", sa.text(f"SELECT COUNT(*) FROM {ora.quote(t)}"),
@@ -535,6 +539,9 @@ class OracleMerge:
             for table in request.tables:
                 row = conn.execute(adapter.checksum_statement(table)).one()
                 target_before[table.name] = f"{row[0]}:{row[1]}"
+        # everything else in the schema, before the first write: verify compares with it
+        untouched = adapter.catalog_fingerprint(cast(sa.Connection, conn), plan.tables) \
+            if m.recording else None
         snapshot = plan.snapshot_names() if m.mode == "run" else {}
         for tname, name in snapshot.items():
             conn.execute(snapshot_fill(tname, name))
@@ -588,6 +595,7 @@ class OracleMerge:
                 "snapshot": snapshot,
                 "bans_expected": analysis.bans_expected,
                 "bans_not_applied": analysis.bans_not_applied,
+                "catalog_fingerprint": untouched,
                 "findings": [f.as_dict() for f in self.findings],
             })
         conn.execute(job_insert(), job_values(job))

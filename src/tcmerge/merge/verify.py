@@ -279,7 +279,7 @@ def catalog_findings(conn: sa.Connection, job: jobs.JobRecord,
     if not before:
         return [info("VERIFY_CATALOG_UNCHECKED",
                      f"job {job.job_id} recorded no fingerprint of the rest of the target "
-                     "(made by an older tcmerge, or on Oracle): objects outside the merged "
+                     "(made by an older tcmerge): objects outside the merged "
                      "tables were not compared", **where)]
     now = adapter_for(conn.dialect.name).catalog_fingerprint(
         conn, list(before.get("merged", [])), rows="rows" in before.get("kinds", {}))

@@ -156,6 +156,12 @@ class OracleAdapter(DialectAdapter):
                                     remedy=remedy + ", after the merge"))
         return found
 
+    def catalog_fingerprint(self, conn: sa.Connection, merged: list[str], *,
+                            rows: bool | None = None) -> dict[str, Any] | None:
+        from tcmerge.dialects.oracle.fingerprint import catalog_fingerprint
+
+        return catalog_fingerprint(conn, merged, rows=rows)
+
     def table_visible(self, name: str) -> sa.Executable:
         # the model's names are unquoted, so the dictionary holds them upper-cased
         return sa.text("SELECT count(*) FROM user_tables WHERE table_name = :name"

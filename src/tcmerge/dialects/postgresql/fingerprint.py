@@ -46,9 +46,8 @@ fingerprint holds those digests per kind plus one digest per kind. Sessions open
 ``tcmerge.merge.pg`` fix DateStyle, TimeZone and float output, so row texts compare
 across sessions. Cost: catalog queries, and one scan of each table outside the merge.
 
-Oracle: not done yet (TODO: the same kinds from ALL_OBJECTS, ALL_TAB_COLUMNS,
-ALL_INDEXES/DBMS_METADATA, ALL_TRIGGERS, ALL_SOURCE, ALL_TAB_PRIVS, ALL_*_COMMENTS and
-ORA_HASH row sums; verify reads PostgreSQL targets only today).
+Oracle: ``tcmerge.dialects.oracle.fingerprint``, the same shape from the schema's
+dictionary views; ``differences`` compares either.
 """
 
 from __future__ import annotations
@@ -357,7 +356,8 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict
     out: dict[str, dict[str, list[str]]] = {}
     was_kinds: dict[str, Any] = before.get("kinds", {})
     now_kinds: dict[str, Any] = after.get("kinds", {})
-    for kind in KINDS:
+    # PostgreSQL's kinds in their order, then another dialect's (Oracle's "others")
+    for kind in [*KINDS, *sorted((was_kinds.keys() | now_kinds.keys()) - set(KINDS))]:
         was, now = was_kinds.get(kind), now_kinds.get(kind)
         if was is None or now is None or was.get("digest") == now.get("digest"):
             continue
