@@ -36,7 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tcmerge.dialects.postgresql.fingerprint import kind_digest
+from tcmerge.dialects.postgresql.fingerprint import assemble
 
 VERSION = 1
 KINDS = ("tables", "views", "sequences", "indexes", "triggers", "functions", "types",
@@ -154,10 +154,4 @@ def catalog_fingerprint(conn: sa.Connection, merged: Sequence[str], *,
         for (table,) in conn.execute(q["row tables"]).all():
             row = conn.execute(rows_digest(str(table))).one()
             objects["rows"][str(table)] = f"{row[0]}:{row[1]}"
-    return {
-        "version": VERSION,
-        "merged": list(merged),
-        "fires_on_merge": fires_on_merge,
-        "kinds": {kind: {"digest": kind_digest(found), "objects": found}
-                  for kind, found in objects.items()},
-    }
+    return assemble(VERSION, merged, fires_on_merge, objects)

@@ -305,6 +305,18 @@ def kind_digest(objects: dict[str, str]) -> str:
                        usedforsecurity=False).hexdigest()[:16]
 
 
+def assemble(version: int, merged: Sequence[str], fires_on_merge: bool,
+             objects: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A fingerprint (either dialect's): per kind its objects' digests and one digest."""
+    return {
+        "version": version,
+        "merged": list(merged),
+        "fires_on_merge": fires_on_merge,
+        "kinds": {kind: {"digest": kind_digest(found), "objects": found}
+                  for kind, found in objects.items()},
+    }
+
+
 def catalog_fingerprint(conn: psycopg.Connection[Any], merged: Sequence[str], *,
                         rows: bool | None = None) -> dict[str, Any]:
     """The fingerprint of the database outside the tables ``merged`` (names found through
@@ -335,13 +347,7 @@ def catalog_fingerprint(conn: psycopg.Connection[Any], merged: Sequence[str], *,
             sql.Identifier(str(schema), str(table)))).fetchone()
         assert row is not None
         objects["rows"][str(qname)] = f"{row[0]}:{row[1]}"
-    return {
-        "version": VERSION,
-        "merged": list(merged),
-        "fires_on_merge": fires_on_merge,
-        "kinds": {kind: {"digest": kind_digest(found), "objects": found}
-                  for kind, found in objects.items()},
-    }
+    return assemble(VERSION, merged, fires_on_merge, objects)
 
 
 #: values that say nothing about the content: not compared
