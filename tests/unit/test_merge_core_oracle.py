@@ -57,8 +57,9 @@ def applies(r: MergeRules | None = None) -> dict[str, str]:
 def test_work_tables_take_no_bind_variables_and_parse_as_oracle() -> None:
     r = rules()
     names = [n for n, _ in r.work_queries()]
-    assert names == ["room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
-                     "idmap", "ids", "timelog_h", "timelog", "jm_h", "jm", "aft_h", "aft"]
+    assert names == ["room", "rooms", "users_all", "users", "arch_k", "arch_p", "arch_h", "arch",
+                     "msg_k", "msg_p", "msg_h", "msg", "idmap", "ids", "timelog_h", "timelog",
+                     "jm_h", "jm", "aft_h", "aft"]
     for statement in r.create_statements():
         text, binds = compiled(statement)
         assert binds == [], text  # DDL cannot take binds (ORA-01027)
@@ -126,9 +127,14 @@ def test_duplicates_are_judged_across_inputs_with_lobs_compared_exactly() -> Non
     assert "DECODE(xr.from_jid, er.from_jid, 1, 0) = 1" in arch
     assert "DECODE(xr.msg_id" not in arch  # every column but msg_id
     arch_h = queries["arch_h"]  # the prefilter hash: LOBs by length and prefix, no msg_id
-    assert "DBMS_LOB.GETLENGTH(anon_1.body_text)" in arch_h
-    assert "STANDARD_HASH(anon_1.msg_id" not in arch_h
-    assert "r.nholders > 1" in arch_h
+    assert "DBMS_LOB.GETLENGTH(x.body_text)" in arch_h and "STANDARD_HASH(x.msg_id" not in arch_h
+    # only rows of shared rooms, and of them only those whose room and date another input
+    # has (equal rows have equal dates), or without a date
+    assert "r.nholders > 1" in queries["arch_k"]
+    assert "HAVING min(tcm_ab12cd34_w_arch_k.inp) != max(tcm_ab12cd34_w_arch_k.inp)" \
+        in queries["arch_p"]
+    assert "JOIN tcm_ab12cd34_w_arch_p p ON p.room_jid = k.room_jid AND p.d = k.d" in arch_h
+    assert "WHERE k.d IS NULL" in arch_h
     timelog = queries["timelog"]  # union tables: whole rows, against earlier inputs only
     assert "e.inp < x.inp" in timelog and "WHERE a.inp > 0 AND dd.inp IS NULL" in timelog
     assert 'DECODE(xr."start", er."start", 1, 0) = 1' in timelog
@@ -194,8 +200,8 @@ def test_fill_order_is_enforced() -> None:
 
 def test_recent_message_follows_its_archive_rows_verdict() -> None:
     msg = fills()["msg"]
-    assert ("LEFT OUTER JOIN tcm_ab12cd34_w_arch ar ON ar.inp = a.inp AND ar.room_jid = "
-            "a.room_jid AND ar.msg_id = a.msg_id") in msg
+    assert ("LEFT OUTER JOIN tcm_ab12cd34_w_arch ar ON ar.inp = k.inp AND ar.room_jid = "
+            "k.room_jid AND ar.msg_id = k.msg_id") in msg
     assert ("CASE WHEN (ar.msg_id IS NOT NULL) THEN ar.dup ELSE CASE WHEN (dd.msg_id IS NOT "
             "NULL) THEN 1 ELSE 0 END END AS dup") in msg
     names = [n for n, _ in rules().work_queries()]

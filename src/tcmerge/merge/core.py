@@ -57,8 +57,9 @@ UNIONS = {"tc_timelog": "timelog", "jm": "jm"}
 #: tables whose target rows the analysis reads only in rooms some staged row has
 NARROWED = ("tc_users", "tc_timelog")
 #: the work tables in the order the analysis fills them
-ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_h", "arch", "msg_h", "msg",
-                  "idmap", "ids", "timelog_h", "timelog", "jm_h", "jm", "aft_h", "aft")
+ANALYSIS_ORDER = ("room", "rooms", "users_all", "users", "arch_k", "arch_p", "arch_h", "arch",
+                  "msg_k", "msg_p", "msg_h", "msg", "idmap", "ids", "timelog_h", "timelog",
+                  "jm_h", "jm", "aft_h", "aft")
 
 
 def duplicate_rows(table: str, count: int) -> Finding:
@@ -190,6 +191,8 @@ class MergeRules:
             out["users"] = self._users_query()
         for name, (work, _room, _date, _keep) in MESSAGES.items():
             if name in self.tables:
+                out[f"{work}_k"] = self._keys_query(name)
+                out[f"{work}_p"] = self._pairs_query(work)
                 out[f"{work}_h"] = self._message_hash_query(name)
                 out[work] = self._message_query(name)
         if any(n in self.tables for n in MESSAGES):
@@ -276,21 +279,73 @@ class MergeRules:
                                                w.c.rn == lit(1))))
                 .where(k.c.inp > lit(0)))
 
-    def _hashed(self, model: sa.Table, rows: Any, exclude: tuple[str, ...]) -> Any:
-        return row_hash([(rows.c[c.name], is_lob(c)) for c in model.columns
-                         if c.name not in exclude]).label("h")
+    #: the row hash tells unequal rows apart by itself (PostgreSQL: the md5 of the row's
+    #: injective text form), so candidates need no column-by-column confirmation
+    hash_is_exact = False
 
-    def _message_hash_query(self, name: str) -> sa.Select[Any]:
-        """The rows of rooms several inputs hold, with the hash of every column but msg_id
-        (rows of other rooms are kept as they are: no earlier input has the room)."""
+    def _hashed(self, model: sa.Table, rows: Any, exclude: tuple[str, ...],
+                in_target: bool = False) -> Any:
+        return row_hash([(self._hash_input(c, rows, in_target), is_lob(c))
+                         for c in model.columns if c.name not in exclude]).label("h")
+
+    def _hash_input(self, column: sa.Column[Any], rows: Any, in_target: bool) -> Any:
+        """A column as the row hash reads it (a target's value as staging holds it)."""
+        return rows.c[column.name]
+
+    def _keys_query(self, name: str) -> sa.Select[Any]:
+        """Rules 2 and 3 look only at rooms several inputs hold: (inp, room, msg_id, date)
+        of each of their rows."""
         _work, room, date, _keep = MESSAGES[name]
         x = self.all_rows(name)
         r = self.work("room").alias("r")
         return (sa.select(x.c.inp, x.c[room].label("room_jid"), x.c.msg_id,
-                          x.c[date].label("d"), r.c.owner,
-                          self._hashed(self.tables[name], x, ("msg_id",)))
+                          x.c[date].label("d"))
                 .select_from(x.join(r, sa.and_(r.c.room_jid == x.c[room],
                                                r.c.nholders > lit(1)))))
+
+    def _pairs_query(self, work: str) -> sa.Select[Any]:
+        """Equal rows have equal rooms and dates: the (room, date) pairs that several
+        inputs have hold every duplicate; only their rows are compared in full."""
+        k = self.work(f"{work}_k")
+        return (sa.select(k.c.room_jid, k.c.d).where(k.c.d.is_not(None))
+                .group_by(k.c.room_jid, k.c.d)
+                .having(sa.func.min(k.c.inp) != sa.func.max(k.c.inp)))
+
+    def _message_hash_query(self, name: str, owner_in_target: bool = False
+                            ) -> sa.Select[Any]:
+        """The rows of the pairs (and those without a date), with the hash of every
+        column but msg_id, read where they are: the target's own rows in the target's
+        table (``owner_in_target``: also the owner's, copied straight in by a transport),
+        the others in staging."""
+        work, room, _date, _keep = MESSAGES[name]
+        k, p = self.work(f"{work}_k").alias("k"), self.work(f"{work}_p").alias("p")
+        r = self.work("room").alias("r")
+        c = sa.union_all(
+            sa.select(k.c.inp, k.c.room_jid, k.c.msg_id, r.c.owner).select_from(
+                k.join(p, sa.and_(p.c.room_jid == k.c.room_jid, p.c.d == k.c.d))
+                .join(r, r.c.room_jid == k.c.room_jid)),
+            sa.select(k.c.inp, k.c.room_jid, k.c.msg_id, r.c.owner).select_from(
+                k.join(r, r.c.room_jid == k.c.room_jid)).where(k.c.d.is_(None)),
+        ).subquery("c")
+        model = self.tables[name]
+        target, staged = model.alias("x"), self.staging(name).alias("s")
+        here = c.c.inp == lit(0)
+        if owner_in_target:
+            here = sa.or_(here, c.c.inp == c.c.owner)
+        u = sa.union_all(
+            sa.select(c.c.inp, c.c.room_jid, c.c.msg_id,
+                      self._hashed(model, target, ("msg_id",), in_target=True))
+            .select_from(c.join(target, sa.and_(target.c[room] == c.c.room_jid,
+                                                target.c.msg_id == c.c.msg_id)))
+            .where(here),
+            sa.select(c.c.inp, c.c.room_jid, c.c.msg_id,
+                      self._hashed(model, staged, ("msg_id",)))
+            .select_from(c.join(staged, sa.and_(staged.c.inp == c.c.inp,
+                                                staged.c[room] == c.c.room_jid,
+                                                staged.c.msg_id == c.c.msg_id)))
+            .where(sa.not_(here)),
+        ).subquery("u")
+        return sa.select(u.c.inp, u.c.room_jid, u.c.msg_id, u.c.h)
 
     def _duplicates(self, name: str, hashed: str, key: tuple[str, ...],
                     exclude: tuple[str, ...]) -> sa.Subquery:
@@ -315,25 +370,37 @@ class MergeRules:
                 .select_from(x.join(e, sa.and_(*pair)).join(xr, at(xr, x)).join(er, at(er, e)))
                 .where(same_row(model, xr, er, exclude=exclude)).subquery("dd"))
 
+    def _message_duplicates(self, name: str, hashed: str) -> sa.Subquery:
+        """(inp, room_jid, msg_id) of the compared rows equal in every column but msg_id to
+        a row of an earlier input in the same room."""
+        if not self.hash_is_exact:
+            return self._duplicates(name, hashed, ("room_jid", "msg_id"), ("msg_id",))
+        x, e = self.work(hashed).alias("x"), self.work(hashed).alias("e")
+        return (sa.select(x.c.inp, x.c.room_jid, x.c.msg_id).distinct()
+                .select_from(x.join(e, sa.and_(e.c.room_jid == x.c.room_jid, e.c.h == x.c.h,
+                                               e.c.inp < x.c.inp)))
+                .subquery("dd"))
+
     def _message_query(self, name: str) -> sa.Select[Any]:
-        """Rules 2 and 3: per row of a shared room, its owner and whether it is a
-        duplicate. A recent message with an archive row (same input, room and old id)
-        follows that row's verdict: kept and renumbered with it, or dropped with it; one
-        without an archive row is judged on its own columns."""
+        """Rules 2 and 3: per row of a shared room but its owner's (which keep their ids),
+        the owner and whether it is a duplicate. A recent message with an archive row (same
+        input, room and old id) follows that row's verdict: kept and renumbered with it,
+        or dropped with it; one without an archive row is judged on its own columns."""
         work = MESSAGES[name][0]
-        a = self.work(f"{work}_h").alias("a")
-        dd = self._duplicates(name, f"{work}_h", ("room_jid", "msg_id"), ("msg_id",))
+        k, r = self.work(f"{work}_k").alias("k"), self.work("room").alias("r")
+        dd = self._message_duplicates(name, f"{work}_h")
         own = flag(dd.c.msg_id.is_not(None))
-        joined = a.outerjoin(dd, sa.and_(dd.c.inp == a.c.inp, dd.c.room_jid == a.c.room_jid,
-                                         dd.c.msg_id == a.c.msg_id))
+        joined = k.join(r, r.c.room_jid == k.c.room_jid).outerjoin(dd, sa.and_(
+            dd.c.inp == k.c.inp, dd.c.room_jid == k.c.room_jid, dd.c.msg_id == k.c.msg_id))
         if work == "msg" and "tc_msgarchive" in self.tables:
             ar = self.work("arch").alias("ar")
             own = sa.case((ar.c.msg_id.is_not(None), ar.c.dup), else_=own)
-            joined = joined.outerjoin(ar, sa.and_(ar.c.inp == a.c.inp,
-                                                  ar.c.room_jid == a.c.room_jid,
-                                                  ar.c.msg_id == a.c.msg_id))
-        return sa.select(a.c.inp, a.c.room_jid, a.c.msg_id, a.c.d, a.c.owner,
-                         own.label("dup")).select_from(joined)
+            joined = joined.outerjoin(ar, sa.and_(ar.c.inp == k.c.inp,
+                                                  ar.c.room_jid == k.c.room_jid,
+                                                  ar.c.msg_id == k.c.msg_id))
+        return (sa.select(k.c.inp, k.c.room_jid, k.c.msg_id, k.c.d, r.c.owner,
+                          own.label("dup")).select_from(joined)
+                .where(k.c.inp != r.c.owner))
 
     def _idmap_query(self) -> sa.Select[Any]:
         """Rules 2 and 3: new ids for the kept rows of later inputs of shared rooms, above
@@ -424,10 +491,10 @@ class MergeRules:
         tables inside it)."""
         return [CreateWorkTable(self.names.work(n), q) for n, q in self._queries.items()]
 
-    def fill_statement(self, name: str) -> sa.Insert:
-        query = self._queries[name]
+    def fill_statement(self, name: str, query: sa.Select[Any] | None = None) -> sa.Insert:
+        columns = [str(c.key) for c in self._queries[name].selected_columns]
         return sa.insert(self.work(name)).from_select(
-            [str(c.key) for c in query.selected_columns], query)
+            columns, self._queries[name] if query is None else query)
 
     def refusals(self) -> list[RefuseIf]:
         """What stops a script where the merge would refuse (rule 1's ROOM_CONFLICT)."""
@@ -525,16 +592,21 @@ class MergeRules:
     #: (PostgreSQL: TEMP tables); otherwise before it (Oracle: its DDL commits)
     creates_work_in_transaction = False
 
-    def _fill(self, name: str, statement: sa.Executable | None = None) -> None:
-        """Fill work table ``name`` by its query (or ``statement``, a dialect's own way to
-        the same rows), in the listed order."""
+    def _fill(self, name: str, query: sa.Select[Any] | None = None, *,
+              own: sa.Executable | None = None) -> None:
+        """Fill work table ``name`` by its query, in the listed order; ``query``: another
+        query of the same columns (the dialect knows where the rows are); ``own``: a
+        statement of the dialect's own that makes and fills the table itself."""
         expected = next(self._next_fill, None)
         if expected != name:  # the order a script shows is the order run
             raise AssertionError(f"work table {name} filled out of order (expected {expected})")
-        if self.creates_work_in_transaction and statement is None:
-            # (a statement of the dialect's own makes its table itself)
-            self._run().execute(CreateWorkTable(self.names.work(name), self._queries[name]))
-        self._run().execute(self.fill_statement(name) if statement is None else statement)
+        if own is not None:
+            self._run().execute(own)
+        else:
+            if self.creates_work_in_transaction:
+                self._run().execute(CreateWorkTable(self.names.work(name),
+                                                    self._queries[name]))
+            self._run().execute(self.fill_statement(name, query))
         self._filled(name)
 
     def _filled(self, name: str) -> None:
@@ -745,12 +817,12 @@ class MergeRules:
                     "the room's highest id", database=self.inputs[inp], table=name, count=n))
 
     def _judge_messages(self) -> None:
-        """Rules 2 and 3: the message work tables (per row of a shared room its owner and
-        whether it is a duplicate), filled by their queries."""
+        """Rules 2 and 3: the message work tables (keys, pairs, the compared rows' hashes,
+        then per row of a shared room its owner and whether it is a duplicate)."""
         for name, (work, *_rest) in MESSAGES.items():
             if name in self.tables:
-                self._fill(f"{work}_h")
-                self._fill(work)
+                for step in ("_k", "_p", "_h", ""):
+                    self._fill(work + step)
 
     def _analyse_union(self, name: str) -> TableCounts:
         work = UNIONS[name]

@@ -9,11 +9,12 @@ owner's rows of shared rooms too (they keep their ids); only the rest is staged.
 
 * a room's holders come from the holders table the transports fill before any row moves
   (``tcm_s_holders``: per input its rooms and their id ranges), not from the rows;
-* of the message tables the duplicate search reads the keys tables (room, msg_id and
-  date of every row of a shared room, from every input) and compares in full only the
-  rows whose room and date another input has too (equal rows have equal dates); the
-  rows in the target's table of a shared room are its owner's (the target's own, or
-  copied straight in);
+* the message tables' keys (room, msg_id and date of every row of a shared room, from
+  every input) are in the keys tables the transports fill (the owner's rows' read on the
+  sources while copying, the target's own before any write, the staged rows' joined
+  here); the rows in the target's table of a shared room are its owner's (the target's
+  own, or copied straight in), the others staged;
+* the row hash is exact (md5 of the row's injective text): no column-by-column check;
 * counts add the rows copied straight in (``direct``).
 
 Everything runs in the caller's transaction.
@@ -39,12 +40,17 @@ from tcmerge.merge.transport import (
     keys_name,
     keys_select,
     room_indexed_query,
-    row_digest,
     staging_name,
+    staging_type,
 )
 from tcmerge.sqlexec import PsycopgRunner
 
-NAMES = Names(staging=staging_name, work=lambda name: f"tcm_w_{name}")
+#: the keys tables (``transport.create_staging``) are the rules' ``arch_k`` and ``msg_k``
+_KEYS = {f"{work}_k": keys_name(name) for name, (work, *_rest) in MESSAGES.items()}
+NAMES = Names(staging=staging_name, work=lambda name: _KEYS.get(name, f"tcm_w_{name}"))
+_STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "bigint": sa.BigInteger(), "integer": sa.Integer(), "timestamp": sa.TIMESTAMP(),
+    "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
 HOLDERS = sa.table("tcm_s_holders", sa.column("inp"), sa.column("room_jid"),
                    sa.column("lo"), sa.column("hi"))
 
@@ -61,16 +67,11 @@ class PgRules(MergeRules):
     """Analyse and apply the merge of what the transports moved (one session)."""
 
     creates_work_in_transaction = True
+    hash_is_exact = True
 
     def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str]) -> None:
         super().__init__(PsycopgRunner(conn), tables, inputs, NAMES)
         self.conn = conn
-
-    def _build(self) -> None:
-        super()._build()
-        # the message tables are judged from their keys tables (see _judge_messages)
-        for name in ("arch_h", "msg_h"):
-            self._queries.pop(name, None)
 
     # -- helpers ---------------------------------------------------------------------------
     def _x(self, query: sql.Composed | sql.SQL) -> int:
@@ -164,63 +165,24 @@ class PgRules(MergeRules):
         for name, (work, *_rest) in MESSAGES.items():
             if name not in self.tables:
                 continue
-            keys = _ident(keys_name(name))
-            # the keys of the staged rows of shared rooms (those of the owner's rows copied
-            # straight in came with them from the sources)
-            self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s", k=keys,
-                       q=self._shared_keys(self.tables[name], staging_name(name), True)))
-            # equal rows have equal rooms and dates: the (room, date) pairs several inputs
-            # have hold every duplicate (compared by ``_mark_duplicates``)
-            pairs = f"tcm_w_{work}_pairs"
-            self._work(pairs, _q(
-                "SELECT room_jid, coalesce(d, '-infinity') AS d FROM {k} "
-                "GROUP BY 1, 2 HAVING min(inp) <> max(inp)", k=keys))
-            # the later inputs' rows of shared rooms (the owner's keep their ids and are
-            # never duplicates: no earlier input has the room)
-            self._fill(work, sa.text(_q(
-                "CREATE TEMP TABLE {w} ON COMMIT DROP AS SELECT k.inp, k.room_jid, k.msg_id, "
-                "k.d, r.owner, 0 AS dup FROM {k} AS k JOIN tcm_w_room AS r "
-                "ON r.room_jid = k.room_jid WHERE k.inp <> r.owner",
-                w=_ident(self.names.work(work)), k=keys).as_string(self.conn)))
-            self._mark_duplicates(self.tables[name], self.names.work(work), pairs)
-        if all(n in self.tables for n in MESSAGES):
-            # Rule 3: a recent message follows its archive row (same input, room and old
-            # id): kept and renumbered together, or dropped together as a duplicate.
-            self._x(sql.SQL(
-                "UPDATE tcm_w_msg AS m SET dup = a.dup FROM tcm_w_arch AS a "
-                "WHERE a.room_jid = m.room_jid AND a.inp = m.inp AND a.msg_id = m.msg_id "
-                "AND a.dup IS DISTINCT FROM m.dup"))
+            # the keys table has the keys of the owner's rows copied straight in (read on
+            # the sources) and the target's own (before any write): the staged rows' join
+            self._fill(f"{work}_k", own=sa.text(_q(
+                "INSERT INTO {k} SELECT * FROM ({q}) AS s", k=_ident(keys_name(name)),
+                q=self._shared_keys(self.tables[name], staging_name(name), True)
+            ).as_string(self.conn)))
+            self._fill(f"{work}_p")
+            # the owner's rows of a shared room are in the target's table when copied there
+            self._fill(f"{work}_h", self._message_hash_query(
+                name, owner_in_target=name in self.direct))
+            self._fill(work)
 
-    def _mark_duplicates(self, table: sa.Table, work: str, pairs: str) -> None:
-        """In ``work``, flag as ``dup`` the rows equal in every column but msg_id to a row
-        of an earlier input: only rows of the (room, date) ``pairs`` are compared, by the
-        md5 of their text (see ``row_digest``), computed in the target.
-
-        Rows are read where they are: input 0's and, with direct copies, the owner's in
-        the target table (whose rows of a shared room are all its owner's), the others in
-        staging. Without pairs (rooms shared, dates not) nothing is read."""
-        if not self._one(_q("SELECT EXISTS (SELECT 1 FROM {p})", p=_ident(pairs))):
-            return
-        name = table.name
-        in_target = sql.SQL("(c.inp = 0 OR c.inp = c.owner)" if name in self.direct
-                            else "c.inp = 0")
-        marked = self._x(_q(
-            "WITH c AS (SELECT k.inp, k.room_jid, k.msg_id, r.owner FROM {k} AS k "
-            "JOIN {p} AS p ON p.room_jid = k.room_jid AND p.d = coalesce(k.d, '-infinity') "
-            "JOIN tcm_w_room AS r ON r.room_jid = k.room_jid) "
-            "UPDATE {w} AS w SET dup = 1 FROM (SELECT inp, room_jid, msg_id, "
-            "inp > min(inp) OVER (PARTITION BY h) AS dup FROM ("
-            "SELECT c.inp, c.room_jid, c.msg_id, {xh} AS h FROM c JOIN {t} AS x "
-            "ON x.{room}::text = c.room_jid AND x.msg_id = c.msg_id WHERE {here} "
-            "UNION ALL SELECT c.inp, c.room_jid, c.msg_id, {sh} FROM c "
-            "JOIN {s} AS s ON s.inp = c.inp AND s.{room} = c.room_jid AND s.msg_id = c.msg_id "
-            "WHERE NOT {here}) AS r) AS d "
-            "WHERE d.dup AND w.inp = d.inp AND w.room_jid = d.room_jid AND w.msg_id = d.msg_id",
-            k=_ident(keys_name(name)), p=_ident(pairs), w=_ident(work), t=_ident(name),
-            s=_ident(staging_name(name)), room=_ident(ROOM_COLUMN[name]), here=in_target,
-            xh=row_digest(table, ("msg_id",), "x"), sh=row_digest(table, ("msg_id",), "s")))
-        if marked:
-            self._x(_q("ANALYZE {w}", w=_ident(work)))
+    def _hash_input(self, column: sa.Column[Any], rows: Any, in_target: bool) -> Any:
+        # a target's value as staging holds it: the row texts of equal rows are equal
+        # (a char(n) value read as text loses its padding, as the transports' casts do)
+        value = rows.c[column.name]
+        return sa.cast(value, _STAGING_TYPES.get(staging_type(column), column.type)) \
+            if in_target else value
 
     # -- apply ------------------------------------------------------------------------------
     def _insert_rows(self, name: str, statement: sa.Insert | UpdateFrom) -> int:

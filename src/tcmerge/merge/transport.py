@@ -141,18 +141,6 @@ def keys_name(table: str) -> str:
     return KEYS_PREFIX + table
 
 
-def row_digest(table: sa.Table, exclude: tuple[str, ...],
-               prefix: str | None = None) -> sql.Composed:
-    """md5 of the row's text form (staging types) over every column but ``exclude``: an
-    injective encoding (NULL and '' differ, separators are quoted), computed where every
-    input's rows are in one encoding (the target)."""
-    cols = [c for c in table.columns if c.name not in exclude]
-    cast = sa.Table(table.name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in cols])
-    # as uuid: 16 bytes compared byte for byte, where md5's text would be sorted and
-    # hashed by the database's collation (slow under a site's en_US.UTF-8)
-    return sql.SQL("md5(ROW({})::text)::uuid").format(cast_list(cast, prefix))
-
-
 def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composable | None,
                 source: str | None = None) -> sql.Composed:
     """(inp, room, msg_id, date) of a message table's rows in ``source`` (default: the
