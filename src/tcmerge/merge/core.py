@@ -326,7 +326,7 @@ class MergeRules:
                 .join(r, r.c.room_jid == k.c.room_jid)),
             sa.select(k.c.inp, k.c.room_jid, k.c.msg_id, r.c.owner).select_from(
                 k.join(r, r.c.room_jid == k.c.room_jid)).where(k.c.d.is_(None)),
-        ).subquery("c")
+        ).cte("c")  # read by both branches below: computed once
         model = self.tables[name]
         target, staged = model.alias("x"), self.staging(name).alias("s")
         here = c.c.inp == lit(0)
