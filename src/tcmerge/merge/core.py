@@ -123,6 +123,8 @@ class MergeRules:
         #: into the target's table by a transport that can (PostgreSQL's direct path)
         self.staged: dict[str, dict[int, int]] | None = None
         self.direct: dict[str, dict[int, int]] = {}
+        #: message tables whose owner's rows of shared rooms are in the target's table
+        self.owner_rows_in_target: set[str] = set()
         #: work table -> its query, in the order they are filled (a query may read the
         #: work tables before it)
         self._queries: dict[str, sa.Select[Any]] = {}
@@ -189,12 +191,7 @@ class MergeRules:
         if "tc_users" in self.tables:
             out["users_all"] = self._users_all_query()
             out["users"] = self._users_query()
-        for name, (work, _room, _date, _keep) in MESSAGES.items():
-            if name in self.tables:
-                out[f"{work}_k"] = self._keys_query(name)
-                out[f"{work}_p"] = self._pairs_query(work)
-                out[f"{work}_h"] = self._message_hash_query(name)
-                out[work] = self._message_query(name)
+        self._build_messages()
         if any(n in self.tables for n in MESSAGES):
             out["idmap"] = self._idmap_query()
             if "tc_rooms" in self.tables:
@@ -292,6 +289,26 @@ class MergeRules:
         """A column as the row hash reads it (a target's value as staging holds it)."""
         return rows.c[column.name]
 
+    def _build_messages(self) -> None:
+        """The message tables' work queries (again when the rows' places change: see
+        ``moved``). With an exact row hash the hashed rows are not kept in a table of
+        their own: the verdicts read them inline."""
+        for name, (work, _room, _date, _keep) in MESSAGES.items():
+            if name in self.tables:
+                self._queries[f"{work}_k"] = self._keys_query(name)
+                self._queries[f"{work}_p"] = self._pairs_query(work)
+                if not self.hash_is_exact:
+                    self._queries[f"{work}_h"] = self._message_hash_query(name)
+                self._queries[work] = self._message_query(name)
+
+    def moved(self, staged: dict[str, dict[int, int]],
+              direct: dict[str, dict[int, int]]) -> None:
+        """What the transports moved, per table and input: staged, and copied straight
+        into the target's table (there, the owner's rows of a shared room's messages)."""
+        self.staged, self.direct = staged, direct
+        self.owner_rows_in_target = {n for n in MESSAGES if n in direct}
+        self._build_messages()
+
     def _keys_query(self, name: str) -> sa.Select[Any]:
         """Rules 2 and 3 look only at rooms several inputs hold: (inp, room, msg_id, date)
         of each of their rows."""
@@ -311,8 +328,7 @@ class MergeRules:
                 .group_by(k.c.room_jid, k.c.d)
                 .having(sa.func.min(k.c.inp) != sa.func.max(k.c.inp)))
 
-    def _message_hash_query(self, name: str, owner_in_target: bool = False
-                            ) -> sa.Select[Any]:
+    def _message_hash_query(self, name: str) -> sa.Select[Any]:
         """The rows of the pairs (and those without a date), with the hash of every
         column but msg_id, read where they are: the target's own rows in the target's
         table (``owner_in_target``: also the owner's, copied straight in by a transport),
@@ -330,7 +346,7 @@ class MergeRules:
         model = self.tables[name]
         target, staged = model.alias("x"), self.staging(name).alias("s")
         here = c.c.inp == lit(0)
-        if owner_in_target:
+        if name in self.owner_rows_in_target:
             here = sa.or_(here, c.c.inp == c.c.owner)
         u = sa.union_all(
             sa.select(c.c.inp, c.c.room_jid, c.c.msg_id,
@@ -375,7 +391,8 @@ class MergeRules:
         a row of an earlier input in the same room."""
         if not self.hash_is_exact:
             return self._duplicates(name, hashed, ("room_jid", "msg_id"), ("msg_id",))
-        x, e = self.work(hashed).alias("x"), self.work(hashed).alias("e")
+        rows = self._message_hash_query(name).cte(hashed)
+        x, e = rows.alias("x"), rows.alias("e")
         return (sa.select(x.c.inp, x.c.room_jid, x.c.msg_id).distinct()
                 .select_from(x.join(e, sa.and_(e.c.room_jid == x.c.room_jid, e.c.h == x.c.h,
                                                e.c.inp < x.c.inp)))
@@ -822,7 +839,8 @@ class MergeRules:
         for name, (work, *_rest) in MESSAGES.items():
             if name in self.tables:
                 for step in ("_k", "_p", "_h", ""):
-                    self._fill(work + step)
+                    if work + step in self._queries:
+                        self._fill(work + step)
 
     def _analyse_union(self, name: str) -> TableCounts:
         work = UNIONS[name]

@@ -402,7 +402,7 @@ class _Merge:
             if self.mode == "run":
                 marks.append(reader.mark(names))
             reader.finish()
-        rules.staged, rules.direct = staged, direct
+        rules.moved(staged, direct)
         for reader in self.readers:
             reader.load_keys()
             # the sources compute their checksums while the target analyses
