@@ -391,12 +391,13 @@ class MergeRules:
         a row of an earlier input in the same room."""
         if not self.hash_is_exact:
             return self._duplicates(name, hashed, ("room_jid", "msg_id"), ("msg_id",))
-        rows = self._message_hash_query(name).cte(hashed)
-        x, e = rows.alias("x"), rows.alias("e")
-        return (sa.select(x.c.inp, x.c.room_jid, x.c.msg_id).distinct()
-                .select_from(x.join(e, sa.and_(e.c.room_jid == x.c.room_jid, e.c.h == x.c.h,
-                                               e.c.inp < x.c.inp)))
-                .subquery("dd"))
+        # equal hashes are equal rows: a row is a duplicate when an earlier input has its
+        # hash in its room (one pass over the rows, no pairs built)
+        rows = self._message_hash_query(name).subquery(hashed)
+        first = sa.select(rows, sa.func.min(rows.c.inp).over(
+            partition_by=(rows.c.room_jid, rows.c.h)).label("first")).subquery("f")
+        return (sa.select(first.c.inp, first.c.room_jid, first.c.msg_id)
+                .where(first.c.inp > first.c.first).subquery("dd"))
 
     def _message_query(self, name: str) -> sa.Select[Any]:
         """Rules 2 and 3: per row of a shared room but its owner's (which keep their ids),
