@@ -365,13 +365,24 @@ class MergeRules:
 
     def _duplicates(self, name: str, hashed: str, key: tuple[str, ...],
                     exclude: tuple[str, ...]) -> sa.Subquery:
-        """(inp, key...) of the rows equal to a row of an earlier input: equal hashes make
-        the candidates, the rows compared column by column decide."""
+        """(inp, key...) of the rows equal (but for ``exclude``) to a row of an earlier
+        input, and for the message tables in the same room. With an exact hash, equal
+        hashes are equal rows: a row is a duplicate when an earlier input has its hash
+        (one pass, no pairs built). Otherwise equal hashes make the candidates and the rows
+        compared column by column decide."""
+        room = MESSAGES[name][1] if name in MESSAGES else None
+        if self.hash_is_exact:
+            rows: Any = (self._message_hash_query(name).subquery(hashed) if room
+                         else self.work(hashed))
+            part = (rows.c.room_jid, rows.c.h) if room else (rows.c.h,)
+            first = sa.select(rows, sa.func.min(rows.c.inp).over(partition_by=part)
+                              .label("first")).subquery("f")
+            return (sa.select(first.c.inp, *(first.c[k] for k in key))
+                    .where(first.c.inp > first.c.first).subquery("dd"))
         model = self.tables[name]
         x, e = self.work(hashed).alias("x"), self.work(hashed).alias("e")
         rid = key == ("rid",)
         xr, er = self.all_rows(name, rid, "xr"), self.all_rows(name, rid, "er")
-        room = MESSAGES[name][1] if name in MESSAGES else None
 
         def at(rows: Any, ref: Any) -> Any:
             cond = [rows.c.inp == ref.c.inp]
@@ -386,19 +397,6 @@ class MergeRules:
                 .select_from(x.join(e, sa.and_(*pair)).join(xr, at(xr, x)).join(er, at(er, e)))
                 .where(same_row(model, xr, er, exclude=exclude)).subquery("dd"))
 
-    def _message_duplicates(self, name: str, hashed: str) -> sa.Subquery:
-        """(inp, room_jid, msg_id) of the compared rows equal in every column but msg_id to
-        a row of an earlier input in the same room."""
-        if not self.hash_is_exact:
-            return self._duplicates(name, hashed, ("room_jid", "msg_id"), ("msg_id",))
-        # equal hashes are equal rows: a row is a duplicate when an earlier input has its
-        # hash in its room (one pass over the rows, no pairs built)
-        rows = self._message_hash_query(name).subquery(hashed)
-        first = sa.select(rows, sa.func.min(rows.c.inp).over(
-            partition_by=(rows.c.room_jid, rows.c.h)).label("first")).subquery("f")
-        return (sa.select(first.c.inp, first.c.room_jid, first.c.msg_id)
-                .where(first.c.inp > first.c.first).subquery("dd"))
-
     def _message_query(self, name: str) -> sa.Select[Any]:
         """Rules 2 and 3: per row of a shared room but its owner's (which keep their ids),
         the owner and whether it is a duplicate. A recent message with an archive row (same
@@ -406,7 +404,7 @@ class MergeRules:
         or dropped with it; one without an archive row is judged on its own columns."""
         work = MESSAGES[name][0]
         k, r = self.work(f"{work}_k").alias("k"), self.work("room").alias("r")
-        dd = self._message_duplicates(name, f"{work}_h")
+        dd = self._duplicates(name, f"{work}_h", ("room_jid", "msg_id"), ("msg_id",))
         own = flag(dd.c.msg_id.is_not(None))
         joined = k.join(r, r.c.room_jid == k.c.room_jid).outerjoin(dd, sa.and_(
             dd.c.inp == k.c.inp, dd.c.room_jid == k.c.room_jid, dd.c.msg_id == k.c.msg_id))
