@@ -146,7 +146,7 @@ def keys_select(table: sa.Table, inp: int | sql.Composable, where: sql.Composabl
     """(inp, room, msg_id, date) of a message table's rows in ``source`` (default: the
     table itself; a staging table carries ``inp``): what the analysis needs of every row
     of a shared room. Equal rows have equal rooms and dates, so only rows whose room and
-    date another input also has are compared in full (see rules_pg.py)."""
+    date another input also has are compared in full (see core.py)."""
     name = table.name
     query = sql.SQL("SELECT {}::smallint, {}::text, msg_id::bigint, {}::timestamp "
                     "FROM {}").format(
