@@ -13,6 +13,7 @@ from tcmerge.preflight.context import Database
 from tcmerge.results import Finding, error, info, warning
 from tcmerge.schema.compare import (
     ColumnShape,
+    LiveColumn,
     LiveTable,
     can_hold,
     compare_to_model,
@@ -89,6 +90,8 @@ def _against_target(source: Database, target: Database,
                          f"{name} TYPE {column.shape} (PostgreSQL) / MODIFY (Oracle)",
                     details={"column": name, "source": str(column.shape),
                              "target": str(into.shape), "source_database": source.label}))
+            elif _fraction_digits(into) < _fraction_digits(column):
+                findings.extend(_rounded_times(source, table.name, name, into, column))
         for name, column in dst.columns.items():
             if name in src.columns or name in required:
                 continue  # a required column missing is reported against the model
@@ -109,6 +112,40 @@ def _against_target(source: Database, target: Database,
                     database=source.label, table=table.name,
                     details={"column": name, "required": False}))
     return findings
+
+
+def _fraction_digits(column: LiveColumn) -> int:
+    """The fractional digits of a time column's seconds, as reflected (PostgreSQL's
+    ``timestamp(n)``; without a stated precision 6, also where the type tells none)."""
+    if column.shape.kind not in ("timestamp", "timestamptz"):
+        return 6
+    precision = getattr(column.type_, "precision", None)
+    return 6 if precision is None else int(precision)
+
+
+def _rounded_times(source: Database, table: str, name: str, into: LiveColumn,
+                   column: LiveColumn) -> list[Finding]:
+    """A target time column with fewer fractional digits than the source's: an error when
+    some value would be rounded, a warning that every value fits otherwise."""
+    assert source.conn is not None
+    value: sa.ColumnClause[Any] = sa.column(name)
+    rounded = int(source.conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))
+                                      .where(sa.cast(value, into.type_) != value)).scalar()
+                  or 0)
+    where = {"database": source.label, "table": table}
+    details = {"column": name, "source": str(column.shape), "target": str(into.shape),
+               "target_fraction_digits": _fraction_digits(into)}
+    if rounded:
+        return [error(
+            "SCHEMA_TYPE_MISMATCH",
+            f"{table}.{name} keeps {_fraction_digits(into)} fractional digits of a second in "
+            f"the target: {rounded} value(s) of {source.label} would be rounded",
+            hint=f"widen the target column: ALTER TABLE {table} ALTER COLUMN {name} TYPE "
+                 f"{into.shape.kind}(6)", details={**details, "rounded": rounded}, **where)]
+    return [warning(
+        "SCHEMA_TYPE_MISMATCH",
+        f"{table}.{name} keeps {_fraction_digits(into)} fractional digits of a second in the "
+        f"target; every value of {source.label} fits", details=details, **where)]
 
 
 #: the largest magnitude each integer kind holds (exclusive)

@@ -167,3 +167,31 @@ def test_types_are_judged_by_the_values_they_hold(tc_factory: Callable[..., TcDa
     assert code == 0, done
     assert target.query("SELECT msg_id, body_string, body_len FROM tc_msgarchive "
                         "ORDER BY msg_id") == [(1, "short", 5), (2, "x" * 20, 20)]
+
+
+def test_times_with_fewer_fractional_digits_in_the_target(
+        tc_factory: Callable[..., TcData]) -> None:
+    """A target's timestamp(0) holds a source's whole seconds unchanged (a warning says so),
+    not its fractions (an error before anything moves: they would be rounded)."""
+    target, source = tc_factory(), tc_factory()
+    target.execute("ALTER TABLE tc_msgarchive ALTER COLUMN sent_date TYPE timestamp(0)")
+    source.room(SOLO1, next_=3)
+    source.messages(SOLO1, [(1, 1, "a"), (2, 2, "b")])
+    args = ["--source", url(source.ref), "--target", url(target.ref)]
+
+    code, checked = cli("validate", *args)
+    assert code == 0, checked
+    [fits] = [f for f in checked["findings"] if f["code"] == "SCHEMA_TYPE_MISMATCH"
+              and f["database"] == source.ref.label]
+    assert fits["severity"] == "warning" and "every value" in fits["message"]
+
+    source.execute("UPDATE tc_msgarchive SET sent_date = sent_date + interval '0.25 second' "
+                   "WHERE msg_id = 2")
+    code, refused = cli("run", *args, "--yes")
+    assert code == 1, refused
+    [rounded] = [f for f in refused["findings"] if f["code"] == "SCHEMA_TYPE_MISMATCH"
+                 and f["severity"] == "error"]
+    assert rounded["details"] == {"column": "sent_date", "source": "timestamp",
+                                  "target": "timestamp", "target_fraction_digits": 0,
+                                  "rounded": 1}
+    assert target.count("tc_msgarchive") == 0
