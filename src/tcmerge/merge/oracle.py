@@ -54,10 +54,6 @@ def compile_oracle(element: sa.ClauseElement, **kw: Any) -> str:
     return str(element.compile(dialect=ORACLE, **kw))
 
 
-def plsql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class AtLink(TableClause):
     """``table@link``: a table read through an Oracle database link."""
 

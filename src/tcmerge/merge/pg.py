@@ -174,23 +174,6 @@ def set_client_encoding(conn: PgConn, encoding: str) -> None:
     conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
 
 
-def existing_tables(conn: PgConn, names: list[str]) -> set[str]:
-    """Which of ``names`` exist as tables visible on the search path."""
-    rows = conn.execute(
-        "SELECT n FROM unnest(%s::text[]) AS n WHERE to_regclass(quote_ident(n)) IS NOT NULL",
-        (names,),
-    ).fetchall()
-    return {str(r[0]) for r in rows}
-
-
-def table_columns(conn: PgConn, table: str) -> list[str]:
-    """The column names of ``table`` (search path), in order."""
-    rows = conn.execute(
-        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s)) "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,)).fetchall()
-    return [str(r[0]) for r in rows]
-
-
 def relay_copy(source: PgConn, out: psycopg.Copy, write: Callable[[bytearray], Any], *,
                every: int = 0, tick: Callable[[int], None] | None = None) -> int:
     """Relay a binary ``COPY ... TO STDOUT`` started on ``source`` (``out``) to ``write``
