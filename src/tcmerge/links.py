@@ -26,7 +26,7 @@ Which of the two a source gets is validation's decision, carried in its report
 Oracle: database links made by the target's user to a source schema.
 ``plan_oracle_link`` gives one link's statements (create, probe, close, drop): a
 private link when the user may create one, a public link only when it must; unique
-names; the password a bind variable. The Oracle merge (``merge/oracle_engine.py``)
+names; the password a bind variable. The Oracle merge (``merge/oracle_merge.py``)
 runs them before its transaction and drops the links afterwards, after failures too.
 The statements are constructs compiled for the Oracle dialect
 (``tcmerge.dialects.oracle.ddl``); LOB columns move by INSERT ... SELECT over the

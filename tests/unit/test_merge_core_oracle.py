@@ -22,7 +22,7 @@ import sqlglot
 
 from tcmerge.merge import oracle as ora
 from tcmerge.merge.core import MergeRules
-from tcmerge.merge.oracle_engine import oracle_names
+from tcmerge.merge.oracle_merge import oracle_names
 from tcmerge.merge.verify import check_statements
 from tcmerge.schema import tc
 from tcmerge.sqlexec import SaRunner
@@ -275,7 +275,7 @@ def test_the_live_columns_decide_the_oracle_plan_too() -> None:
     """An extra column the target and source 1 have, which source 2 lacks (validation's
     ``merge_tables``): staged from source 1, NULL for source 2's rows, merged."""
     from tcmerge.dburl import parse_database
-    from tcmerge.merge.oracle_engine import OraclePlan
+    from tcmerge.merge.oracle_merge import OraclePlan
     from tcmerge.request import MergeRequest
 
     archive = sa.Table("tc_msgarchive", sa.MetaData(), *(

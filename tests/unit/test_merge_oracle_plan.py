@@ -3,7 +3,7 @@
 No Oracle server here. ``render_script`` prints the whole plan of a 2-source
 merge as a SQL script (like Alembic's offline mode); the order tests read it.
 
-The control-flow tests run the real executor (``OracleMerge``) against
+The control-flow tests run the real executor (``MergeExecutor`` with ``OracleMerge``) against
 ``RecordingConnection``: it records the Oracle text of every statement in order,
 answers nothing (no rows, no row counts) and raises where a test tells it to.
 It is NOT a database mock: no test here gets a result from it, so each failure
@@ -25,15 +25,15 @@ import sqlalchemy as sa
 from tcmerge.dburl import DatabaseRef, parse_database
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import oracle as ora
-from tcmerge.merge.engine import MergeFailed, _Merge, analyse_merge, run_merge
-from tcmerge.merge.oracle_engine import (
+from tcmerge.merge.dialect_merge import RunContext
+from tcmerge.merge.engine import MergeExecutor, MergeFailed, analyse_merge, run_merge
+from tcmerge.merge.oracle_merge import (
+    Connector,
     OracleMerge,
     OraclePlan,
     iter_sql,
     render_script,
-    run_oracle,
 )
-from tcmerge.merge.plan import MergePlan
 from tcmerge.request import MergeRequest
 from tcmerge.schema import tc
 from tcmerge.validate import ValidationReport
@@ -159,16 +159,33 @@ class RecordingConnection:
         self.log.append((self.role, "CLOSE", None))
 
 
+JOB_ID = "20261126T101500-ab12cd34"
+
+
+def executor(connect: Connector, **oracle: Any) -> MergeExecutor:
+    """run's executor with the Oracle steps on the given sessions (no lock session of
+    tcmerge.lock: ``_execute`` is entered after it)."""
+
+    def make(request: MergeRequest, report: ValidationReport, ctx: RunContext) -> OracleMerge:
+        impl = OracleMerge(request, report, ctx, connect=connect)
+        for name, value in oracle.items():
+            setattr(impl, name, value)
+        return impl
+
+    merge = MergeExecutor(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT,
+                          dialect_merge=make)
+    merge.ctx.job_id = JOB_ID
+    return merge
+
+
 def run(fail: Callable[[str], OraError | None]) -> tuple[list[tuple[str, str, Any]], Any]:
     log: list[tuple[str, str, Any]] = []
-    merge = _Merge(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT)
-    merge.job_id = "20261126T101500-ab12cd34"
 
     def connect(db: DatabaseRef, role: str) -> RecordingConnection:
         return RecordingConnection(log, role, fail)
 
     try:
-        outcome: Any = run_oracle(merge, REPORT, [], connect=connect)
+        outcome: Any = executor(connect)._execute("oracle")
     except MergeFailed as exc:
         outcome = exc
     return log, outcome
@@ -242,7 +259,7 @@ def test_oracle_inputs_reach_the_oracle_executor() -> None:
 
 
 def test_the_merge_transaction_first_locks_the_merged_tables_against_writers() -> None:
-    # as on PostgreSQL (engine.py): SHARE mode from the transaction's first statement, so
+    # as on PostgreSQL (pg_merge.py): SHARE mode from the transaction's first statement, so
     # that no writer changes the target between the checksums, the snapshot, the analysis
     # and the inserts. Without it, a row committed by another session in between was
     # missing from the snapshot (a restore would delete it) or changed what the rules saw.
@@ -253,36 +270,31 @@ def test_the_merge_transaction_first_locks_the_merged_tables_against_writers() -
     assert steps.index(lock) < min(i for i, t in enumerate(steps)
                                    if t.startswith(("SELECT", "INSERT")))
     log: list[tuple[str, str, Any]] = []
-    merge = _Merge(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT)
-    executor = OracleMerge(merge, REPORT, [], connect=lambda db, role: RecordingConnection(
-        log, role, lambda t: None))
-    executor.conn = RecordingConnection(log, "merge", lambda t: OraError(
+    oracle = OracleMerge(REQUEST, REPORT, RunContext(mode="run", job_id=JOB_ID),
+                         connect=lambda db, role: RecordingConnection(log, role, lambda t: None))
+    oracle.conn = RecordingConnection(log, "merge", lambda t: OraError(
         1013, "ORA-01013: user requested cancel of current operation"))
     with pytest.raises(sa.exc.DatabaseError):
-        executor._transaction(plan(), MergePlan(inputs=["t", "s1", "s2"], transport="dblink",
-                                                     tables=plan().tables))
+        oracle.begin_transaction(plan())
     assert [t for _, t, _ in log] == [lock]
 
 
 def test_an_interrupted_merge_is_recorded_as_failed_and_cleans_up() -> None:
-    # rules 8 and 9, as engine.py does on PostgreSQL: Ctrl-C (or a bug) while a source is
+    # rules 8 and 9, as the executor does on PostgreSQL: Ctrl-C (or a bug) while a source is
     # staged still rolls back, records the failed job in a session of its own, drops the
     # links and staging, and releases the lock. The Oracle executor caught only driver and
     # tcmerge errors: such a run left no job record at all.
     log: list[tuple[str, str, Any]] = []
-    merge = _Merge(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT)
-    merge.job_id = "20261126T101500-ab12cd34"
 
     def interrupt(text: str) -> OraError | None:
         if text.startswith("INSERT /*+ APPEND */ INTO tcm_ab12cd34_s_users"):
             raise KeyboardInterrupt
         return None
 
-    executor = OracleMerge(merge, REPORT, [], connect=lambda db, role: RecordingConnection(
-        log, role, interrupt))
-    executor.source_checksums = lambda: []  # type: ignore[method-assign]
+    merge = executor(lambda db, role: RecordingConnection(log, role, interrupt),
+                     read_source_checksums=lambda: [])
     with pytest.raises(KeyboardInterrupt):
-        executor.execute()
+        merge._execute("oracle")
     job = index(log, "jobs", r"^INSERT INTO tcmerge_jobs")
     assert log[job][2]["status"] == "failed"
     assert log[job][2]["error"] == "KeyboardInterrupt: interrupted or internal error"

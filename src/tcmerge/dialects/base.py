@@ -97,8 +97,9 @@ class DialectAdapter(abc.ABC):
     reports_free_space: ClassVar[bool] = False
     #: merge transports this dialect offers, in order of preference
     transports: ClassVar[tuple[str, ...]] = ()
-    #: "module:function" that runs a merge once its preflight passed (imported when used)
-    merge_runner: ClassVar[str] = ""
+    #: "module:Class" of the merge's steps on this dialect (a ``DialectMerge``, imported
+    #: when used)
+    merge_impl: ClassVar[str] = ""
 
     # -- sessions -------------------------------------------------------------------------
     def connect_args(self, *, read_only: bool) -> dict[str, Any]:

@@ -1,6 +1,5 @@
-"""The transactional merge engine (PostgreSQL; Oracle: ``oracle_engine``).
-
-The merge rules are written once for both dialects: ``core``."""
+"""The transactional merge: one executor for every dialect (``engine``), the dialect's
+steps (``pg_merge``, ``oracle_merge``), the rules written once for both (``core``)."""
 
 from __future__ import annotations
 

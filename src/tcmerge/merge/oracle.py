@@ -175,7 +175,7 @@ def lock_merge() -> sa.TextClause:
 
 def lock_tables(tables: list[str]) -> sa.TextClause:
     """LOCK TABLE the merged tables IN SHARE MODE: the first statement of the merge
-    transaction (as engine.py on PostgreSQL). No other writer until COMMIT or ROLLBACK,
+    transaction (as pg_merge.py on PostgreSQL). No other writer until COMMIT or ROLLBACK,
     so the checksums, the snapshot, the analysis and the inserts all see one target;
     readers pass. Not DDL: it neither commits nor ends the transaction."""
     return sa.text(f"LOCK TABLE {', '.join(quote(t) for t in tables)} IN SHARE MODE")

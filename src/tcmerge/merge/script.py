@@ -32,7 +32,7 @@ class MergeScript:
 
 def _oracle(request: MergeRequest) -> str:
     from tcmerge.merge import oracle as ora
-    from tcmerge.merge.oracle_engine import OraclePlan, render_script
+    from tcmerge.merge.oracle_merge import OraclePlan, render_script
 
     # a private link: what a user with CREATE DATABASE LINK makes (validate tells whether
     # the target's user has it; a public one needs CREATE/DROP PUBLIC DATABASE LINK)

@@ -366,7 +366,7 @@ def oracle_plan_checked(tables: tuple[str, ...], sources: tuple[int, ...]) -> tu
         dict[str, int], list[str]]:
     """Build and check the Oracle plan once per (selection, sources); returns the number
     of statements parsed/only compiled and the phases' notes."""
-    from tcmerge.merge.oracle_engine import OraclePlan, render_script
+    from tcmerge.merge.oracle_merge import OraclePlan, render_script
     from tcmerge.request import MergeRequest
 
     refs = [oracle_ref(f"db{i}") for i in range(max(sources, default=0) + 1)]

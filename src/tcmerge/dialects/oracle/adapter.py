@@ -43,7 +43,7 @@ class OracleAdapter(DialectAdapter):
     max_identifier_length = 128  # 30 before 12.2: link names are kept below 30
     reports_free_space = True
     transports = ("dblink",)
-    merge_runner = "tcmerge.merge.oracle_engine:run_oracle"
+    merge_impl = "tcmerge.merge.oracle_merge:OracleMerge"
 
     def begin_session(self, conn: sa.Connection, *, read_only: bool) -> None:
         if read_only:

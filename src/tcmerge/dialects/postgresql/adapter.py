@@ -100,7 +100,7 @@ class PostgresAdapter(DialectAdapter):
     max_identifier_length = 63
     reports_free_space = False
     transports = ("copy", "dblink")
-    merge_runner = "tcmerge.merge.engine:run_postgresql"
+    merge_impl = "tcmerge.merge.pg_merge:PostgresMerge"
 
     _read_only_option: ClassVar[str] = "-c default_transaction_read_only=on"
 

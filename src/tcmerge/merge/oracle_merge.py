@@ -1,4 +1,5 @@
-"""The Oracle merge: a plan of steps, and the executor that runs exactly those steps.
+"""The Oracle merge's steps: a plan of statements, and ``OracleMerge``, the
+``DialectMerge`` that runs exactly those statements for the executor (``engine.py``).
 
 Oracle DDL commits, so a run is three parts:
 
@@ -38,7 +39,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import sqlalchemy as sa
 
@@ -49,18 +50,18 @@ from tcmerge.dialects.oracle.ddl import PASSWORD_PARAM
 from tcmerge.errors import DatabaseError, TcmergeError
 from tcmerge.links import OracleLinkPlan, plan_oracle_link
 from tcmerge.merge import oracle as ora
-from tcmerge.merge.core import MergeRules, Names
-from tcmerge.merge.jobs import JobRecord, job_values, utcnow
-from tcmerge.merge.plan import MergePlan, MergeResult
+from tcmerge.merge.core import Analysis, MergeRules, Names
+from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
+from tcmerge.merge.jobs import JobRecord, job_values
+from tcmerge.merge.plan import MergePlan
 from tcmerge.merge.snapshot import MergeInProgress
-from tcmerge.merge.verify import check_statements, check_target, compare_checksums
+from tcmerge.merge.verify import check_statements, compare_checksums
 from tcmerge.request import MergeRequest
-from tcmerge.results import Finding, blocking, error, info
+from tcmerge.results import Finding, info
 from tcmerge.schema.bookkeeping import tcmerge_jobs
-from tcmerge.sqlexec import SaRunner
+from tcmerge.sqlexec import Runner, SaRunner
 
 if TYPE_CHECKING:
-    from tcmerge.merge.engine import MergeFailed, _Merge
     from tcmerge.validate import ValidationReport
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class OraclePlan:
         return [Step("unlink", link.close, f"close {link.name}", optional=True),
                 Step("unlink", link.drop, f"drop {link.name}", drops=link.name)]
 
-    # -- part 2 (listing; run by OracleMerge._transaction) --------------------------------------
+    # -- part 2 (listing; run by the executor through OracleMerge) ---------------------------
     def transaction_steps(self, recording: bool = True) -> list[Step]:
         adapter = OracleAdapter()
         steps = [Step("transaction", None, "BEGIN: Oracle starts the transaction with the "
@@ -320,23 +321,56 @@ def link_kind_of(report: ValidationReport) -> str | None:
     return kind if kind in ("private", "public") else None
 
 
-class OracleMerge:
-    """Runs an ``OraclePlan`` for the engine's ``_Merge`` (its request, mode, recording)."""
+class OracleMerge(DialectMerge):
+    """The Oracle steps of a merge: runs an ``OraclePlan`` for the executor."""
 
-    def __init__(self, merge: _Merge, report: ValidationReport, findings: list[Finding],
+    asks_before_transaction: ClassVar[bool] = False
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (sa.exc.DBAPIError,)
+
+    def __init__(self, request: MergeRequest, report: ValidationReport, ctx: RunContext,
                  connect: Connector | None = None) -> None:
-        self.m = merge
-        self.request: MergeRequest = merge.request
-        self.report = report
-        self.findings = findings
+        super().__init__(request, report, ctx)
         self.sessions = EngineSessions() if connect is None else None
         self.connect: Connector = connect or self.sessions  # type: ignore[assignment]
-        self.token = ora.job_token(merge.job_id)
+        self.token = ora.job_token(ctx.job_id)
         self.created: dict[str, Step] = {}  # object name -> the step that made it
-        self.drop_for: dict[str, list[Step]] = {}
         self.source_sums: list[dict[str, str]] = []
         self.conn: Conn | None = None
         self.lock: Conn | None = None
+        self.oracle_plan: OraclePlan | None = None
+
+    def data_not_checked(self) -> Finding:
+        # staging needs DDL in the target (it commits): validate changes nothing, so the
+        # data analysis is left to run / run --dry-run
+        return info(
+            "DATA_NOT_CHECKED",
+            "on Oracle the merge's data analysis needs staging tables in the target "
+            "(Oracle DDL commits), so validate does not run it; `tcmerge run --dry-run` "
+            "runs it and rolls back", database=self.request.target.label)
+
+    def plan(self) -> MergePlan:
+        kind = link_kind_of(self.report)
+        if kind is None:
+            raise DatabaseError("the target user may create no database link (needs CREATE "
+                                "DATABASE LINK, or CREATE and DROP PUBLIC DATABASE LINK)",
+                                code="PRIVILEGE_MISSING")
+        plan = self.oracle_plan = OraclePlan(self.request, self.token, kind,
+                                             snapshot=self.request.snapshot)
+        return MergePlan(inputs=[r.label for r in self.request.databases],
+                         transport="dblink", tables=plan.tables)
+
+    def open(self) -> None:
+        self.lock = self.connect(self.request.target, "lock")
+        self.conn = self.connect(self.request.target, "merge")
+
+    @property
+    def _conn(self) -> Conn:
+        assert self.conn is not None
+        return self.conn
+
+    @property
+    def runner(self) -> Runner:
+        return SaRunner(self._conn, ora.ORACLE)
 
     # -- running steps ---------------------------------------------------------------------
     def _params(self, step: Step) -> dict[str, Any] | None:
@@ -347,7 +381,7 @@ class OracleMerge:
     def _run(self, steps: list[Step]) -> None:
         for step in steps:
             if step.hook == "source_checksums":
-                self.source_sums = self.source_checksums()
+                self.source_sums = self.read_source_checksums()
                 continue
             if step.statement is None:
                 continue
@@ -379,7 +413,7 @@ class OracleMerge:
         code = "CONNECTION_FAILED" if step.phase in ("links", "fill") else "MERGE_FAILED"
         return DatabaseError(f"{step.note}: {reason}", code=code)
 
-    def source_checksums(self) -> list[dict[str, str]]:
+    def read_source_checksums(self) -> list[dict[str, str]]:
         """Each source's checksums, read in one read-only transaction of its own."""
         adapter = OracleAdapter()
         sums: list[dict[str, str]] = []
@@ -401,77 +435,66 @@ class OracleMerge:
                 conn.close()
         return sums
 
-    # -- the run ---------------------------------------------------------------------------
-    def execute(self) -> MergeResult:
-        m, request = self.m, self.request
-        if m.mode == "validate":
-            # staging needs DDL in the target (it commits): validate changes nothing, so
-            # the data analysis is left to run / run --dry-run
-            self.findings.append(info(
-                "DATA_NOT_CHECKED",
-                "on Oracle the merge's data analysis needs staging tables in the target "
-                "(Oracle DDL commits), so validate does not run it; `tcmerge run --dry-run` "
-                "runs it and rolls back", database=request.target.label))
-            return m._result("validated", self.findings, None)
-        kind = link_kind_of(self.report)
-        if kind is None:
-            raise DatabaseError("the target user may create no database link (needs CREATE "
-                                "DATABASE LINK, or CREATE and DROP PUBLIC DATABASE LINK)",
-                                code="PRIVILEGE_MISSING")
-        plan = OraclePlan(request, self.token, kind, snapshot=request.snapshot)
-        mplan = MergePlan(inputs=[r.label for r in request.databases], transport="dblink",
-                          tables=plan.tables)
-        succeeded = False
-        try:
-            self.lock = self.connect(request.target, "lock")
-            self.conn = self.connect(request.target, "merge")
-            self._run(plan.lock_steps())
-            self._run(plan.before_steps())
-            m._phase("stage")
-            result = self._transaction(plan, mplan)
-            succeeded = result.status == "succeeded"
-            return result
-        except MergeInProgress as exc:
-            self.findings.append(error("MERGE_IN_PROGRESS", exc.message,
-                                       database=request.target.label,
-                                       hint="wait for the other merge to finish"))
-            return m._result("refused", self.findings, mplan)
-        except (TcmergeError, sa.exc.DBAPIError) as exc:
-            self._rollback(self.conn)
-            raise self._fail(exc, mplan) from None
-        except BaseException as exc:  # interrupted, or a bug: still roll back and record
-            self._rollback(self.conn)
-            self._record_failed(mplan, f"{type(exc).__name__}: interrupted or internal error")
-            raise
-        finally:
-            self._finish(plan, succeeded)
+    # -- the steps the executor calls --------------------------------------------------------
+    def prepare(self, plan: MergePlan) -> Prepared:
+        oplan = self.oracle_plan
+        assert oplan is not None
+        self._run(oplan.lock_steps())
+        self._run(oplan.before_steps())
+        self.ctx.clock.phase("stage")
+        return self.begin_transaction(oplan)
 
-    def _fail(self, exc: TcmergeError | sa.exc.DBAPIError, mplan: MergePlan) -> MergeFailed:
-        """Record the failed job (own transaction) and say so; the target is unchanged."""
-        from tcmerge.merge.engine import MergeFailed
+    def begin_transaction(self, oplan: OraclePlan) -> Prepared:
+        """The merge transaction's first statements: the merged tables locked, the target
+        as it was (checksums, fingerprint, snapshot), the rules' first counts."""
+        ctx, request, conn = self.ctx, self.request, self._conn
+        self.rules = MergeRules(self.runner, request.tables,
+                                [r.label for r in request.databases], oracle_names(self.token))
+        adapter = OracleAdapter()
+        # no other writer until COMMIT/ROLLBACK: the checksums, the snapshot, the rules and
+        # the verification all see the same target (as on PostgreSQL)
+        conn.execute(ora.lock_tables(oplan.tables))
+        prepared = Prepared()
+        if ctx.recording and request.snapshot:
+            for table in request.tables:
+                row = conn.execute(adapter.checksum_statement(table)).one()
+                prepared.target_checksums[table.name] = f"{row[0]}:{row[1]}"
+        # everything else in the schema, before the first write: verify compares with it
+        if ctx.recording:
+            prepared.fingerprint = adapter.catalog_fingerprint(cast(sa.Connection, conn),
+                                                               oplan.tables)
+        if ctx.mode == "run":
+            prepared.snapshot = oplan.snapshot_names()
+        for tname, name in prepared.snapshot.items():
+            conn.execute(snapshot_fill(tname, name))
+        ctx.clock.phase("snapshot")
+        self.rules.count_target()
+        self.rules.rooms_owners()
+        return prepared
 
-        m, request = self.m, self.request
-        if isinstance(exc, TcmergeError):
-            message, code = exc.message, exc.code
-        else:
-            message, code = server_reason(exc, request.target), "MERGE_FAILED"
-        recorded = self._record_failed(mplan, f"{code}: {message}")
-        return MergeFailed(f"merge aborted, the target is unchanged: {message}", code=code,
-                           job_id=m.job_id if recorded else None)
+    def analyse(self) -> Analysis:
+        return self.rules.analyse()
 
-    def _record_failed(self, mplan: MergePlan, error_text: str) -> bool:
-        """The failed job (rule 9), when this run records jobs; False if not recorded."""
-        from tcmerge.merge.engine import describe_inputs
+    def source_checksums(self) -> list[dict[str, str]]:
+        return self.source_sums
 
-        m, request = self.m, self.request
-        if not m.recording:
-            return False
-        return self.record_failure(JobRecord(
-            job_id=m.job_id, status="failed", started_at=m.started, finished_at=utcnow(),
-            inputs=describe_inputs(request),
-            options={**request.describe(), "transport": mplan.transport},
-            counts={"tables": {n: c.as_dict() for n, c in mplan.counts.items()}},
-            error=error_text))
+    def apply(self, analysis: Analysis) -> Applied:
+        return Applied(written=self.rules.apply(analysis.counts))
+
+    def sources_unchanged(self, before: list[dict[str, str]]) -> list[Finding]:
+        after = self.read_source_checksums()
+        found: list[Finding] = []
+        for ref, was, now in zip(self.request.sources, before, after, strict=True):
+            found += compare_checksums(ref.label, was, now)
+        return found
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def rollback(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.conn.rollback()
 
     def record_failure(self, job: JobRecord) -> bool:
         """The failed job, in a transaction of its own (a new session)."""
@@ -489,17 +512,14 @@ class OracleMerge:
             conn.close()
         return True
 
-    @staticmethod
-    def _rollback(conn: Conn | None) -> None:
-        if conn is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):
-                conn.rollback()
+    def describe_error(self, exc: BaseException) -> str:
+        return server_reason(exc, self.request.target)
 
-    def _finish(self, plan: OraclePlan, succeeded: bool) -> None:
+    def close(self, *, succeeded: bool) -> None:
         """Drop what this run made (after a failure too), then release the lock."""
-        conn = self.conn
-        if conn is not None:
-            self._rollback(conn)
+        plan, conn = self.oracle_plan, self.conn
+        if conn is not None and plan is not None:
+            self.rollback()
             for link in plan.links:  # a failure before the links were dropped
                 if link.name in self.created:
                     self._quietly(plan.unlink_steps(link))
@@ -510,9 +530,11 @@ class OracleMerge:
                 if not (succeeded and name in plan.snapshot_names().values()):
                     self._quietly([Step("drop", ora.drop_table(name), f"drop {name}",
                                         drops=name)])
+        if conn is not None:
             conn.close()
         if self.lock is not None:
-            self._rollback(self.lock)  # releases the merge lock
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.lock.rollback()  # releases the merge lock
             self.lock.close()
         if self.sessions is not None:
             self.sessions.close()
@@ -523,92 +545,6 @@ class OracleMerge:
                 self._run([step])
             except TcmergeError as exc:
                 log.warning("could not %s: %s", step.note, exc.message)
-
-    def _transaction(self, plan: OraclePlan, mplan: MergePlan) -> MergeResult:
-        m, request = self.m, self.request
-        conn = self.conn
-        assert conn is not None
-        rules = MergeRules(SaRunner(conn, ora.ORACLE), request.tables, mplan.inputs,
-                           oracle_names(self.token))
-        adapter = OracleAdapter()
-        # no other writer until COMMIT/ROLLBACK: the checksums, the snapshot, the rules and
-        # the verification all see the same target (as on PostgreSQL)
-        conn.execute(ora.lock_tables(plan.tables))
-        target_before: dict[str, str] = {}
-        if m.recording and request.snapshot:
-            for table in request.tables:
-                row = conn.execute(adapter.checksum_statement(table)).one()
-                target_before[table.name] = f"{row[0]}:{row[1]}"
-        # everything else in the schema, before the first write: verify compares with it
-        untouched = adapter.catalog_fingerprint(cast(sa.Connection, conn), plan.tables) \
-            if m.recording else None
-        snapshot = plan.snapshot_names() if m.mode == "run" else {}
-        for tname, name in snapshot.items():
-            conn.execute(snapshot_fill(tname, name))
-        m._phase("snapshot")
-        rules.count_target()
-        rules.rooms_owners()
-        m._tell("analyse", request.target.label)
-        analysis = rules.analyse()
-        mplan.counts = analysis.counts
-        self.findings += analysis.findings
-        m._phase("analyse")
-        if blocking(self.findings, strict=request.strict):
-            conn.rollback()
-            return m._result("refused", self.findings, mplan)
-        if m.confirm is not None and not request.dry_run and not m.confirm(
-                m._result("validated", self.findings, mplan)):
-            conn.rollback()
-            return m._result("cancelled", self.findings, mplan)
-        m._tell("apply", request.target.label)
-        written = rules.apply(analysis.counts)
-        m._phase("apply")
-        for name, n in written.items():
-            if n != analysis.counts[name].inserted:
-                raise DatabaseError(f"{name}: {n} rows written, {analysis.counts[name].inserted}"
-                                    " expected; the merge is rolled back", code="MERGE_FAILED")
-        m._tell("verify", request.target.label)
-        verification = check_target(SaRunner(conn, ora.ORACLE), analysis.counts,
-                                    analysis.bans_expected,
-                                    request.target.label)
-        after = self.source_checksums()
-        for ref, before, now in zip(request.sources, self.source_sums, after, strict=True):
-            verification += compare_checksums(ref.label, before, now)
-        m._phase("verify")
-        if blocking(verification):
-            conn.rollback()
-            return m._result("verification-failed", self.findings, mplan,
-                             verification=verification)
-        if request.dry_run:
-            conn.rollback()
-            return m._result("dry-run", self.findings, mplan, verification=verification)
-        from tcmerge.merge.engine import describe_inputs
-
-        job = JobRecord(
-            job_id=m.job_id, status="succeeded", started_at=m.started, finished_at=utcnow(),
-            inputs=describe_inputs(request),
-            options={**request.describe(), "transport": mplan.transport},
-            counts={
-                "tables": {n: c.as_dict() for n, c in analysis.counts.items()},
-                "source_checksums": self.source_sums,
-                "target_checksums_before": target_before,
-                "snapshot": snapshot,
-                "bans_expected": analysis.bans_expected,
-                "bans_not_applied": analysis.bans_not_applied,
-                "catalog_fingerprint": untouched,
-                "findings": [f.as_dict() for f in self.findings],
-            })
-        conn.execute(job_insert(), job_values(job))
-        conn.commit()
-        m._phase("commit")
-        return m._result("succeeded", self.findings, mplan, job_id=m.job_id,
-                         verification=verification, snapshot=snapshot)
-
-
-def run_oracle(merge: _Merge, report: ValidationReport, findings: list[Finding],
-               connect: Connector | None = None) -> MergeResult:
-    """The engine's entry for Oracle inputs (after the preflight passed)."""
-    return OracleMerge(merge, report, findings, connect).execute()
 
 
 def iter_sql(plan: OraclePlan) -> Iterator[str]:

@@ -1,0 +1,296 @@
+"""The PostgreSQL merge's steps (``DialectMerge``): one psycopg session on the target
+holds the whole merge transaction; the sources are read by the transports (binary COPY
+relay or dblink) into TEMP staging tables, or straight into the target's tables where
+no other input has the rows' rooms.
+
+Staging is TEMP and dblink connections die with the session, so a rollback leaves the
+target as it was: validate and a preview stage and analyse exactly as run does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import ClassVar
+
+import psycopg
+from psycopg import sql
+
+from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
+from tcmerge.errors import DatabaseError
+from tcmerge.merge import indexes, jobs, pg
+from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.core import Analysis, duplicate_rows
+from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
+from tcmerge.merge.plan import MergePlan
+from tcmerge.merge.rules_pg import PgRules
+from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
+from tcmerge.merge.transport import (
+    DATE_COLUMN,
+    DIRECT_TABLES,
+    TRANSPORTS,
+    SourceReader,
+    create_staging,
+    direct_compatible,
+    in_rooms,
+)
+from tcmerge.merge.verify import compare_checksums
+from tcmerge.request import MergeRequest
+from tcmerge.results import Finding
+from tcmerge.sqlexec import PsycopgRunner, Runner
+from tcmerge.validate import ValidationReport, choose_transport
+
+#: work_mem of the merge transaction's analysis and apply (when the server's is lower)
+WORK_MEM = "256MB"
+
+
+class PostgresMerge(DialectMerge):
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error,)
+
+    rules: PgRules
+    _runner: PsycopgRunner
+
+    def __init__(self, request: MergeRequest, report: ValidationReport,
+                 ctx: RunContext) -> None:
+        super().__init__(request, report, ctx)
+        self.conn: pg.PgConn | None = None
+        self.readers: list[SourceReader] = []
+        #: the sources that are the target itself: not read again (see target_mirrors)
+        self.mirrors = target_mirrors(report)
+        self.target_before: dict[str, str] = {}
+        #: per source read: the staging snapshot's xmin and shapes, its checksums
+        self.staging_marks: list[tuple[str, dict[str, str]]] = []
+        self.staged_sums: list[dict[str, str]] = []
+        #: per table and input the rows copied straight into the target's table
+        self.direct: dict[str, dict[int, int]] = {}
+        self.aside: list[indexes.SetAside] = []
+
+    def plan(self) -> MergePlan:
+        transport = choose_transport(self.report, self.request.transport)
+        if transport not in TRANSPORTS:
+            raise DatabaseError(f"unknown transport {transport!r}")
+        return MergePlan(inputs=[r.label for r in self.request.databases],
+                         transport=transport, tables=[t.name for t in self.request.tables])
+
+    def open(self) -> None:
+        self.conn = pg.open_session(self.request.target, role="merge")
+        self._runner = PsycopgRunner(self.conn)
+
+    @property
+    def runner(self) -> Runner:
+        return self._runner
+
+    @property
+    def _conn(self) -> pg.PgConn:
+        assert self.conn is not None
+        return self.conn
+
+    def prepare(self, plan: MergePlan) -> Prepared:
+        conn, ctx, request = self._conn, self.ctx, self.request
+        names = plan.tables
+        if conn.info.server_version >= 140000:
+            # a killed client is noticed even during a long statement
+            conn.execute("SET client_connection_check_interval = 1000")
+        if ctx.mode == "run" and not ctx.locked and not try_merge_lock(conn):
+            # the lock session could not take the lock (tcmerge.lock): taken here instead
+            raise MergeInProgress("another tcmerge merge or restore is changing this target")
+        if ctx.mode != "validate":
+            # No other writer until commit: the snapshot, the checksums and the rules all
+            # see the same target (SHARE lets readers through and blocks writers).
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
+                sql.SQL(", ").join(sql.Identifier(n) for n in names)))
+        prepared = Prepared()
+        # everything else in the target, before the first write: verify compares with it
+        if ctx.recording:
+            prepared.fingerprint = catalog_fingerprint(conn, names)
+        if ctx.mode == "run":
+            jobs.ensure_jobs_table(self._runner)
+        create_staging(conn, request.tables)
+        reader_cls = TRANSPORTS[plan.transport]
+        # source queries that run beside the target's work take turns (see transport.py)
+        turn = threading.Lock()
+        auths = link_auths(self.report)
+        self.readers = [reader_cls(ref, i, conn, turn, auths.get(ref.label))
+                        for i, ref in enumerate(request.sources, 1) if i not in self.mirrors]
+        rules = self.rules = PgRules(conn, request.tables, plan.inputs)
+        for reader in self.readers:
+            # each source in one read-only snapshot, kept until all of it is staged:
+            # its checksums are those of exactly what is merged
+            reader.open()
+            if ctx.mode != "validate":
+                reader.prepare_checksums(names)
+            reader.stage_holders(names)
+        for reader in self.readers:
+            reader.load_holders()
+        rules.rooms_owners()
+        rules.count_target()
+        rules.target_keys()
+        # the target as it is before the first row is written: checksums and snapshot
+        if ((ctx.recording and request.snapshot) or ctx.mode == "preview"
+                or ctx.compares_with_shown or self.mirrors):
+            prepared.target_checksums = table_checksums(conn, names)
+        self.target_before = prepared.target_checksums
+        if ctx.mode == "run" and request.snapshot:
+            prepared.snapshot = take_snapshot(conn, ctx.job_id, names)
+        ctx.clock.phase("snapshot")
+        self._stage(plan)
+        ctx.clock.phase("stage")
+        return prepared
+
+    def _stage(self, plan: MergePlan) -> None:
+        conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress
+        # Validation writes nothing into the target's tables: every row goes to the TEMP
+        # staging tables (a copy rolled back would still grow and lock the live tables).
+        direct_ok = {t.name for t in request.tables if self.ctx.mode == "run"
+                     and t.name in DIRECT_TABLES and direct_compatible(conn, t)}
+        staged: dict[str, dict[int, int]] = {t.name: {} for t in request.tables}
+        direct = self.direct = {t: {} for t in direct_ok}
+        self.aside = self._set_indexes_aside(sorted(direct_ok))
+        for reader in self.readers:
+            owned = rules.owned_shared_rooms(reader.inp) \
+                if direct_ok & set(DATE_COLUMN) else []
+            for table in request.tables:
+                if table.name in direct_ok:
+                    if owned and table.name in DATE_COLUMN:
+                        # what the analysis needs of the owner's rows of shared rooms,
+                        # read beside the copy when a side session is open (the keys of
+                        # the staged rows are read in the target)
+                        reader.stage_keys(table, in_rooms(table.name, owned))
+                    # rows of rooms no other input has (and the owner's rows of shared
+                    # rooms in the message tables) go straight into the target table
+                    rooms = rules.staged_rooms(table.name, reader.inp)
+                    direct[table.name][reader.inp] = reader.direct(
+                        table, in_rooms(table.name, rooms, negate=True), progress)
+                    staged[table.name][reader.inp] = reader.stage(
+                        table, progress, in_rooms(table.name, rooms))
+                else:
+                    staged[table.name][reader.inp] = reader.stage(table, progress)
+            if self.ctx.mode == "run":
+                self.staging_marks.append(reader.mark(plan.tables))
+            reader.finish()
+        rules.moved(staged, direct)
+        for reader in self.readers:
+            reader.load_keys()
+            # the sources compute their checksums while the target analyses
+            reader.send_checksums()
+
+    def _set_indexes_aside(self, tables: list[str]) -> list[indexes.SetAside]:
+        """The indexes of the tables loaded directly, dropped until every row is in,
+        where at least as many rows come in as the table holds (see indexes.py)."""
+        aside = []
+        for table in tables:
+            incoming = sum(reader.estimated_rows(table) for reader in self.readers)
+            if self.rules.target_counts[table] <= incoming:
+                dropped = indexes.set_aside(self._conn, table)
+                if dropped is not None:
+                    aside.append(dropped)
+        return aside
+
+    def analyse(self) -> Analysis:
+        # the analysis and apply sort and hash whole staged tables: enough memory for
+        # them not to spill to temporary files (this transaction only; never lowered)
+        self._conn.execute(
+            "SELECT set_config('work_mem', %s, true) "
+            "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
+            (WORK_MEM, WORK_MEM))
+        analysis = self.rules.analyse()
+        count_mirrors(analysis, self.mirrors)
+        return analysis
+
+    def source_checksums(self) -> list[dict[str, str]]:
+        if self.ctx.mode == "validate":
+            return []
+        # collected before any prompt: no source session waits on the user
+        self.staged_sums = [reader.staged_checksums() for reader in self.readers]
+        by_input = {r.inp: sums for r, sums in zip(self.readers, self.staged_sums,
+                                                    strict=True)}
+        # a source that is the target has the target's checksums
+        return [by_input.get(i, self.target_before)
+                for i in range(1, len(self.request.sources) + 1)]
+
+    def apply(self, analysis: Analysis) -> Applied:
+        conn, ctx, names = self._conn, self.ctx, [t.name for t in self.request.tables]
+
+        def after_messages() -> None:
+            ctx.clock.phase("apply")
+            for dropped in self.aside:
+                ctx.tell(f"index {dropped.table}", self.request.target.label)
+                indexes.rebuild(conn, dropped)
+            ctx.clock.phase("index")
+            for reader, (xmin, _shapes) in zip(self.readers, self.staging_marks, strict=True):
+                # what verification compares with the staging snapshot: read while the
+                # target repairs the counters (late, and beside one busy core)
+                reader.check_unchanged(names, xmin)
+
+        written = self.rules.apply(analysis.counts, after_messages=after_messages)
+        return Applied(
+            written=written,
+            written_while_staging={t: sum(rows.values()) for t, rows in self.direct.items()},
+            # ids the database hands out itself continue above the merged ones
+            sequences_raised=pg.raise_sequences(conn, names))
+
+    def sources_unchanged(self, before: list[dict[str, str]]) -> list[Finding]:
+        names = [t.name for t in self.request.tables]
+        found: list[Finding] = []
+        for reader, sums, (xmin, shapes) in zip(self.readers, self.staged_sums,
+                                                self.staging_marks, strict=True):
+            # one checksum pass per source: a cheap proof that nothing changed since the
+            # staging snapshot, else the full comparison (see checksums.py)
+            if not reader.unchanged_since(sums, xmin, shapes):
+                found += compare_checksums(reader.ref.label, sums, reader.checksums(names))
+        for reader in self.readers:
+            reader.close()
+        return found
+
+    def commit(self) -> None:
+        self._conn.commit()
+
+    def rollback(self) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    def record_failure(self, job: jobs.JobRecord) -> bool:
+        return jobs.record_failure(self.request.target, job)
+
+    def describe_error(self, exc: BaseException) -> str:
+        return pg.wrap(exc, self.request.target, "merging into").message
+
+    def close(self, *, succeeded: bool) -> None:
+        for reader in self.readers:
+            reader.close()
+        if self.conn is not None:
+            self.conn.close()
+
+
+def target_mirrors(report: ValidationReport) -> frozenset[int]:
+    """The sources (1-based) that are the target database itself (TARGET_IS_SOURCE, as
+    Cisco's procedure names DB2 in "merge DB1 into DB2"). Every row of such a source is a
+    row the target holds: a duplicate of input 0 whatever the other inputs hold, and it
+    changes no owner, counter or verdict. The merge therefore does not read it again: its
+    counts are the target's rows, each a duplicate (``count_mirrors``)."""
+    return frozenset(i for i, record in enumerate(report.databases[1:], 1)
+                     if record.get("same_as") == "target")
+
+
+def link_auths(report: ValidationReport) -> dict[str, str]:
+    """Per source label, how validation decided its dblink connection logs in (the
+    decision it warned about, DBLINK_SENDS_PASSWORD, is the one the merge follows)."""
+    paths = report.transports.get("dblink", {}).get("sources", [])
+    return {str(p["source"]): str(p["auth"]) for p in paths if p.get("auth")}
+
+
+def count_mirrors(analysis: Analysis, mirrors: frozenset[int]) -> None:
+    """The counts and findings a source that is the target would have had, read: each
+    table's rows of the target, all duplicates (DUPLICATE_ROWS as the analysis says it)."""
+    if not mirrors:
+        return
+    for name, c in analysis.counts.items():
+        for k in mirrors:
+            c.read[k] = c.read[0]
+            c.duplicates += c.read[0]
+        if c.read[0]:
+            analysis.findings[:] = [f for f in analysis.findings if not (
+                f.code == "DUPLICATE_ROWS" and f.table == name)]
+            analysis.findings.append(duplicate_rows(name, c.duplicates))
