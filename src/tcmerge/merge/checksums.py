@@ -5,8 +5,8 @@ same multiset of rows whatever their physical order, computed in one scan
 without sorting. Sessions use ISO DateStyle (see ``pg.SESSION_OPTIONS``)
 so the row text is the same in every session.
 
-The text method's statement is the PostgreSQL adapter's ``TABLE_DIGEST`` (validation
-uses it too).
+The text method's statement is ``TABLE_DIGEST`` of ``dialects/postgresql/digests.py``
+(validation uses it too).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from tcmerge.dialects.postgresql.adapter import RECORD_DIGEST, TABLE_DIGEST
+from tcmerge.dialects.postgresql.digests import RECORD_DIGEST, TABLE_DIGEST
 from tcmerge.merge.pg import PgConn
 
 #: Digest methods. ``text``: a hash of each row's text form (every PostgreSQL). ``record``

@@ -13,18 +13,11 @@ from sqlalchemy.schema import CreateTable
 from tcmerge.db import APPLICATION_NAME, MERGE_LOCK_KEY
 from tcmerge.dialects.base import DialectAdapter, Feeder, ServerFacts, Session
 from tcmerge.dialects.postgresql import catalog as cat
+from tcmerge.dialects.postgresql.digests import RECORD_DIGEST, TABLE_DIGEST
+from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.results import Finding, error, warning
 from tcmerge.sqlexec import Runner, SaRunner
 
-#: One table's digest, shared with the merge engine (tcmerge.merge.checksums): row count
-#: and the sum of a 64-bit hash of each row's text; independent of row order, one scan,
-#: no sort. The sum of bigints is exact (numeric result, accumulated in 128 bits).
-TABLE_DIGEST = ("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text "
-                "FROM {} AS t")
-#: PostgreSQL 14+: a hash of each column's value by its type's own hash (see
-#: merge/checksums.py); written ``r<sum>`` so that a stored digest says its method
-RECORD_DIGEST = ("SELECT count(*), 'r' || coalesce(sum(hash_record_extended(t, 0)), 0)::text "
-                 "FROM {} AS t")
 #: Session settings under which a row's text is the same in every session (the text
 #: digest hashes it; a timestamptz's text depends on TimeZone)
 SESSION_SETTINGS = {"DateStyle": "ISO,YMD", "IntervalStyle": "postgres",
@@ -441,8 +434,6 @@ class PostgresAdapter(DialectAdapter):
 
     def catalog_fingerprint(self, conn: sa.Connection, merged: list[str], *,
                             rows: bool | None = None) -> dict[str, Any] | None:
-        from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
-
         raw = conn.connection.driver_connection  # the same session and transaction
         assert raw is not None
         return catalog_fingerprint(raw, merged, rows=rows)

@@ -60,7 +60,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tcmerge.dialects.postgresql.adapter import TABLE_DIGEST
+from tcmerge.dialects.postgresql.digests import TABLE_DIGEST
 
 VERSION = 1
 
