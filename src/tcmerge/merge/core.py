@@ -397,17 +397,23 @@ class MergeRules:
                 .select_from(x.join(e, sa.and_(*pair)).join(xr, at(xr, x)).join(er, at(er, e)))
                 .where(same_row(model, xr, er, exclude=exclude)).subquery("dd"))
 
-    def _message_query(self, name: str) -> sa.Select[Any]:
+    def _message_query(self, name: str, *, compare: bool = True) -> sa.Select[Any]:
         """Rules 2 and 3: per row of a shared room but its owner's (which keep their ids),
         the owner and whether it is a duplicate. A recent message with an archive row (same
         input, room and old id) follows that row's verdict: kept and renumbered with it,
-        or dropped with it; one without an archive row is judged on its own columns."""
+        or dropped with it; one without an archive row is judged on its own columns.
+        ``compare`` False: no row can equal another (see ``_may_repeat``), none is
+        compared."""
         work = MESSAGES[name][0]
         k, r = self.work(f"{work}_k").alias("k"), self.work("room").alias("r")
-        dd = self._duplicates(name, f"{work}_h", ("room_jid", "msg_id"), ("msg_id",))
-        own = flag(dd.c.msg_id.is_not(None))
-        joined = k.join(r, r.c.room_jid == k.c.room_jid).outerjoin(dd, sa.and_(
-            dd.c.inp == k.c.inp, dd.c.room_jid == k.c.room_jid, dd.c.msg_id == k.c.msg_id))
+        joined: Any = k.join(r, r.c.room_jid == k.c.room_jid)
+        own: Any = lit(0)
+        if compare:
+            dd = self._duplicates(name, f"{work}_h", ("room_jid", "msg_id"), ("msg_id",))
+            own = flag(dd.c.msg_id.is_not(None))
+            joined = joined.outerjoin(dd, sa.and_(dd.c.inp == k.c.inp,
+                                                  dd.c.room_jid == k.c.room_jid,
+                                                  dd.c.msg_id == k.c.msg_id))
         if work == "msg" and "tc_msgarchive" in self.tables:
             ar = self.work("arch").alias("ar")
             own = sa.case((ar.c.msg_id.is_not(None), ar.c.dup), else_=own)
@@ -836,10 +842,28 @@ class MergeRules:
         """Rules 2 and 3: the message work tables (keys, pairs, the compared rows' hashes,
         then per row of a shared room its owner and whether it is a duplicate)."""
         for name, (work, *_rest) in MESSAGES.items():
-            if name in self.tables:
-                for step in ("_k", "_p", "_h", ""):
-                    if work + step in self._queries:
-                        self._fill(work + step)
+            if name not in self.tables:
+                continue
+            self._fill_keys(name)
+            for step in ("_p", "_h"):
+                if work + step in self._queries:
+                    self._fill(work + step)
+            self._fill(work, None if self._may_repeat(work)
+                       else self._message_query(name, compare=False))
+
+    def _fill_keys(self, name: str) -> None:
+        """The keys work table of a message table (``_keys_query``)."""
+        self._fill(f"{MESSAGES[name][0]}_k")
+
+    def _may_repeat(self, work: str) -> bool:
+        """Whether any row of a shared room can equal another input's: only rows of the
+        (room, date) pairs several inputs have, and rows without a date, are candidates.
+        (No candidate, as when the inputs' messages of a room are of different days: the
+        verdicts need no row compared.)"""
+        k, p = self.work(f"{work}_k"), self.work(f"{work}_p")
+        return any(self._run().rows(query.limit(1)) for query in (
+            sa.select(lit(1)).select_from(p),
+            sa.select(lit(1)).select_from(k).where(k.c.d.is_(None))))
 
     def _analyse_union(self, name: str) -> TableCounts:
         work = UNIONS[name]

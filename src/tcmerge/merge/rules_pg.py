@@ -161,18 +161,13 @@ class PgRules(MergeRules):
         return query
 
     # -- rules 2 and 3, from the keys tables ---------------------------------------------
-    def _judge_messages(self) -> None:
-        for name, (work, *_rest) in MESSAGES.items():
-            if name not in self.tables:
-                continue
-            # the keys table has the keys of the owner's rows copied straight in (read on
-            # the sources) and the target's own (before any write): the staged rows' join
-            self._fill(f"{work}_k", own=sa.text(_q(
-                "INSERT INTO {k} SELECT * FROM ({q}) AS s", k=_ident(keys_name(name)),
-                q=self._shared_keys(self.tables[name], staging_name(name), True)
-            ).as_string(self.conn)))
-            self._fill(f"{work}_p")
-            self._fill(work)  # the hashed rows read inline (the hash is exact)
+    def _fill_keys(self, name: str) -> None:
+        # the keys table has the keys of the owner's rows copied straight in (read on the
+        # sources) and the target's own (before any write): the staged rows' join them
+        self._fill(f"{MESSAGES[name][0]}_k", own=sa.text(_q(
+            "INSERT INTO {k} SELECT * FROM ({q}) AS s", k=_ident(keys_name(name)),
+            q=self._shared_keys(self.tables[name], staging_name(name), True)
+        ).as_string(self.conn)))
 
     def _hash_input(self, column: sa.Column[Any], rows: Any, in_target: bool) -> Any:
         # a target's value as staging holds it: the row texts of equal rows are equal
