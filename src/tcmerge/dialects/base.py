@@ -244,6 +244,39 @@ class DialectAdapter(abc.ABC):
         """How many rows of table ``before`` (counted as a multiset, columns ``ignore``
         left out) ``table`` no longer holds."""
 
+    # -- the rows one transaction wrote (a merge's inserts, found again by restore) --------
+    #: every row version carries the id of the transaction that wrote it, so that a merge
+    #: need not copy a table to be undone: restore deletes the rows of its transaction
+    rows_carry_transaction: ClassVar[bool] = False
+
+    def snapshot_tables(self, tables: list[str]) -> list[str]:
+        """Which of the merged ``tables`` a merge copies for restore (the others' rows
+        are found by its transaction id)."""
+        return list(tables)
+
+    def transaction_id(self, run: Runner) -> int:
+        """The current transaction's id, never reused (PostgreSQL: with its epoch)."""
+        raise NotImplementedError
+
+    def transactions_since(self, run: Runner, xid: int) -> int:
+        """How many transaction ids were handed out since ``xid``."""
+        raise NotImplementedError
+
+    def transaction_rows(self, table: str, xid: int) -> sa.Executable:
+        """One row: how many rows of ``table`` transaction ``xid`` wrote (and that no
+        later one changed)."""
+        raise NotImplementedError
+
+    def digest_without_transaction(self, table: str, method: str, xid: int) -> sa.Executable:
+        """``digest_statement`` over the rows of ``table`` that transaction ``xid`` did not
+        write."""
+        raise NotImplementedError
+
+    def delete_transaction_rows(self, table: str, xid: int, *, later: bool) -> sa.Executable:
+        """Delete the rows transaction ``xid`` wrote; ``later``: also those written after
+        it."""
+        raise NotImplementedError
+
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
         """The Python codec a source's bytes must decode with to be valid in the target,

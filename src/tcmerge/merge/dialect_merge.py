@@ -86,6 +86,9 @@ class Prepared:
     snapshot: dict[str, str] = field(default_factory=dict)
     #: everything else in the schema, for verify (None when not recorded)
     fingerprint: Any = None
+    #: the tables not copied to the snapshot, whose rows restore finds by the merge's
+    #: transaction id: ``{"xid": id, "tables": [...]}`` (None: every table copied)
+    inserted_rows: dict[str, Any] | None = None
 
 
 @dataclass

@@ -348,6 +348,7 @@ class MergeExecutor:
                 "source_checksums": every_source,
                 "target_checksums_before": prepared.target_checksums,
                 "snapshot": prepared.snapshot,
+                "inserted_rows": prepared.inserted_rows,
                 "bans_expected": analysis.bans_expected,
                 "bans_not_applied": analysis.bans_not_applied,
                 "findings": [f.as_dict() for f in findings],

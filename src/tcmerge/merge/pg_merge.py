@@ -16,6 +16,7 @@ from typing import ClassVar
 import psycopg
 from psycopg import sql
 
+from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import indexes, jobs, pg
@@ -131,7 +132,15 @@ class PostgresMerge(DialectMerge):
             prepared.target_checksums = table_checksums(conn, names)
         self.target_before = prepared.target_checksums
         if ctx.mode == "run" and request.snapshot:
-            prepared.snapshot = take_snapshot(conn, ctx.job_id, names)
+            # a copy of the tables whose rows the merge changes (and the small ones); the
+            # others' new rows are found again by this transaction's id (snapshot.py)
+            adapter = PostgresAdapter()
+            copied = adapter.snapshot_tables(names)
+            prepared.snapshot = take_snapshot(conn, ctx.job_id, copied)
+            found_by_id = [n for n in names if n not in copied]
+            if found_by_id:
+                prepared.inserted_rows = {"xid": adapter.transaction_id(self._runner),
+                                          "tables": found_by_id}
         ctx.clock.phase("snapshot")
         self._stage(plan)
         ctx.clock.phase("stage")

@@ -5,7 +5,11 @@ so it exists exactly when the merge committed. Snapshot tables are named
 ``tcmerge_snap_<job token>_<table>`` and listed in the job record with the
 target's checksums before the merge; ``restore`` puts the rows back in one
 transaction, proves the checksums equal, marks the job ``restored`` and drops
-the snapshot tables.
+the snapshot tables. On PostgreSQL only the tables whose rows the merge changes
+or that are small are copied (the adapter's ``snapshot_tables``); of the others the merge only
+inserts rows, all written by its transaction, whose id the job keeps
+(``inserted_rows``): restore deletes the rows of that transaction, and the same
+checksums prove the tables as they were (Oracle copies every table).
 
 A restore would also discard what changed in the target after the merge (messages
 the TC service archived, rows edited by hand). Before writing, it compares the
@@ -88,6 +92,17 @@ class RestoreResult:
 COUNTERS = {"tc_rooms": ("start_msg_id", "next_msg_id")}
 
 
+def inserted_rows(job: jobs.JobRecord) -> tuple[int | None, list[str]]:
+    """The merge's transaction id and the tables whose rows restore finds by it (a job
+    that copied every table, or ran without a snapshot: None, [])."""
+    marked = job.counts.get("inserted_rows") or {}
+    return marked.get("xid"), list(marked.get("tables") or [])
+
+
+def restorable(job: jobs.JobRecord) -> bool:
+    return bool(job.counts.get("snapshot")) or bool(inserted_rows(job)[1])
+
+
 def changes_since(run: Runner, job: jobs.JobRecord, snap: dict[str, str]) -> dict[str, str]:
     """Per table, how the target differs from what the job left (empty: no change seen)."""
     adapter = adapter_for(run.name)
@@ -103,6 +118,26 @@ def changes_since(run: Runner, job: jobs.JobRecord, snap: dict[str, str]) -> dic
             parts.append(f"{gone} row(s) held before the merge edited or deleted")
         if now != left:
             parts.append(f"{now} rows where the merge left {left}")
+        if parts:
+            out[table] = "; ".join(parts)
+    xid, marked = inserted_rows(job)
+    if xid is None:
+        return out
+    sums = dict(job.counts.get("target_checksums_before") or {})
+    methods = recorded_methods(sums)
+    adapter.digest_session(run)
+    for table in marked:
+        parts = []
+        inserted = int(counts.get(table, {}).get("inserted", 0))
+        kept = int(run.scalar(adapter.transaction_rows(table, xid)))
+        if kept != inserted:
+            parts.append(f"{kept} row(s) as the merge wrote them where it inserted {inserted} "
+                         "(edited or deleted since)")
+        row = run.rows(adapter.digest_without_transaction(table, methods[table], xid))[0]
+        if f"{row[0]}:{row[1]}" != sums[table]:
+            parts.append(f"the other rows differ from the {sums[table].split(':')[0]} held "
+                         "before the merge "
+                         f"({row[0]} rows now: added, edited or deleted since)")
         if parts:
             out[table] = "; ".join(parts)
     return out
@@ -154,12 +189,21 @@ def _checked(run: Runner, job_id: str, force: bool, *,
                               "nothing was restored")
     job = jobs.get_job(run, job_id, for_update=True)
     snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
+    xid, marked = inserted_rows(job)
     if job.status != "succeeded":
         raise FindingsBlock(f"job {job.job_id} is {job.status}: only a succeeded merge can be "
                             "restored", code="RESTORE_NOT_POSSIBLE")
-    if not snap:
+    if not restorable(job):
         raise FindingsBlock(f"job {job.job_id} ran with --no-snapshot: nothing to restore from",
                             code="RESTORE_NOT_POSSIBLE")
+    if xid is not None and not 0 < adapter.transactions_since(run, xid) < 2**31:
+        # a row's transaction id has 32 bits: after 2^31 more, another transaction's
+        # rows could carry the merge's
+        raise FindingsBlock(
+            f"more than two billion transactions ran on this server since job {job.job_id} "
+            f"(or it is not the server the job ran on): the rows it inserted into "
+            f"{', '.join(marked)} can no longer be told apart by their transaction id; "
+            "restore the target from its backup", code="RESTORE_NOT_POSSIBLE")
     missing = sorted(s for s in snap.values() if not run.scalar(adapter.table_visible(s)))
     if missing:
         raise FindingsBlock(f"the snapshot tables of job {job.job_id} are gone: "
@@ -168,7 +212,7 @@ def _checked(run: Runner, job_id: str, force: bool, *,
              if j.status == "succeeded" and j.job_id != job.job_id
              and (j.started_at, j.job_id) > (job.started_at, job.job_id)]
     if later:
-        stuck = [j.job_id for j in later if not j.counts.get("snapshot")]
+        stuck = [j.job_id for j in later if not restorable(j)]
         if stuck:
             # that job cannot be restored, so this one never can: say so, rather than
             # ask for an order that cannot be followed
@@ -180,9 +224,10 @@ def _checked(run: Runner, job_id: str, force: bool, *,
         raise FindingsBlock(f"job {later[-1].job_id} merged into this target after "
                             f"{job.job_id}: restore the later jobs first, newest first",
                             code="RESTORE_BLOCKED")
-    _require_delete(run, list(snap))
+    tables = [*snap, *marked]
+    _require_delete(run, tables)
     quote = run.dialect.identifier_preparer.quote
-    run.execute(sa.text(f"LOCK TABLE {', '.join(quote(t) for t in snap)} IN EXCLUSIVE MODE"))
+    run.execute(sa.text(f"LOCK TABLE {', '.join(quote(t) for t in tables)} IN EXCLUSIVE MODE"))
     discarded = changes_since(run, job, snap)
     if discarded and not force:
         raise FindingsBlock(
@@ -219,13 +264,21 @@ def _restore(conn: sa.Connection, run: Runner, job_id: str, force: bool, *, lock
         raise FindingsBlock(
             "the target changed while the question waited: what the restore would discard "
             "is not what was shown; nothing was changed", code="RESTORE_TARGET_CHANGED")
-    snap: dict[str, str] = dict(job.counts["snapshot"])
+    snap: dict[str, str] = dict(job.counts.get("snapshot") or {})
+    xid, marked = inserted_rows(job)
     result = RestoreResult(job.job_id, changes_discarded=discarded)
     quote = run.dialect.identifier_preparer.quote
     for table, snapshot in snap.items():
         run.execute(sa.text(f"DELETE FROM {quote(table)}"))
         result.tables[table] = run.execute(sa.text(
             f"INSERT INTO {quote(table)} SELECT * FROM {quote(snapshot)}"))
+    for table in marked:
+        assert xid is not None
+        # the merge's rows; with --force also what was written after it (discarded, as
+        # a copy put back would discard it)
+        run.execute(adapter.delete_transaction_rows(table, xid, later=table in discarded))
+        result.tables[table] = int(run.scalar(sa.select(sa.func.count()).select_from(
+            sa.table(table))))
     before = dict(job.counts.get("target_checksums_before") or {})
     adapter.digest_session(run)
     now = {}
@@ -235,8 +288,13 @@ def _restore(conn: sa.Connection, run: Runner, job_id: str, force: bool, *, lock
     result.checksums_match = all(now.get(t) == before.get(t) for t in before)
     if not result.checksums_match:
         conn.rollback()
+        lost = [t for t in marked if now.get(t) != before.get(t)]
+        why = (f"; rows {', '.join(lost)} held before the merge were edited or deleted "
+               "since, and the merge kept no copy of them (only of "
+               f"{', '.join(snap) or 'no table'}): restore the target from its backup"
+               if lost else "")
         raise FindingsBlock("the restored tables do not match the checksums recorded before "
-                            "the merge; nothing was changed", code="RESTORE_MISMATCH")
+                            f"the merge{why}; nothing was changed", code="RESTORE_MISMATCH")
     drops = [sa.text(f"DROP TABLE {quote(s)}") for s in snap.values()]
     if adapter.transactional_ddl:  # gone with the commit, or there still
         for drop in drops:

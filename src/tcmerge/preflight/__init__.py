@@ -316,7 +316,8 @@ def _space(adapter: DialectAdapter, request: MergeRequest,
     for source in _other_sources(result):
         assert source.conn is not None
         incoming += sum(adapter.table_bytes(source.conn, names).values())
-    snapshot = sum(adapter.table_bytes(target.conn, names).values()) if request.snapshot else 0
+    snapshot = sum(adapter.table_bytes(target.conn, adapter.snapshot_tables(names)).values()
+                   ) if request.snapshot else 0
     needed = incoming + snapshot
     free = adapter.free_bytes(target.conn)
     details = {"incoming_bytes": incoming, "snapshot_bytes": snapshot, "needed_bytes": needed,

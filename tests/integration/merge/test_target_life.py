@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,94 @@ def test_a_later_merge_without_snapshot_blocks_restore_and_says_why(
     assert second["job_id"] in message and "--no-snapshot" in message
     assert "restore the later jobs first" not in message
     assert target.digest() == before
+
+
+OTHER = "dev@conference-2-c1.example.com"
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_restore_finds_the_merged_rows_by_the_merge_transaction(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    """A merge copies only tc_rooms and tc_users for restore; the rows it inserts into
+    the message tables and the time log (a room of its own, copied straight in, and rows
+    of a shared room, renumbered) are found again by its transaction id: restore removes
+    exactly them and proves the tables as they were before."""
+    target, one = tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    one.room(OTHER, next_=6)
+    one.messages(OTHER, [(i, i, f"other {i}") for i in range(1, 6)])
+    one.timelog(OTHER, "one@example.com", 0, 5)
+    if transport == "dblink":
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    start = target.digest()
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes",
+                     "--transport", transport)
+    assert code == 0, done
+    assert sorted(done["snapshot"]) == ["tc_rooms", "tc_users"]
+    [(counts,)] = target.query("SELECT counts FROM tcmerge_jobs")
+    marked = json.loads(counts)["inserted_rows"]
+    assert sorted(marked["tables"]) == ["tc_messages", "tc_msgarchive", "tc_timelog"]
+    assert target.query(
+        "SELECT count(*) FROM tc_msgarchive WHERE xmin = CAST(CAST(:x AS text) AS xid)",
+        x=marked["xid"] % 2**32) == [(35,)]  # 30 of the shared room, renumbered, and 5 of OTHER
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    assert out["checksums_match"] is True
+    assert target.digest() == start
+
+
+def test_restore_of_a_merge_whose_rows_were_edited_since(
+        tc_factory: Callable[..., TcData]) -> None:
+    """A merged row edited after the merge is no longer the merge's: refused
+    (RESTORE_TARGET_CHANGED), and --force removes it too. A row the target held before
+    the merge, edited since, cannot be put back without a copy: a forced restore is
+    refused (RESTORE_MISMATCH) with the reason, and nothing changes."""
+    target, one = tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    one.room(OTHER, next_=6)
+    one.messages(OTHER, [(i, i, f"other {i}") for i in range(1, 6)])
+    start = target.digest()
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    target.execute(f"UPDATE tc_msgarchive SET body_string = 'edited' WHERE to_jid = '{OTHER}' "
+                   "AND msg_id = 2")
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_TARGET_CHANGED", out
+    assert "tc_msgarchive" in out["error"]["message"] and "edited" in out["error"]["message"]
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes",
+                    "--force")
+    assert code == 0, out
+    assert target.digest() == start
+
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    target.execute(f"UPDATE tc_msgarchive SET body_string = 'edited' WHERE to_jid = '{ROOM}' "
+                   "AND msg_id = 3")  # the target's own row, from before the merge
+    edited = target.digest()
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes",
+                    "--force")
+    assert code == 1 and out["error"]["code"] == "RESTORE_MISMATCH", out
+    assert "kept no copy" in out["error"]["message"]
+    assert target.digest() == edited
+    code, shown = cli("jobs", "show", done["job_id"], "--target", url(target.ref))
+    assert shown["status"] == "succeeded"
+
+
+def test_restore_refuses_when_the_transaction_ids_no_longer_tell_the_rows_apart(
+        tc_factory: Callable[..., TcData]) -> None:
+    # a job record whose transaction id the server has not reached (a target restored
+    # from a dump onto another server, or 2^31 transactions later): refused, unchanged
+    target, one = tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    code, done = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, done
+    target.execute("UPDATE tcmerge_jobs SET counts = jsonb_set(counts::jsonb, "
+                   "'{inserted_rows,xid}', to_jsonb(txid_current() + 1000))::text")
+    merged = target.digest()
+    code, out = cli("restore", done["job_id"], "--target", url(target.ref), "--yes")
+    assert code == 1 and out["error"]["code"] == "RESTORE_NOT_POSSIBLE", out
+    assert "transaction id" in out["error"]["message"]
+    assert target.digest() == merged

@@ -461,6 +461,43 @@ class PostgresAdapter(DialectAdapter):
             f"SELECT count(*) FROM (SELECT {cols} FROM {quote(before)} EXCEPT ALL "
             f"SELECT {cols} FROM {quote(table)}) AS d")) or 0)
 
+    # -- the rows one transaction wrote ---------------------------------------------------
+    # A row version's xmin is the 32-bit id of the transaction that wrote it, kept when the
+    # row is frozen (9.4+) and by VACUUM FULL and CLUSTER; an UPDATE writes a new version
+    # with its own. ``txid_current()`` is the same id with its epoch: it tells the merge's
+    # transaction apart from any other for 2^31 transactions (restore checks the distance).
+    rows_carry_transaction = True
+
+    def snapshot_tables(self, tables: list[str]) -> list[str]:
+        # tc_rooms, whose counters a merge raises in rows the target held (rule 4), and
+        # tc_users (one row per member: small), so that a forced restore puts edited
+        # members back; of the others (messages, time log) a merge only inserts rows
+        return [t for t in tables if t in ("tc_rooms", "tc_users")]
+
+    def transaction_id(self, run: Runner) -> int:
+        return int(run.scalar(sa.text("SELECT txid_current()")))
+
+    def transactions_since(self, run: Runner, xid: int) -> int:
+        return int(run.scalar(sa.text("SELECT txid_current() - :x").bindparams(x=xid)))
+
+    @staticmethod
+    def _written_by(xid: int) -> str:
+        return f"t.xmin = '{int(xid) % 2**32}'::xid"
+
+    def transaction_rows(self, table: str, xid: int) -> sa.Executable:
+        return sa.text(f"SELECT count(*) FROM {quote(table)} AS t WHERE "
+                       + self._written_by(xid))
+
+    def digest_without_transaction(self, table: str, method: str, xid: int) -> sa.Executable:
+        return sa.text((RECORD_DIGEST if method == "record" else TABLE_DIGEST).format(
+            quote(table)) + f" WHERE NOT ({self._written_by(xid)})")
+
+    def delete_transaction_rows(self, table: str, xid: int, *, later: bool) -> sa.Executable:
+        cond = self._written_by(xid)
+        if later:  # age() counts back from now: a younger row was written after xid
+            cond += f" OR age(t.xmin) < age('{int(xid) % 2**32}'::xid)"
+        return sa.text(f"DELETE FROM {quote(table)} AS t WHERE {cond}")
+
     # -- encodings ----------------------------------------------------------------------------
     def encoding_scan_codec(self, source: ServerFacts, target: ServerFacts) -> str | None:
         # A SQL_ASCII database stores any bytes unchecked: they must decode in the
