@@ -123,6 +123,9 @@ class MergeRules:
         #: into the target's table by a transport that can (PostgreSQL's direct path)
         self.staged: dict[str, dict[int, int]] | None = None
         self.direct: dict[str, dict[int, int]] = {}
+        #: rows of message tables per table and input not moved at all: rooms the input
+        #: holds exactly as the target does (a merge run again), every row a duplicate
+        self.settled: dict[str, dict[int, int]] = {}
         #: message tables whose owner's rows of shared rooms are in the target's table
         self.owner_rows_in_target: set[str] = set()
         #: work table -> its query, in the order they are filled (a query may read the
@@ -301,11 +304,12 @@ class MergeRules:
                     self._queries[f"{work}_h"] = self._message_hash_query(name)
                 self._queries[work] = self._message_query(name)
 
-    def moved(self, staged: dict[str, dict[int, int]],
-              direct: dict[str, dict[int, int]]) -> None:
+    def moved(self, staged: dict[str, dict[int, int]], direct: dict[str, dict[int, int]],
+              settled: dict[str, dict[int, int]] | None = None) -> None:
         """What the transports moved, per table and input: staged, and copied straight
-        into the target's table (there, the owner's rows of a shared room's messages)."""
-        self.staged, self.direct = staged, direct
+        into the target's table (there, the owner's rows of a shared room's messages);
+        ``settled``: read as duplicates without being moved (see ``self.settled``)."""
+        self.staged, self.direct, self.settled = staged, direct, dict(settled or {})
         self.owner_rows_in_target = {n for n in MESSAGES if n in direct}
         self._build_messages()
 
@@ -654,8 +658,9 @@ class MergeRules:
             per = dict(self.staged.get(name, {}))
         else:
             per = self._by_input(self.staging(name))
-        for inp, n in self.direct.get(name, {}).items():
-            per[inp] = per.get(inp, 0) + n
+        for moved in (self.direct, self.settled):
+            for inp, n in moved.get(name, {}).items():
+                per[inp] = per.get(inp, 0) + n
         target = self.target_counts.get(name)
         if target is None:
             target = self._count(self.tables[name])
@@ -828,8 +833,8 @@ class MergeRules:
             w, idmap = self.work(work), self.work("idmap")
             dups = self._by_input(w, w.c.dup == lit(1))
             renumbered = self._by_input(idmap, idmap.c[keep] == lit(1))
-            c = TableCounts(name, self._read(name), duplicates=sum(dups.values()),
-                            renumbered=sum(renumbered.values()))
+            c = TableCounts(name, self._read(name), duplicates=sum(dups.values()) + sum(
+                self.settled.get(name, {}).values()), renumbered=sum(renumbered.values()))
             c.inserted = c.source_rows - c.duplicates
             counts[name] = c
             for inp, n in sorted(renumbered.items()):

@@ -33,11 +33,13 @@ from tcmerge.merge.transport import (
     SourceReader,
     create_staging,
     direct_compatible,
+    except_rooms,
+    for_input,
     in_rooms,
 )
 from tcmerge.merge.verify import compare_checksums
 from tcmerge.request import MergeRequest
-from tcmerge.results import Finding
+from tcmerge.results import Finding, info
 from tcmerge.sqlexec import PsycopgRunner, Runner
 from tcmerge.validate import ValidationReport, choose_transport
 
@@ -64,6 +66,9 @@ class PostgresMerge(DialectMerge):
         self.staged_sums: list[dict[str, str]] = []
         #: per table and input the rows copied straight into the target's table
         self.direct: dict[str, dict[int, int]] = {}
+        #: per table and input the rows of settled rooms (``_settle``), and those rooms
+        self.settled: dict[str, dict[int, int]] = {}
+        self.settled_rooms: dict[int, set[str]] = {}
         self.aside: list[indexes.SetAside] = []
 
     def plan(self) -> MergePlan:
@@ -125,6 +130,7 @@ class PostgresMerge(DialectMerge):
             reader.load_holders()
         rules.rooms_owners()
         rules.count_target()
+        self._settle()
         rules.target_keys()
         # the target as it is before the first row is written: checksums and snapshot
         if ((ctx.recording and request.snapshot) or ctx.mode == "preview"
@@ -146,6 +152,30 @@ class PostgresMerge(DialectMerge):
         ctx.clock.phase("stage")
         return prepared
 
+    def _settle(self) -> None:
+        """The rooms each source holds exactly as the target does (a merge run again)
+        are neither moved nor compared row by row: their digests are (rules_pg.settle)."""
+        messages = [t for t in self.request.tables if t.name in DATE_COLUMN]
+        if not messages or not self.readers:
+            return
+        row = self._conn.execute("SELECT current_setting('server_encoding')").fetchone()
+        encoding = str(row[0]) if row else ""
+        candidates: dict[int, list[str]] = {}
+        for reader in self.readers:
+            # equal rows have equal text only in one encoding, and only where the source
+            # has every column
+            if (encoding == "SQL_ASCII" or any(for_input(t, reader.inp) is not t
+                                               for t in messages)
+                    or reader.server_encoding() != encoding):
+                continue
+            rooms = self.rules.settle_candidates(reader.inp)
+            if rooms:
+                reader.stage_room_digests(messages, rooms)
+                candidates[reader.inp] = rooms
+        if candidates:
+            self.settled = self.rules.settle(candidates)
+            self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
+
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress
         # Validation writes nothing into the target's tables: every row goes to the TEMP
@@ -158,7 +188,10 @@ class PostgresMerge(DialectMerge):
         for reader in self.readers:
             owned = rules.owned_shared_rooms(reader.inp) \
                 if direct_ok & set(DATE_COLUMN) else []
+            settled = self.settled_rooms.get(reader.inp, set())
             for table in request.tables:
+                # a settled room's messages are not moved at all
+                skip = settled if table.name in DATE_COLUMN else set()
                 if table.name in direct_ok:
                     if owned and table.name in DATE_COLUMN:
                         # what the analysis needs of the owner's rows of shared rooms,
@@ -166,18 +199,22 @@ class PostgresMerge(DialectMerge):
                         # the staged rows are read in the target)
                         reader.stage_keys(table, in_rooms(table.name, owned))
                     # rows of rooms no other input has (and the owner's rows of shared
-                    # rooms in the message tables) go straight into the target table
+                    # rooms in the message tables) go straight into the target table;
+                    # settled rooms are shared, so among the rooms staged
                     rooms = rules.staged_rooms(table.name, reader.inp)
                     direct[table.name][reader.inp] = reader.direct(
                         table, in_rooms(table.name, rooms, negate=True), progress)
                     staged[table.name][reader.inp] = reader.stage(
-                        table, progress, in_rooms(table.name, rooms))
+                        table, progress, in_rooms(table.name, [r for r in rooms
+                                                               if r not in skip]))
                 else:
-                    staged[table.name][reader.inp] = reader.stage(table, progress)
+                    staged[table.name][reader.inp] = reader.stage(
+                        table, progress, except_rooms(table.name, sorted(skip)) if skip
+                        else None)
             if self.ctx.mode == "run":
                 self.staging_marks.append(reader.mark(plan.tables))
             reader.finish()
-        rules.moved(staged, direct)
+        rules.moved(staged, direct, self.settled)
         for reader in self.readers:
             reader.load_keys()
             # the sources compute their checksums while the target analyses
@@ -204,6 +241,15 @@ class PostgresMerge(DialectMerge):
             (WORK_MEM, WORK_MEM))
         analysis = self.rules.analyse()
         count_mirrors(analysis, self.mirrors)
+        labels = [r.label for r in self.request.databases]
+        for inp, rooms in sorted(self.settled_rooms.items()):
+            rows = sum(per.get(inp, 0) for per in self.settled.values())
+            if rooms:
+                analysis.findings.append(info(
+                    "ROOMS_ALREADY_MERGED",
+                    f"{len(rooms)} room(s) hold exactly the messages the target holds "
+                    f"(compared by digest): their {rows} row(s) are duplicates, not copied",
+                    database=labels[inp], count=len(rooms)))
         return analysis
 
     def source_checksums(self) -> list[dict[str, str]]:

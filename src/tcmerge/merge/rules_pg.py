@@ -15,7 +15,11 @@ owner's rows of shared rooms too (they keep their ids); only the rest is staged.
   here); the rows in the target's table of a shared room are its owner's (the target's
   own, or copied straight in), the others staged;
 * the row hash is exact (md5 of the row's injective text): no column-by-column check;
-* counts add the rows copied straight in (``direct``).
+* counts add the rows copied straight in (``direct``);
+* rooms a source holds exactly as the target does (a merge run again: equal id ranges,
+  then equal digests of every message table's rows, ``settle``) are not moved at all:
+  their rows count as duplicates (core's ``settled``), and the target's rows of a room
+  settled for every other holder are not compared.
 
 Everything runs in the caller's transaction.
 """
@@ -36,9 +40,11 @@ from tcmerge.merge.transport import (
     DATE_COLUMN,
     HOLDING_TABLES,
     ROOM_COLUMN,
+    ROOM_DIGESTS,
     holders_select,
     keys_name,
     keys_select,
+    room_digest_select,
     room_indexed_query,
     staging_name,
     staging_type,
@@ -105,6 +111,8 @@ class PgRules(MergeRules):
                    and self._one(room_indexed_query(n)) == 1]
         self._x(_q("INSERT INTO tcm_s_holders {q}", q=holders_select(0, holding, indexed)))
         super().rooms_owners()
+        self._x(sql.SQL("CREATE TEMP TABLE tcm_w_settled (inp smallint, room_jid text) "
+                        "ON COMMIT DROP"))
         if "tc_timelog" in self.tables:
             # timelog rows do not make a holder: their own sharing decides their path
             self._work("tcm_w_timelog_room", sql.SQL(
@@ -113,10 +121,53 @@ class PgRules(MergeRules):
                 "AS h WHERE room_jid IS NOT NULL GROUP BY room_jid "
                 "HAVING count(DISTINCT inp) > 1"))
 
+    # -- rooms held exactly as the target holds them ---------------------------------------
+    def settle_candidates(self, inp: int) -> list[str]:
+        """The rooms input ``inp`` holds with the target's own id range in the message
+        tables: candidates for ``settle`` (a merge run again holds all its rooms so)."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT s.room_jid FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
+            "ON t.inp = 0 AND t.room_jid = s.room_jid WHERE s.inp = %s AND s.lo = t.lo "
+            "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()]
+
+    def settle(self, candidates: dict[int, list[str]]) -> dict[str, dict[int, int]]:
+        """Of the ``candidates`` whose digests the sources staged (ROOM_DIGESTS), the
+        rooms whose every message table holds the same rows in the source as in the
+        target (but for msg_id): into ``tcm_w_settled``. Returns per table and input the
+        rows of those rooms: every one a duplicate of a target row (rule 2), none moved."""
+        names = [t for t in DATE_COLUMN if t in self.tables]
+        rooms = sorted({r for found in candidates.values() for r in found})
+        for name in names:
+            self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
+                       q=room_digest_select(self.tables[name], 0, rooms)))
+        for inp, found in candidates.items():
+            # per room, every table's digest equal on both sides (or absent on both)
+            self.conn.execute(
+                "INSERT INTO tcm_w_settled SELECT %(i)s, c.room FROM unnest(%(r)s::text[]) "
+                "AS c (room) WHERE NOT EXISTS (SELECT 1 FROM (SELECT * FROM "
+                "tcm_s_room_digests WHERE inp = %(i)s AND room_jid = c.room) AS s FULL JOIN "
+                "(SELECT * FROM tcm_s_room_digests WHERE inp = 0 AND room_jid = c.room) AS t "
+                "ON t.tbl = s.tbl AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 "
+                "WHERE s.tbl IS NULL OR t.tbl IS NULL)", {"i": inp, "r": found})
+        self._x(sql.SQL("ANALYZE tcm_w_settled"))
+        settled: dict[str, dict[int, int]] = {}
+        for inp, name, n in self.conn.execute(
+                "SELECT d.inp, d.tbl, sum(d.n) FROM tcm_s_room_digests AS d JOIN tcm_w_settled "
+                "AS s ON s.inp = d.inp AND s.room_jid = d.room_jid GROUP BY 1, 2").fetchall():
+            settled.setdefault(str(name), {})[int(inp)] = int(n)
+        return settled
+
+    def settled_rooms(self, inp: int) -> set[str]:
+        return {str(r[0]) for r in self.conn.execute(
+            "SELECT room_jid FROM tcm_w_settled WHERE inp = %s", (inp,)).fetchall()}
+
     def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
-        """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms."""
+        """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms
+        (but those settled for every holder but the owner: nothing to compare there)."""
         return keys_select(table, sql.SQL("inp") if staged else 0, _q(
-            "{room} IN (SELECT room_jid FROM tcm_w_room WHERE nholders > 1)",
+            "{room} IN (SELECT r.room_jid FROM tcm_w_room AS r WHERE r.nholders > 1 "
+            "AND r.nholders - 1 > (SELECT count(*) FROM tcm_w_settled AS s "
+            "WHERE s.room_jid = r.room_jid))",
             room=_ident(ROOM_COLUMN[table.name])), source=source)
 
     def target_keys(self) -> None:

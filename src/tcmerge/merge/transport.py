@@ -164,6 +164,12 @@ def _shape(*columns: tuple[str, str]) -> tuple[sql.Composed, list[sql.Composable
 
 KEYS_COLUMNS, KEYS_TYPES = _shape(("inp", "smallint"), ("room_jid", "text"),
                                   ("msg_id", "bigint"), ("d", "timestamp"))
+#: Per input, message table and room: its rows' count and two sums of row hashes
+#: (``room_digest_select``), of the rooms a source holds as the target does.
+ROOM_DIGESTS = "tcm_s_room_digests"
+ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES = _shape(
+    ("inp", "smallint"), ("tbl", "text"), ("room_jid", "text"), ("n", "bigint"),
+    ("h1", "numeric"), ("h2", "numeric"))
 HOLDERS_SHAPES = {HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"),
                                   ("lo", "bigint"), ("hi", "bigint")),
                   TIMELOG_HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"))}
@@ -176,9 +182,11 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     for every row of a room held by several inputs (whatever path the row takes), its
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
-    for holders, (_, types) in HOLDERS_SHAPES.items():
+    shapes = [*((name, types) for name, (_, types) in HOLDERS_SHAPES.items()),
+              (ROOM_DIGESTS, ROOM_DIGEST_TYPES)]
+    for name, types in shapes:
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-            sql.Identifier(holders), sql.SQL(", ").join(types)))
+            sql.Identifier(name), sql.SQL(", ").join(types)))
     for table in tables:
         if table.name in DATE_COLUMN:
             conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -268,6 +276,25 @@ def holders_select(inp: int, tables: Iterable[str],
         sql.Literal(inp), sql.SQL(" UNION ALL ").join(parts))
 
 
+def room_digest_select(table: sa.Table, inp: int, rooms: list[str]) -> sql.Composed:
+    """Per room of ``rooms``: (inp, table, room, rows, two sums of 64-bit hashes of each
+    row's text, msg_id left out), the row ``ROOM_DIGESTS`` holds. Two inputs with equal
+    digests of a room hold rows equal in every column but msg_id, as many of each (a
+    difference would have to cancel out in both sums). The text of a value is the same
+    in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding."""
+    room = sql.Identifier(ROOM_COLUMN[table.name])
+    row = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
+        for c in table.columns if c.name != "msg_id")
+    return sql.SQL(
+        "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
+        "sum(hashtextextended(r, 0))::numeric, sum(hashtextextended(r, 1))::numeric "
+        "FROM (SELECT {room} AS room, ROW({row})::text AS r FROM {t} "
+        "WHERE {room} = ANY({rooms}::text[])) AS s GROUP BY room").format(
+            inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, row=row,
+            t=sql.Identifier(table.name), rooms=sql.Literal(rooms))
+
+
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
     """``room column = ANY(<array literal>)``: the list travels as one quoted value.
 
@@ -278,6 +305,13 @@ def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Compo
     if negate:
         return sql.SQL("({} IS NOT NULL AND NOT ({}))").format(room, test)
     return sql.SQL("({} IS NULL OR {})").format(room, test)
+
+
+def except_rooms(table: str, rooms: list[str]) -> sql.Composed:
+    """Every row but those of ``rooms`` (a row without a room included)."""
+    room = sql.Identifier(ROOM_COLUMN[table])
+    return sql.SQL("({} IS NULL OR NOT ({} = ANY({}::text[])))").format(
+        room, room, sql.Literal(rooms))
 
 
 def _typed(table: sa.Table) -> list[sql.Composable]:
@@ -436,6 +470,19 @@ class SourceReader(abc.ABC):
 
     def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
         """After staging: keys read in the background are put into the target."""
+
+    def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str]) -> None:
+        """Into ROOM_DIGESTS: the digests of this source's rows of ``rooms`` in the message
+        ``tables`` (``room_digest_select``), read in the staging snapshot."""
+        for table in tables:
+            self.relay(room_digest_select(table, self.inp, rooms), ROOM_DIGESTS,
+                       ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
+
+    def server_encoding(self) -> str:
+        try:
+            return self.text_rows(sql.SQL("SELECT current_setting('server_encoding')"), 1)[0][0]
+        except psycopg.Error as exc:
+            raise self._fail(exc, "reading") from None
 
     def holders_queries(self, tables: Iterable[str]
                         ) -> list[tuple[str, sql.Composable, sql.Composed]]:

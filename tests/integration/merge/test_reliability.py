@@ -199,9 +199,10 @@ def test_merge_in_progress_is_immediate_even_while_the_first_run_is_in_its_prefl
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref])
     with proc.admin(target.ref) as blocker:
         blocker.autocommit = False
-        blocker.execute("LOCK TABLE tc_msgarchive IN ACCESS EXCLUSIVE MODE")
+        # (the size of tc_rooms, which a snapshot copies, is read by the preflight)
+        blocker.execute("LOCK TABLE tc_rooms IN ACCESS EXCLUSIVE MODE")
         first = proc.start(run_args(target, one), pgpass)
-        proc.wait_until(blocker, proc.WAITING_ON, ("tc_msgarchive", "tcmerge"), proc=first)
+        proc.wait_until(blocker, proc.WAITING_ON, ("tc_rooms", "tcmerge"), proc=first)
         args = run_args(target, one) if second == "run" else [
             "validate", "--json", "--target", proc.bare_url(target.ref),
             "--source", proc.bare_url(one.ref)]

@@ -1,0 +1,102 @@
+"""A merge run again: rooms a source holds exactly as the target does are compared by
+digest and not moved (ROOMS_ALREADY_MERGED); every other room takes the full rules.
+
+The counts and rows must be those of the rules in every case: a room differing in one
+row, or only in its recent messages, is not settled; rows equal but for msg_id are
+duplicates as the rules say."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from .data import TcData
+from .test_cli import cli, sources, url
+from .test_reliability import ROOM, fill
+
+pytestmark = pytest.mark.postgresql
+
+OTHER = "dev@conference-2-c1.example.com"
+THIRD = "qa@conference-3-c1.example.com"
+
+
+def settled(out: dict[str, Any]) -> dict[str, int]:
+    return {f["database"]: f["count"] for f in out["findings"]
+            if f["code"] == "ROOMS_ALREADY_MERGED"}
+
+
+def room_of_its_own(db: TcData, room: str, tag: str, n: int = 5) -> None:
+    db.room(room, next_=n + 1)
+    db.messages(room, [(i, i, f"{tag} {i}") for i in range(1, n + 1)])
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_a_merge_run_again_moves_nothing_and_says_why(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    target, one = tc_factory(), tc_factory()
+    if transport == "dblink":
+        target.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+    fill(target, "t")
+    fill(one, "one")  # a shared room: renumbered the first time
+    room_of_its_own(one, OTHER, "other")
+    room_of_its_own(one, THIRD, "third")
+    args = [*sources(one), "--target", url(target.ref), "--yes", "--transport", transport]
+    code, first = cli("run", *args)
+    assert code == 0, first
+    assert settled(first) == {}  # nothing of the target's own is held the same
+    merged = target.digest()
+    code, again = cli("run", *args)
+    assert code == 0, again
+    assert target.digest() == merged
+    tables = again["tables"]
+    assert all(t["inserted"] == 0 and t["duplicates"] == sum(t["read"][1:])
+               for t in tables.values()), tables
+    assert tables["tc_msgarchive"]["read"] == [70, 40]
+    # OTHER and THIRD are held exactly as merged; the shared room's rows were renumbered
+    # into the target, so its ids differ: it takes the full comparison
+    assert settled(again) == {one.ref.label: 2}
+
+
+def test_a_room_differing_in_one_row_or_in_its_recent_messages_is_not_settled(
+        tc_factory: Callable[..., TcData]) -> None:
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    for db in (target, one):
+        room_of_its_own(db, OTHER, "same")
+        room_of_its_own(db, THIRD, "same")
+        room_of_its_own(db, ROOM, "same")
+    one.execute(f"UPDATE tc_msgarchive SET body_string = 'changed' WHERE to_jid = '{OTHER}' "
+                "AND msg_id = 3")
+    one.execute(f"UPDATE tc_messages SET msg = '<m>changed</m>' WHERE room_jid = '{THIRD}' "
+                "AND msg_id = 2")
+    # the same rows as the target's, also held by a second source with other rows
+    room_of_its_own(two, ROOM, "two")
+    code, out = cli("run", *sources(one, two), "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    assert settled(out) == {one.ref.label: 1}  # ROOM, for `one`; not OTHER nor THIRD
+    arch = out["tables"]["tc_msgarchive"]
+    # OTHER: the changed row renumbered in (the rules); ROOM: two's five rows renumbered
+    assert arch["read"] == [15, 15, 5] and arch["inserted"] == 6
+    assert arch["duplicates"] == 14 and arch["renumbered"] == 6
+    assert target.archive(OTHER)[-1] == (6, "changed")
+    msgs = out["tables"]["tc_messages"]
+    # THIRD's changed recent message follows its archive row, a duplicate: dropped
+    assert msgs["inserted"] == 6 and msgs["duplicates"] == 14
+    assert [r for r in target.archive(ROOM) if r[0] > 5] == [
+        (i + 5, f"two {i}") for i in range(1, 6)]
+
+
+def test_equal_rows_inside_one_input_are_duplicates_of_the_targets_as_the_rules_say(
+        tc_factory: Callable[..., TcData]) -> None:
+    # two rows equal but for msg_id, in the source and in the target: both duplicates
+    target, one = tc_factory(), tc_factory()
+    for db in (target, one):
+        db.room(OTHER, next_=3)
+        db.messages(OTHER, [(1, 1, "hello"), (2, 1, "hello")])
+    code, out = cli("run", *sources(one), "--target", url(target.ref), "--yes")
+    assert code == 0, out
+    assert settled(out) == {one.ref.label: 1}
+    arch = out["tables"]["tc_msgarchive"]
+    assert arch["inserted"] == 0 and arch["duplicates"] == 2
+    assert [f["code"] for f in out["findings"] if f["code"] == "DUPLICATE_ROWS"]
