@@ -140,15 +140,23 @@ class PgRules(MergeRules):
         for name in names:
             self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
                        q=room_digest_select(self.tables[name], 0, rooms)))
-        for inp, found in candidates.items():
-            # per room, every table's digest equal on both sides (or absent on both)
-            self.conn.execute(
-                "INSERT INTO tcm_w_settled SELECT %(i)s, c.room FROM unnest(%(r)s::text[]) "
-                "AS c (room) WHERE NOT EXISTS (SELECT 1 FROM (SELECT * FROM "
-                "tcm_s_room_digests WHERE inp = %(i)s AND room_jid = c.room) AS s FULL JOIN "
-                "(SELECT * FROM tcm_s_room_digests WHERE inp = 0 AND room_jid = c.room) AS t "
-                "ON t.tbl = s.tbl AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 "
-                "WHERE s.tbl IS NULL OR t.tbl IS NULL)", {"i": inp, "r": found})
+        self._x(sql.SQL("ANALYZE tcm_s_room_digests"))
+        self._work("tcm_w_candidates", _q(
+            "SELECT c.inp::smallint AS inp, c.room_jid FROM unnest({i}::smallint[], "
+            "{r}::text[]) AS c (inp, room_jid)",
+            i=sql.Literal([i for i, found in candidates.items() for _ in found]),
+            r=sql.Literal([r for found in candidates.values() for r in found])))
+        # a candidate is settled unless a table's digest differs, or one side lacks it
+        self._x(sql.SQL(
+            "INSERT INTO tcm_w_settled SELECT inp, room_jid FROM tcm_w_candidates EXCEPT "
+            "SELECT c.inp, c.room_jid FROM tcm_w_candidates AS c JOIN tcm_s_room_digests AS s "
+            "ON s.inp = c.inp AND s.room_jid = c.room_jid LEFT JOIN tcm_s_room_digests AS t "
+            "ON t.inp = 0 AND t.room_jid = s.room_jid AND t.tbl = s.tbl AND t.n = s.n "
+            "AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
+            "SELECT c.inp, c.room_jid FROM tcm_w_candidates AS c JOIN tcm_s_room_digests AS t "
+            "ON t.inp = 0 AND t.room_jid = c.room_jid LEFT JOIN tcm_s_room_digests AS s "
+            "ON s.inp = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
+            "WHERE s.tbl IS NULL"))
         self._x(sql.SQL("ANALYZE tcm_w_settled"))
         settled: dict[str, dict[int, int]] = {}
         for inp, name, n in self.conn.execute(
@@ -162,16 +170,20 @@ class PgRules(MergeRules):
             "SELECT room_jid FROM tcm_w_settled WHERE inp = %s", (inp,)).fetchall()}
 
     def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
-        """Keys (see transport.create_staging) of the rows in ``source`` of shared rooms
-        (but those settled for every holder but the owner: nothing to compare there)."""
+        """Keys (see transport.create_staging) of the rows in ``source`` of the rooms
+        whose rows are compared (``tcm_w_compared``)."""
         return keys_select(table, sql.SQL("inp") if staged else 0, _q(
-            "{room} IN (SELECT r.room_jid FROM tcm_w_room AS r WHERE r.nholders > 1 "
-            "AND r.nholders - 1 > (SELECT count(*) FROM tcm_w_settled AS s "
-            "WHERE s.room_jid = r.room_jid))",
+            "{room} IN (SELECT room_jid FROM tcm_w_compared)",
             room=_ident(ROOM_COLUMN[table.name])), source=source)
 
     def target_keys(self) -> None:
-        """The keys of the target's own rows of shared rooms: before anything is written."""
+        """The keys of the target's own rows of shared rooms: before anything is written.
+        (Rooms settled for every holder but the owner are not compared: there is nothing
+        to compare their rows with.)"""
+        self._work("tcm_w_compared", sql.SQL(
+            "SELECT r.room_jid FROM tcm_w_room AS r LEFT JOIN (SELECT room_jid, count(*) AS n "
+            "FROM tcm_w_settled GROUP BY room_jid) AS s ON s.room_jid = r.room_jid "
+            "WHERE r.nholders > 1 AND r.nholders - 1 > coalesce(s.n, 0)"))
         for name in DATE_COLUMN:
             if name in self.tables:
                 self._x(_q("INSERT INTO {k} SELECT * FROM ({q}) AS s",
