@@ -173,6 +173,10 @@ class PostgresMerge(DialectMerge):
                 reader.stage_room_digests(messages, rooms)
                 candidates[reader.inp] = rooms
         if candidates:
+            # the sources' digests are read meanwhile (in the background, by copy)
+            self.rules.target_room_digests(candidates)
+            for reader in self.readers:
+                reader.load_room_digests()
             self.settled = self.rules.settle(candidates)
             self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
 

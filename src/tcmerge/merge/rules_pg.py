@@ -130,16 +130,20 @@ class PgRules(MergeRules):
             "ON t.inp = 0 AND t.room_jid = s.room_jid WHERE s.inp = %s AND s.lo = t.lo "
             "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()]
 
-    def settle(self, candidates: dict[int, list[str]]) -> dict[str, dict[int, int]]:
-        """Of the ``candidates`` whose digests the sources staged (ROOM_DIGESTS), the
-        rooms whose every message table holds the same rows in the source as in the
-        target (but for msg_id): into ``tcm_w_settled``. Returns per table and input the
-        rows of those rooms: every one a duplicate of a target row (rule 2), none moved."""
-        names = [t for t in DATE_COLUMN if t in self.tables]
+    def target_room_digests(self, candidates: dict[int, list[str]]) -> None:
+        """Into ROOM_DIGESTS (input 0): the target's digests of the candidate rooms."""
         rooms = sorted({r for found in candidates.values() for r in found})
-        for name in names:
-            self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
-                       q=room_digest_select(self.tables[name], 0, rooms)))
+        for name in DATE_COLUMN:
+            if name in self.tables:
+                self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
+                           q=room_digest_select(self.tables[name], 0, rooms)))
+
+    def settle(self, candidates: dict[int, list[str]]) -> dict[str, dict[int, int]]:
+        """Of the ``candidates`` whose digests are in ROOM_DIGESTS (the sources' and the
+        target's, ``target_room_digests``), the rooms whose every message table holds the
+        same rows in the source as in the target (but for msg_id): into ``tcm_w_settled``.
+        Returns per table and input the rows of those rooms: every one a duplicate of a
+        target row (rule 2), none moved."""
         self._x(sql.SQL("ANALYZE tcm_s_room_digests"))
         self._work("tcm_w_candidates", _q(
             "SELECT c.inp::smallint AS inp, c.room_jid FROM unnest({i}::smallint[], "
@@ -180,6 +184,8 @@ class PgRules(MergeRules):
         """The keys of the target's own rows of shared rooms: before anything is written.
         (Rooms settled for every holder but the owner are not compared: there is nothing
         to compare their rows with.)"""
+        if not any(name in self.tables for name in DATE_COLUMN):
+            return  # jm and aft_log alone: no rooms
         self._work("tcm_w_compared", sql.SQL(
             "SELECT r.room_jid FROM tcm_w_room AS r LEFT JOIN (SELECT room_jid, count(*) AS n "
             "FROM tcm_w_settled GROUP BY room_jid) AS s ON s.room_jid = r.room_jid "

@@ -473,10 +473,16 @@ class SourceReader(abc.ABC):
 
     def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str]) -> None:
         """Into ROOM_DIGESTS: the digests of this source's rows of ``rooms`` in the message
-        ``tables`` (``room_digest_select``), read in the staging snapshot."""
+        ``tables`` (``room_digest_select``), read in the staging snapshot; a transport may
+        read them in the background, so they are in the target once
+        ``load_room_digests`` returns."""
         for table in tables:
             self.relay(room_digest_select(table, self.inp, rooms), ROOM_DIGESTS,
                        ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
+
+    def load_room_digests(self) -> None:  # noqa: B027 - the digests went straight in
+        """After ``stage_room_digests``: digests read in the background are put into the
+        target."""
 
     def server_encoding(self) -> str:
         try:
@@ -612,6 +618,15 @@ class CopySource(SourceReader):
         self._spool(self._session(), self.holders_queries(tables))
 
     def load_holders(self) -> None:
+        self._load_spools("rooms")
+
+    def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str]) -> None:
+        """Spooled in the background: the target computes its own digests meanwhile."""
+        self._spool(self._session(), [
+            (ROOM_DIGESTS, ROOM_DIGEST_COLUMNS, room_digest_select(t, self.inp, rooms))
+            for t in tables])
+
+    def load_room_digests(self) -> None:
         self._load_spools("rooms")
 
     def check_unchanged(self, tables: Iterable[str], xmin: str) -> None:
