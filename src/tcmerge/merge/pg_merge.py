@@ -20,7 +20,7 @@ from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import indexes, jobs, pg
-from tcmerge.merge.checksums import table_checksums
+from tcmerge.merge.checksums import RECORD, TEXT, methods_for, table_checksums
 from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
 from tcmerge.merge.plan import MergePlan
@@ -160,7 +160,10 @@ class PostgresMerge(DialectMerge):
             return
         row = self._conn.execute("SELECT current_setting('server_encoding')").fetchone()
         encoding = str(row[0]) if row else ""
-        candidates: dict[int, list[str]] = {}
+        names = [t.name for t in messages]
+        # rows hashed by their types' hash functions where every server can (checksums.py)
+        method = RECORD if set(methods_for(self._conn, names).values()) == {RECORD} else TEXT
+        eligible: dict[SourceReader, list[str]] = {}
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
@@ -170,11 +173,15 @@ class PostgresMerge(DialectMerge):
                 continue
             rooms = self.rules.settle_candidates(reader.inp)
             if rooms:
-                reader.stage_room_digests(messages, rooms)
-                candidates[reader.inp] = rooms
+                eligible[reader] = rooms
+                if set(reader.methods(names).values()) != {RECORD}:
+                    method = TEXT
+        candidates = {reader.inp: rooms for reader, rooms in eligible.items()}
         if candidates:
+            for reader, rooms in eligible.items():
+                reader.stage_room_digests(messages, rooms, method)
             # the sources' digests are read meanwhile (in the background, by copy)
-            self.rules.target_room_digests(candidates)
+            self.rules.target_room_digests(candidates, method)
             for reader in self.readers:
                 reader.load_room_digests()
             self.settled = self.rules.settle(candidates)

@@ -130,13 +130,13 @@ class PgRules(MergeRules):
             "ON t.inp = 0 AND t.room_jid = s.room_jid WHERE s.inp = %s AND s.lo = t.lo "
             "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()]
 
-    def target_room_digests(self, candidates: dict[int, list[str]]) -> None:
+    def target_room_digests(self, candidates: dict[int, list[str]], method: str) -> None:
         """Into ROOM_DIGESTS (input 0): the target's digests of the candidate rooms."""
         rooms = sorted({r for found in candidates.values() for r in found})
         for name in DATE_COLUMN:
             if name in self.tables:
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
-                           q=room_digest_select(self.tables[name], 0, rooms)))
+                           q=room_digest_select(self.tables[name], 0, rooms, method)))
 
     def settle(self, candidates: dict[int, list[str]]) -> dict[str, dict[int, int]]:
         """Of the ``candidates`` whose digests are in ROOM_DIGESTS (the sources' and the

@@ -100,3 +100,31 @@ def test_equal_rows_inside_one_input_are_duplicates_of_the_targets_as_the_rules_
     arch = out["tables"]["tc_msgarchive"]
     assert arch["inserted"] == 0 and arch["duplicates"] == 2
     assert [f["code"] for f in out["findings"] if f["code"] == "DUPLICATE_ROWS"]
+
+
+@pytest.mark.parametrize("method", ["text", "record"])
+def test_room_digests_tell_equal_rooms_from_rooms_differing_in_a_row_or_an_id(
+        tc_factory: Callable[..., TcData], method: str) -> None:
+    # both hash methods: equal rows (ids aside) give equal digests in two databases;
+    # one changed value, one row fewer, or the same rows moved to other ids do not hide
+    from tcmerge.merge.transport import room_digest_select
+    from tcmerge.schema import tc
+
+    one, two = tc_factory(), tc_factory()
+    for db in (one, two):
+        room_of_its_own(db, OTHER, "same")
+        room_of_its_own(db, THIRD, "same")
+        room_of_its_own(db, ROOM, "same")
+    two.execute(f"UPDATE tc_msgarchive SET body_len = body_len + 1 WHERE to_jid = '{OTHER}' "
+                "AND msg_id = 4",
+                f"DELETE FROM tc_msgarchive WHERE to_jid = '{THIRD}' AND msg_id = 5",
+                f"UPDATE tc_msgarchive SET msg_id = msg_id + 10 WHERE to_jid = '{ROOM}'")
+
+    def digests(db: TcData) -> dict[str, tuple[Any, ...]]:
+        query = room_digest_select(tc.tc_msgarchive, 1, [OTHER, THIRD, ROOM], method)
+        return {r[2]: r[3:] for r in db.query(query.as_string(None))}
+
+    a, b = digests(one), digests(two)
+    assert a[ROOM] == b[ROOM]  # msg_id is left out: equal rows under other ids
+    assert a[OTHER] != b[OTHER] and a[OTHER][0] == b[OTHER][0]
+    assert a[THIRD] != b[THIRD]
