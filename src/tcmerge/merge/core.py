@@ -113,12 +113,15 @@ class MergeRules:
     no runner the statements can only be listed, as ``run --sql`` does)."""
 
     def __init__(self, runner: Runner | None, tables: tuple[sa.Table, ...],
-                 inputs: list[str], names: Names) -> None:
+                 inputs: list[str], names: Names, *,
+                 hashed_by_type: set[str] | None = None) -> None:
         self.runner = runner
         self.tables = {t.name: t for t in tables}
         self.inputs = inputs  # labels, target first
         self.names = names
         self.target_counts: dict[str, int] = {}
+        #: tables whose rows the row hash reads by their values' types (``RowHash``)
+        self.hashed_by_type = set(hashed_by_type or ())
         #: rows per table and input staged (None: counted in staging), and copied straight
         #: into the target's table by a transport that can (PostgreSQL's direct path)
         self.staged: dict[str, dict[int, int]] | None = None
@@ -286,7 +289,8 @@ class MergeRules:
     def _hashed(self, model: sa.Table, rows: Any, exclude: tuple[str, ...],
                 in_target: bool = False) -> Any:
         return row_hash([(self._hash_input(c, rows, in_target), is_lob(c))
-                         for c in model.columns if c.name not in exclude]).label("h")
+                         for c in model.columns if c.name not in exclude],
+                        by_type=model.name in self.hashed_by_type).label("h")
 
     def _hash_input(self, column: sa.Column[Any], rows: Any, in_target: bool) -> Any:
         """A column as the row hash reads it (a target's value as staging holds it)."""

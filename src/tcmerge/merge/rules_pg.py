@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from tcmerge.dialects.constructs import UpdateFrom
+from tcmerge.merge.checksums import RECORD, methods_for
 from tcmerge.merge.core import MESSAGES, MergeRules, Names
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.transport import (
@@ -76,7 +77,11 @@ class PgRules(MergeRules):
     hash_is_exact = True
 
     def __init__(self, conn: PgConn, tables: tuple[sa.Table, ...], inputs: list[str]) -> None:
-        super().__init__(PsycopgRunner(conn), tables, inputs, NAMES)
+        # the row hash by the values' types where the server and the columns allow it
+        # (checksums.py's record method), before the rules' queries are built
+        by_type = {t for t, m in methods_for(conn, [t.name for t in tables]).items()
+                   if m == RECORD}
+        super().__init__(PsycopgRunner(conn), tables, inputs, NAMES, hashed_by_type=by_type)
         self.conn = conn
 
     # -- helpers ---------------------------------------------------------------------------
