@@ -289,8 +289,8 @@ def _restore(conn: sa.Connection, run: Runner, job_id: str, force: bool, *, lock
     if not result.checksums_match:
         conn.rollback()
         lost = [t for t in marked if now.get(t) != before.get(t)]
-        why = (f"; rows {', '.join(lost)} held before the merge were edited or deleted "
-               "since, and the merge kept no copy of them (only of "
+        why = (f"; rows of {', '.join(lost)} that the target held before the merge were "
+               "edited or deleted since, and the merge kept no copy of them (only of "
                f"{', '.join(snap) or 'no table'}): restore the target from its backup"
                if lost else "")
         raise FindingsBlock("the restored tables do not match the checksums recorded before "
