@@ -29,6 +29,7 @@ from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_loc
 from tcmerge.merge.transport import (
     DATE_COLUMN,
     DIRECT_TABLES,
+    FIRST_ROW_DIGESTS,
     TRANSPORTS,
     SourceReader,
     create_staging,
@@ -163,7 +164,7 @@ class PostgresMerge(DialectMerge):
         names = [t.name for t in messages]
         # rows hashed by their types' hash functions where every server can (checksums.py)
         method = RECORD if set(methods_for(self._conn, names).values()) == {RECORD} else TEXT
-        eligible: dict[SourceReader, list[str]] = {}
+        eligible: dict[SourceReader, dict[str, int]] = {}
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
@@ -177,15 +178,24 @@ class PostgresMerge(DialectMerge):
                 if set(reader.methods(names).values()) != {RECORD}:
                     method = TEXT
         candidates = {reader.inp: rooms for reader, rooms in eligible.items()}
-        if candidates:
-            for reader, rooms in eligible.items():
-                reader.stage_room_digests(messages, rooms, method)
-            # the sources' digests are read meanwhile (in the background, by copy)
-            self.rules.target_room_digests(candidates, method)
-            for reader in self.readers:
+        # first the row at each room's lowest id (a probe per room), then every row of the
+        # rooms still alike; the sources' digests are read while the target takes its own
+        # (in the background, by copy)
+        for first_rows in (True, False):
+            if not candidates:
+                return
+            for reader in eligible:
+                if reader.inp in candidates:
+                    found = candidates[reader.inp]
+                    reader.stage_room_digests(messages, sorted(found), method, [
+                        found[r] for r in sorted(found)] if first_rows else None)
+            self.rules.target_room_digests(candidates, method, first_rows=first_rows)
+            for reader in eligible:
                 reader.load_room_digests()
-            self.settled = self.rules.settle(candidates)
-            self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
+            if first_rows:
+                candidates = self.rules.equal_rooms(FIRST_ROW_DIGESTS, candidates)
+        self.settled = self.rules.settle(candidates)
+        self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
 
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress

@@ -45,7 +45,7 @@ from tcmerge.merge.transport import (
     holders_select,
     keys_name,
     keys_select,
-    room_digest_select,
+    room_digest_queries,
     room_indexed_query,
     staging_name,
     staging_type,
@@ -127,45 +127,58 @@ class PgRules(MergeRules):
                 "HAVING count(DISTINCT inp) > 1"))
 
     # -- rooms held exactly as the target holds them ---------------------------------------
-    def settle_candidates(self, inp: int) -> list[str]:
+    def settle_candidates(self, inp: int) -> dict[str, int]:
         """The rooms input ``inp`` holds with the target's own id range in the message
-        tables: candidates for ``settle`` (a merge run again holds all its rooms so)."""
-        return [str(r[0]) for r in self.conn.execute(
-            "SELECT s.room_jid FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
+        tables, with their lowest id: candidates for ``settle`` (a merge run again holds
+        all its rooms so)."""
+        return {str(r[0]): int(r[1]) for r in self.conn.execute(
+            "SELECT s.room_jid, s.lo FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
             "ON t.inp = 0 AND t.room_jid = s.room_jid WHERE s.inp = %s AND s.lo = t.lo "
-            "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()]
+            "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()}
 
-    def target_room_digests(self, candidates: dict[int, list[str]], method: str) -> None:
-        """Into ROOM_DIGESTS (input 0): the target's digests of the candidate rooms."""
-        rooms = sorted({r for found in candidates.values() for r in found})
-        for name in DATE_COLUMN:
-            if name in self.tables:
-                self._x(_q("INSERT INTO {d} {q}", d=_ident(ROOM_DIGESTS),
-                           q=room_digest_select(self.tables[name], 0, rooms, method)))
+    def target_room_digests(self, candidates: dict[int, dict[str, int]], method: str, *,
+                            first_rows: bool = False) -> None:
+        """Into ROOM_DIGESTS (``first_rows``: FIRST_ROW_DIGESTS), input 0: the target's
+        digests of the candidate rooms (their lowest ids are the target's)."""
+        lowest = {r: lo for found in candidates.values() for r, lo in found.items()}
+        rooms = sorted(lowest)
+        tables = [self.tables[n] for n in DATE_COLUMN if n in self.tables]
+        for dest, query in room_digest_queries(
+                tables, 0, rooms, method, [lowest[r] for r in rooms] if first_rows else None):
+            self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def settle(self, candidates: dict[int, list[str]]) -> dict[str, dict[int, int]]:
+    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, int]]
+                    ) -> dict[int, dict[str, int]]:
+        """The candidates whose every message table has equal digests in ``digests`` for
+        the source and the target (or none on both sides)."""
+        self._x(_q("ANALYZE {d}", d=_ident(digests)))
+        rows = self.conn.execute(_q(
+            "WITH c AS (SELECT * FROM unnest(%(i)s::smallint[], %(r)s::text[]) "
+            "AS c (inp, room_jid)) SELECT inp, room_jid FROM c EXCEPT "
+            "SELECT c.inp, c.room_jid FROM c JOIN {d} AS s "
+            "ON s.inp = c.inp AND s.room_jid = c.room_jid LEFT JOIN {d} AS t "
+            "ON t.inp = 0 AND t.room_jid = s.room_jid AND t.tbl = s.tbl AND t.n = s.n "
+            "AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
+            "SELECT c.inp, c.room_jid FROM c JOIN {d} AS t "
+            "ON t.inp = 0 AND t.room_jid = c.room_jid LEFT JOIN {d} AS s "
+            "ON s.inp = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
+            "WHERE s.tbl IS NULL", d=_ident(digests)),
+            {"i": [i for i, found in candidates.items() for _ in found],
+             "r": [r for found in candidates.values() for r in found]}).fetchall()
+        equal: dict[int, dict[str, int]] = {}
+        for inp, room in rows:
+            equal.setdefault(int(inp), {})[str(room)] = candidates[int(inp)][str(room)]
+        return equal
+
+    def settle(self, candidates: dict[int, dict[str, int]]) -> dict[str, dict[int, int]]:
         """Of the ``candidates`` whose digests are in ROOM_DIGESTS (the sources' and the
         target's, ``target_room_digests``), the rooms whose every message table holds the
         same rows in the source as in the target (but for msg_id): into ``tcm_w_settled``.
         Returns per table and input the rows of those rooms: every one a duplicate of a
         target row (rule 2), none moved."""
-        self._x(sql.SQL("ANALYZE tcm_s_room_digests"))
-        self._work("tcm_w_candidates", _q(
-            "SELECT c.inp::smallint AS inp, c.room_jid FROM unnest({i}::smallint[], "
-            "{r}::text[]) AS c (inp, room_jid)",
-            i=sql.Literal([i for i, found in candidates.items() for _ in found]),
-            r=sql.Literal([r for found in candidates.values() for r in found])))
-        # a candidate is settled unless a table's digest differs, or one side lacks it
-        self._x(sql.SQL(
-            "INSERT INTO tcm_w_settled SELECT inp, room_jid FROM tcm_w_candidates EXCEPT "
-            "SELECT c.inp, c.room_jid FROM tcm_w_candidates AS c JOIN tcm_s_room_digests AS s "
-            "ON s.inp = c.inp AND s.room_jid = c.room_jid LEFT JOIN tcm_s_room_digests AS t "
-            "ON t.inp = 0 AND t.room_jid = s.room_jid AND t.tbl = s.tbl AND t.n = s.n "
-            "AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
-            "SELECT c.inp, c.room_jid FROM tcm_w_candidates AS c JOIN tcm_s_room_digests AS t "
-            "ON t.inp = 0 AND t.room_jid = c.room_jid LEFT JOIN tcm_s_room_digests AS s "
-            "ON s.inp = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
-            "WHERE s.tbl IS NULL"))
+        for inp, rooms in self.equal_rooms(ROOM_DIGESTS, candidates).items():
+            self.conn.execute("INSERT INTO tcm_w_settled SELECT %s, unnest(%s::text[])",
+                              (inp, sorted(rooms)))
         self._x(sql.SQL("ANALYZE tcm_w_settled"))
         settled: dict[str, dict[int, int]] = {}
         for inp, name, n in self.conn.execute(

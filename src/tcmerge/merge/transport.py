@@ -169,6 +169,9 @@ KEYS_COLUMNS, KEYS_TYPES = _shape(("inp", "smallint"), ("room_jid", "text"),
 #: Per input, message table and room: its rows' count and two sums of row hashes
 #: (``room_digest_select``), of the rooms a source holds as the target does.
 ROOM_DIGESTS = "tcm_s_room_digests"
+#: The same of only the row at each room's lowest id: a cheap first look that rules out
+#: rooms whose first messages differ (a first merge's shared rooms with equal id ranges).
+FIRST_ROW_DIGESTS = "tcm_s_first_row_digests"
 ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES = _shape(
     ("inp", "smallint"), ("tbl", "text"), ("room_jid", "text"), ("n", "bigint"),
     ("h1", "numeric"), ("h2", "numeric"))
@@ -185,7 +188,7 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
     shapes = [*((name, types) for name, (_, types) in HOLDERS_SHAPES.items()),
-              (ROOM_DIGESTS, ROOM_DIGEST_TYPES)]
+              (ROOM_DIGESTS, ROOM_DIGEST_TYPES), (FIRST_ROW_DIGESTS, ROOM_DIGEST_TYPES)]
     for name, types in shapes:
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(name), sql.SQL(", ").join(types)))
@@ -279,15 +282,20 @@ def holders_select(inp: int, tables: Iterable[str],
 
 
 def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
-                       method: str = TEXT) -> sql.Composed:
+                       method: str = TEXT, first_ids: list[int] | None = None) -> sql.Composed:
     """Per room of ``rooms``: (inp, table, room, rows, two sums of 64-bit hashes of each
     row, msg_id left out), the row ``ROOM_DIGESTS`` holds. Two inputs with equal digests
     of a room hold rows equal in every column but msg_id, as many of each (a difference
     would have to cancel out in both sums). Each row is hashed as its columns cast to
     their staging types: by the types' own hash functions (``RECORD``, PostgreSQL 14+,
     as the checksums' record method; ten times cheaper), or its text, which is the same
-    in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding."""
+    in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding.
+    ``first_ids``: per room its lowest id; only the row there (FIRST_ROW_DIGESTS)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
+    where = sql.SQL("{} = ANY({}::text[])").format(room, sql.Literal(rooms))
+    if first_ids is not None:
+        where = sql.SQL("({}, msg_id) IN (SELECT * FROM unnest({}::text[], {}::bigint[]))"
+                        ).format(room, sql.Literal(rooms), sql.Literal(first_ids))
     row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
         for c in table.columns if c.name != "msg_id"))
@@ -297,11 +305,17 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
         "sum({h1})::numeric, sum({h2})::numeric "
-        "FROM (SELECT {room} AS room, {row} AS r FROM {t} "
-        "WHERE {room} = ANY({rooms}::text[])) AS s GROUP BY room").format(
+        "FROM (SELECT {room} AS room, {row} AS r FROM {t} WHERE {where}) AS s "
+        "GROUP BY room").format(
             inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, row=row,
-            h1=hashed[0], h2=hashed[1], t=sql.Identifier(table.name),
-            rooms=sql.Literal(rooms))
+            h1=hashed[0], h2=hashed[1], t=sql.Identifier(table.name), where=where)
+
+
+def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
+                        first_ids: list[int] | None = None) -> list[tuple[str, sql.Composed]]:
+    """(destination, query) of ``room_digest_select`` per message table."""
+    dest = ROOM_DIGESTS if first_ids is None else FIRST_ROW_DIGESTS
+    return [(dest, room_digest_select(t, inp, rooms, method, first_ids)) for t in tables]
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
@@ -481,14 +495,13 @@ class SourceReader(abc.ABC):
         """After staging: keys read in the background are put into the target."""
 
     def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str],
-                           method: str) -> None:
-        """Into ROOM_DIGESTS: the digests of this source's rows of ``rooms`` in the message
-        ``tables`` (``room_digest_select``), read in the staging snapshot; a transport may
-        read them in the background, so they are in the target once
-        ``load_room_digests`` returns."""
-        for table in tables:
-            self.relay(room_digest_select(table, self.inp, rooms, method), ROOM_DIGESTS,
-                       ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
+                           method: str, first_ids: list[int] | None = None) -> None:
+        """Into ROOM_DIGESTS (``first_ids``: FIRST_ROW_DIGESTS): the digests of this
+        source's rows of ``rooms`` in the message ``tables`` (``room_digest_select``),
+        read in the staging snapshot; a transport may read them in the background, so
+        they are in the target once ``load_room_digests`` returns."""
+        for dest, query in room_digest_queries(tables, self.inp, rooms, method, first_ids):
+            self.relay(query, dest, ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
 
     def load_room_digests(self) -> None:  # noqa: B027 - the digests went straight in
         """After ``stage_room_digests``: digests read in the background are put into the
@@ -631,11 +644,11 @@ class CopySource(SourceReader):
         self._load_spools("rooms")
 
     def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str],
-                           method: str) -> None:
+                           method: str, first_ids: list[int] | None = None) -> None:
         """Spooled in the background: the target computes its own digests meanwhile."""
         self._spool(self._session(), [
-            (ROOM_DIGESTS, ROOM_DIGEST_COLUMNS,
-             room_digest_select(t, self.inp, rooms, method)) for t in tables])
+            (dest, ROOM_DIGEST_COLUMNS, query) for dest, query
+            in room_digest_queries(tables, self.inp, rooms, method, first_ids)])
 
     def load_room_digests(self) -> None:
         self._load_spools("rooms")
