@@ -245,10 +245,8 @@ class DialectAdapter(abc.ABC):
         left out) ``table`` no longer holds."""
 
     # -- the rows one transaction wrote (a merge's inserts, found again by restore) --------
-    #: every row version carries the id of the transaction that wrote it, so that a merge
-    #: need not copy a table to be undone: restore deletes the rows of its transaction
-    rows_carry_transaction: ClassVar[bool] = False
-
+    # Where row versions carry the id of the transaction that wrote them, a merge need not
+    # copy a table to be undone: restore deletes the rows of its transaction.
     def snapshot_tables(self, tables: list[str]) -> list[str]:
         """Which of the merged ``tables`` a merge copies for restore (the others' rows
         are found by its transaction id)."""

@@ -20,7 +20,7 @@ from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import indexes, jobs, pg
-from tcmerge.merge.checksums import RECORD, TEXT, methods_for, table_checksums
+from tcmerge.merge.checksums import RECORD, TEXT, table_checksums
 from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
 from tcmerge.merge.plan import MergePlan
@@ -62,9 +62,8 @@ class PostgresMerge(DialectMerge):
         #: the sources that are the target itself: not read again (see target_mirrors)
         self.mirrors = target_mirrors(report)
         self.target_before: dict[str, str] = {}
-        #: per source read: the staging snapshot's xmin and shapes, its checksums
+        #: per source read: the staging snapshot's xmin and shapes
         self.staging_marks: list[tuple[str, dict[str, str]]] = []
-        self.staged_sums: list[dict[str, str]] = []
         #: per table and input the rows copied straight into the target's table
         self.direct: dict[str, dict[int, int]] = {}
         #: per table and input the rows of settled rooms (``_settle``), and those rooms
@@ -159,18 +158,19 @@ class PostgresMerge(DialectMerge):
         messages = [t for t in self.request.tables if t.name in DATE_COLUMN]
         if not messages or not self.readers:
             return
-        row = self._conn.execute("SELECT current_setting('server_encoding')").fetchone()
-        encoding = str(row[0]) if row else ""
+        # each server's encoding, as validation found it (target first)
+        encodings = [d.get("encoding") for d in self.report.databases]
         names = [t.name for t in messages]
-        # rows hashed by their types' hash functions where every server can (checksums.py)
-        method = RECORD if set(methods_for(self._conn, names).values()) == {RECORD} else TEXT
+        # rows hashed by their types' hash functions where every server can (checksums.py;
+        # the target's choice is the rules')
+        method = RECORD if set(names) <= self.rules.hashed_by_type else TEXT
         eligible: dict[SourceReader, dict[str, int]] = {}
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
-            if (encoding == "SQL_ASCII" or any(for_input(t, reader.inp) is not t
-                                               for t in messages)
-                    or reader.server_encoding() != encoding):
+            if (not encodings or encodings[0] in (None, "SQL_ASCII")
+                    or len(encodings) <= reader.inp or encodings[reader.inp] != encodings[0]
+                    or any(for_input(t, reader.inp) is not t for t in messages)):
                 continue
             rooms = self.rules.settle_candidates(reader.inp)
             if rooms:
@@ -277,9 +277,7 @@ class PostgresMerge(DialectMerge):
         if self.ctx.mode == "validate":
             return []
         # collected before any prompt: no source session waits on the user
-        self.staged_sums = [reader.staged_checksums() for reader in self.readers]
-        by_input = {r.inp: sums for r, sums in zip(self.readers, self.staged_sums,
-                                                    strict=True)}
+        by_input = {reader.inp: reader.staged_checksums() for reader in self.readers}
         # a source that is the target has the target's checksums
         return [by_input.get(i, self.target_before)
                 for i in range(1, len(self.request.sources) + 1)]
@@ -308,10 +306,10 @@ class PostgresMerge(DialectMerge):
     def sources_unchanged(self, before: list[dict[str, str]]) -> list[Finding]:
         names = [t.name for t in self.request.tables]
         found: list[Finding] = []
-        for reader, sums, (xmin, shapes) in zip(self.readers, self.staged_sums,
-                                                self.staging_marks, strict=True):
+        for reader, (xmin, shapes) in zip(self.readers, self.staging_marks, strict=True):
             # one checksum pass per source: a cheap proof that nothing changed since the
-            # staging snapshot, else the full comparison (see checksums.py)
+            # staging snapshot (``before``: its checksums), else the full comparison
+            sums = before[reader.inp - 1]
             if not reader.unchanged_since(sums, xmin, shapes):
                 found += compare_checksums(reader.ref.label, sums, reader.checksums(names))
         for reader in self.readers:

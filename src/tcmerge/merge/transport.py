@@ -130,10 +130,13 @@ def column_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(names)
 
 
-def cast_list(table: sa.Table, prefix: str | None = None) -> sql.Composed:
+def cast_list(table: sa.Table, prefix: str | None = None,
+              exclude: tuple[str, ...] = ()) -> sql.Composed:
     """``col::stagingtype, ...``: what a source (or the target as input 0) is read as."""
     parts = []
     for c in table.columns:
+        if c.name in exclude:
+            continue
         ident = sql.Identifier(prefix, c.name) if prefix else sql.Identifier(c.name)
         parts.append(sql.SQL("{}::{}").format(ident, sql.SQL(staging_type(c))))
     return sql.SQL(", ").join(parts)
@@ -296,9 +299,7 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     if first_ids is not None:
         where = sql.SQL("({}, msg_id) IN (SELECT * FROM unnest({}::text[], {}::bigint[]))"
                         ).format(room, sql.Literal(rooms), sql.Literal(first_ids))
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(staging_type(c)))
-        for c in table.columns if c.name != "msg_id"))
+    row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
     hashed = [sql.SQL("hash_record_extended(r, {})" if method == RECORD
                       else "hashtextextended(r::text, {})").format(sql.Literal(seed))
               for seed in (0, 1)]
@@ -506,12 +507,6 @@ class SourceReader(abc.ABC):
     def load_room_digests(self) -> None:  # noqa: B027 - the digests went straight in
         """After ``stage_room_digests``: digests read in the background are put into the
         target."""
-
-    def server_encoding(self) -> str:
-        try:
-            return self.text_rows(sql.SQL("SELECT current_setting('server_encoding')"), 1)[0][0]
-        except psycopg.Error as exc:
-            raise self._fail(exc, "reading") from None
 
     def holders_queries(self, tables: Iterable[str]
                         ) -> list[tuple[str, sql.Composable, sql.Composed]]:

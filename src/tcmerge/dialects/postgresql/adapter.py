@@ -466,7 +466,6 @@ class PostgresAdapter(DialectAdapter):
     # row is frozen (9.4+) and by VACUUM FULL and CLUSTER; an UPDATE writes a new version
     # with its own. ``txid_current()`` is the same id with its epoch: it tells the merge's
     # transaction apart from any other for 2^31 transactions (restore checks the distance).
-    rows_carry_transaction = True
 
     def snapshot_tables(self, tables: list[str]) -> list[str]:
         # tc_rooms, whose counters a merge raises in rows the target held (rule 4), and
