@@ -24,7 +24,7 @@ from tcmerge.merge.checksums import RECORD, TEXT, table_checksums
 from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
 from tcmerge.merge.plan import MergePlan
-from tcmerge.merge.rules_pg import PgRules
+from tcmerge.merge.rules_pg import PgRules, Window
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
@@ -153,8 +153,9 @@ class PostgresMerge(DialectMerge):
         return prepared
 
     def _settle(self) -> None:
-        """The rooms each source holds exactly as the target does (a merge run again)
-        are neither moved nor compared row by row: their digests are (rules_pg.settle)."""
+        """The rooms whose every message a source has the target holds already (a merge
+        run again) are neither moved nor compared row by row: their digests are
+        (rules_pg.settle)."""
         messages = [t for t in self.request.tables if t.name in DATE_COLUMN]
         if not messages or not self.readers:
             return
@@ -164,7 +165,7 @@ class PostgresMerge(DialectMerge):
         # rows hashed by their types' hash functions where every server can (checksums.py;
         # the target's choice is the rules')
         method = RECORD if set(names) <= self.rules.hashed_by_type else TEXT
-        eligible: dict[SourceReader, dict[str, int]] = {}
+        eligible: dict[SourceReader, dict[str, Window]] = {}
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
@@ -178,9 +179,9 @@ class PostgresMerge(DialectMerge):
                 if set(reader.methods(names).values()) != {RECORD}:
                     method = TEXT
         candidates = {reader.inp: rooms for reader, rooms in eligible.items()}
-        # first the row at each room's lowest id (a probe per room), then every row of the
-        # rooms still alike; the sources' digests are read while the target takes its own
-        # (in the background, by copy)
+        # first the row at each room's lowest id (a probe per room, where the target would
+        # hold it), then every row of the rooms still alike; the sources' digests are read
+        # while the target takes its own (in the background, by copy)
         for first_rows in (True, False):
             if not candidates:
                 return
@@ -188,7 +189,7 @@ class PostgresMerge(DialectMerge):
                 if reader.inp in candidates:
                     found = candidates[reader.inp]
                     reader.stage_room_digests(messages, sorted(found), method, [
-                        found[r] for r in sorted(found)] if first_rows else None)
+                        found[r].lo for r in sorted(found)] if first_rows else None)
             self.rules.target_room_digests(candidates, method, first_rows=first_rows)
             for reader in eligible:
                 reader.load_room_digests()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from psycopg import sql
@@ -58,6 +58,17 @@ NAMES = Names(staging=staging_name, work=lambda name: _KEYS.get(name, f"tcm_w_{n
 _STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bigint": sa.BigInteger(), "integer": sa.Integer(), "timestamp": sa.TIMESTAMP(),
     "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
+
+
+class Window(NamedTuple):
+    """A source's room in the target (``PgRules.settle_candidates``): the source's lowest
+    and highest id, and how far up the target would hold those rows."""
+
+    lo: int
+    hi: int
+    shift: int
+
+
 HOLDERS = sa.table("tcm_s_holders", sa.column("inp"), sa.column("room_jid"),
                    sa.column("lo"), sa.column("hi"))
 
@@ -126,56 +137,64 @@ class PgRules(MergeRules):
                 "AS h WHERE room_jid IS NOT NULL GROUP BY room_jid "
                 "HAVING count(DISTINCT inp) > 1"))
 
-    # -- rooms held exactly as the target holds them ---------------------------------------
-    def settle_candidates(self, inp: int) -> dict[str, int]:
-        """The rooms input ``inp`` holds with the target's own id range in the message
-        tables, with their lowest id: candidates for ``settle`` (a merge run again holds
-        all its rooms so)."""
-        return {str(r[0]): int(r[1]) for r in self.conn.execute(
-            "SELECT s.room_jid, s.lo FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
-            "ON t.inp = 0 AND t.room_jid = s.room_jid WHERE s.inp = %s AND s.lo = t.lo "
-            "AND s.hi = t.hi ORDER BY 1", (inp,)).fetchall()}
+    # -- rooms whose rows the target holds already ------------------------------------------
+    def settle_candidates(self, inp: int) -> dict[str, Window]:
+        """The rooms input ``inp`` has messages of whose ids fit, shifted up to the
+        target's highest, in the target's id range: candidates for ``settle``, with where
+        the target would hold their rows (``Window``). A merge run again holds them so:
+        a room the source alone had keeps its ids (no shift), one renumbered after the
+        owner's rows (rule 3) has its rows at the top of the target's range."""
+        return {str(r[0]): Window(int(r[1]), int(r[2]), int(r[3])) for r in self.conn.execute(
+            "SELECT s.room_jid, s.lo, s.hi, t.hi - s.hi FROM tcm_s_holders AS s "
+            "JOIN tcm_s_holders AS t ON t.inp = 0 AND t.room_jid = s.room_jid "
+            "WHERE s.inp = %s AND t.hi >= s.hi AND s.lo + (t.hi - s.hi) >= t.lo "
+            "ORDER BY 1", (inp,)).fetchall()}
 
-    def target_room_digests(self, candidates: dict[int, dict[str, int]], method: str, *,
+    def target_room_digests(self, candidates: dict[int, dict[str, Window]], method: str, *,
                             first_rows: bool = False) -> None:
-        """Into ROOM_DIGESTS (``first_rows``: FIRST_ROW_DIGESTS), input 0: the target's
-        digests of the candidate rooms (their lowest ids are the target's)."""
-        lowest = {r: lo for found in candidates.values() for r, lo in found.items()}
-        rooms = sorted(lowest)
+        """Into ROOM_DIGESTS (``first_rows``: FIRST_ROW_DIGESTS), input 0, per source
+        (``vs``): the target's digests of its rows in each candidate's window (the row
+        at its lowest id)."""
         tables = [self.tables[n] for n in DATE_COLUMN if n in self.tables]
-        for dest, query in room_digest_queries(
-                tables, 0, rooms, method, [lowest[r] for r in rooms] if first_rows else None):
-            self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
+        for inp, found in sorted(candidates.items()):
+            rooms = sorted(found)
+            lows = [found[r].lo + found[r].shift for r in rooms]
+            highs = None if first_rows else [found[r].hi + found[r].shift for r in rooms]
+            for dest, query in room_digest_queries(tables, 0, rooms, method, lows, highs,
+                                                   vs=inp):
+                self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, int]]
-                    ) -> dict[int, dict[str, int]]:
+    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, Window]]
+                    ) -> dict[int, dict[str, Window]]:
         """The candidates whose every message table has equal digests in ``digests`` for
-        the source and the target (or none on both sides)."""
+        the source and the target's window for it (or none on both sides)."""
         self._x(_q("ANALYZE {d}", d=_ident(digests)))
         rows = self.conn.execute(_q(
             "WITH c AS (SELECT * FROM unnest(%(i)s::smallint[], %(r)s::text[]) "
             "AS c (inp, room_jid)) SELECT inp, room_jid FROM c EXCEPT "
             "SELECT c.inp, c.room_jid FROM c JOIN {d} AS s "
-            "ON s.inp = c.inp AND s.room_jid = c.room_jid LEFT JOIN {d} AS t "
-            "ON t.inp = 0 AND t.room_jid = s.room_jid AND t.tbl = s.tbl AND t.n = s.n "
-            "AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
+            "ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid LEFT JOIN {d} AS t "
+            "ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = s.room_jid AND t.tbl = s.tbl "
+            "AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
             "SELECT c.inp, c.room_jid FROM c JOIN {d} AS t "
-            "ON t.inp = 0 AND t.room_jid = c.room_jid LEFT JOIN {d} AS s "
-            "ON s.inp = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
+            "ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = c.room_jid LEFT JOIN {d} AS s "
+            "ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
             "WHERE s.tbl IS NULL", d=_ident(digests)),
             {"i": [i for i, found in candidates.items() for _ in found],
              "r": [r for found in candidates.values() for r in found]}).fetchall()
-        equal: dict[int, dict[str, int]] = {}
+        equal: dict[int, dict[str, Window]] = {}
         for inp, room in rows:
             equal.setdefault(int(inp), {})[str(room)] = candidates[int(inp)][str(room)]
         return equal
 
-    def settle(self, candidates: dict[int, dict[str, int]]) -> dict[str, dict[int, int]]:
+    def settle(self, candidates: dict[int, dict[str, Window]]) -> dict[str, dict[int, int]]:
         """Of the ``candidates`` whose digests are in ROOM_DIGESTS (the sources' and the
         target's, ``target_room_digests``), the rooms whose every message table holds the
-        same rows in the source as in the target (but for msg_id): into ``tcm_w_settled``.
-        Returns per table and input the rows of those rooms: every one a duplicate of a
-        target row (rule 2), none moved."""
+        same rows in the source as in the target's window (but for msg_id): into
+        ``tcm_w_settled``. Returns per table and input the rows of those rooms: every one
+        equal to a row the target holds in the room, so a duplicate (rule 2), none moved.
+        (Where the window was guessed wrong the digests differ: the room is compared row
+        by row, as any other.)"""
         for inp, rooms in self.equal_rooms(ROOM_DIGESTS, candidates).items():
             self.conn.execute("INSERT INTO tcm_w_settled SELECT %s, unnest(%s::text[])",
                               (inp, sorted(rooms)))

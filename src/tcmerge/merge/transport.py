@@ -175,9 +175,11 @@ ROOM_DIGESTS = "tcm_s_room_digests"
 #: The same of only the row at each room's lowest id: a cheap first look that rules out
 #: rooms whose first messages differ (a first merge's shared rooms with equal id ranges).
 FIRST_ROW_DIGESTS = "tcm_s_first_row_digests"
+#: ``vs``: the input a digest is compared with (a source's own; the target takes one per
+#: source, of the rows where that source's would be, see ``room_digest_select``)
 ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES = _shape(
     ("inp", "smallint"), ("tbl", "text"), ("room_jid", "text"), ("n", "bigint"),
-    ("h1", "numeric"), ("h2", "numeric"))
+    ("h1", "numeric"), ("h2", "numeric"), ("vs", "smallint"))
 HOLDERS_SHAPES = {HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"),
                                   ("lo", "bigint"), ("hi", "bigint")),
                   TIMELOG_HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"))}
@@ -285,38 +287,51 @@ def holders_select(inp: int, tables: Iterable[str],
 
 
 def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
-                       method: str = TEXT, first_ids: list[int] | None = None) -> sql.Composed:
+                       method: str = TEXT, lows: list[int] | None = None,
+                       highs: list[int] | None = None, vs: int | None = None) -> sql.Composed:
     """Per room of ``rooms``: (inp, table, room, rows, two sums of 64-bit hashes of each
-    row, msg_id left out), the row ``ROOM_DIGESTS`` holds. Two inputs with equal digests
-    of a room hold rows equal in every column but msg_id, as many of each (a difference
-    would have to cancel out in both sums). Each row is hashed as its columns cast to
-    their staging types: by the types' own hash functions (``RECORD``, PostgreSQL 14+,
-    as the checksums' record method; ten times cheaper), or its text, which is the same
-    in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding.
-    ``first_ids``: per room its lowest id; only the row there (FIRST_ROW_DIGESTS)."""
+    row, msg_id left out, ``vs``), the row ``ROOM_DIGESTS`` holds. Two inputs with equal
+    digests of a room hold rows equal in every column but msg_id, as many of each (a
+    difference would have to cancel out in both sums). Each row is hashed as its columns
+    cast to their staging types: by the types' own hash functions (``RECORD``, PostgreSQL
+    14+, as the checksums' record method; ten times cheaper), or its text, which is the
+    same in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding.
+
+    Every row of each room; with ``lows`` (per room an id) only the row there
+    (FIRST_ROW_DIGESTS); with ``lows`` and ``highs`` the rows with ids in between.
+    ``vs``: the input the digests are compared with (default ``inp``)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
     where = sql.SQL("{} = ANY({}::text[])").format(room, sql.Literal(rooms))
-    if first_ids is not None:
-        where = sql.SQL("({}, msg_id) IN (SELECT * FROM unnest({}::text[], {}::bigint[]))"
-                        ).format(room, sql.Literal(rooms), sql.Literal(first_ids))
+    if lows is not None:
+        # per room its window of ids: one index range per room
+        where = sql.SQL("EXISTS (SELECT FROM unnest({}::text[], {}::bigint[], {}::bigint[]) "
+                        "AS w (room, lo, hi) WHERE w.room = {} AND msg_id BETWEEN w.lo "
+                        "AND w.hi)").format(sql.Literal(rooms), sql.Literal(lows),
+                                            sql.Literal(highs if highs is not None else lows),
+                                            room)
     row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
     hashed = [sql.SQL("hash_record_extended(r, {})" if method == RECORD
                       else "hashtextextended(r::text, {})").format(sql.Literal(seed))
               for seed in (0, 1)]
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
-        "sum({h1})::numeric, sum({h2})::numeric "
+        "sum({h1})::numeric, sum({h2})::numeric, {vs}::smallint "
         "FROM (SELECT {room} AS room, {row} AS r FROM {t} WHERE {where}) AS s "
         "GROUP BY room").format(
             inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, row=row,
-            h1=hashed[0], h2=hashed[1], t=sql.Identifier(table.name), where=where)
+            h1=hashed[0], h2=hashed[1], t=sql.Identifier(table.name), where=where,
+            vs=sql.Literal(inp if vs is None else vs))
 
 
 def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
-                        first_ids: list[int] | None = None) -> list[tuple[str, sql.Composed]]:
-    """(destination, query) of ``room_digest_select`` per message table."""
-    dest = ROOM_DIGESTS if first_ids is None else FIRST_ROW_DIGESTS
-    return [(dest, room_digest_select(t, inp, rooms, method, first_ids)) for t in tables]
+                        lows: list[int] | None = None, highs: list[int] | None = None,
+                        vs: int | None = None) -> list[tuple[str, sql.Composed]]:
+    """(destination, query) of ``room_digest_select`` per message table: the row at each
+    of ``lows`` alone (no ``highs``) goes to FIRST_ROW_DIGESTS, the others to
+    ROOM_DIGESTS."""
+    dest = FIRST_ROW_DIGESTS if lows is not None and highs is None else ROOM_DIGESTS
+    return [(dest, room_digest_select(t, inp, rooms, method, lows, highs, vs))
+            for t in tables]
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:
@@ -497,10 +512,11 @@ class SourceReader(abc.ABC):
 
     def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str],
                            method: str, first_ids: list[int] | None = None) -> None:
-        """Into ROOM_DIGESTS (``first_ids``: FIRST_ROW_DIGESTS): the digests of this
-        source's rows of ``rooms`` in the message ``tables`` (``room_digest_select``),
-        read in the staging snapshot; a transport may read them in the background, so
-        they are in the target once ``load_room_digests`` returns."""
+        """Into ROOM_DIGESTS (``first_ids``: FIRST_ROW_DIGESTS, the row at each room's
+        lowest id): the digests of this source's rows of ``rooms`` in the message
+        ``tables`` (``room_digest_select``), read in the staging snapshot; a transport may
+        read them in the background, so they are in the target once
+        ``load_room_digests`` returns."""
         for dest, query in room_digest_queries(tables, self.inp, rooms, method, first_ids):
             self.relay(query, dest, ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
 
