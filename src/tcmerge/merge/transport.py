@@ -301,14 +301,19 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     (FIRST_ROW_DIGESTS); with ``lows`` and ``highs`` the rows with ids in between.
     ``vs``: the input the digests are compared with (default ``inp``)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
-    where = sql.SQL("{} = ANY({}::text[])").format(room, sql.Literal(rooms))
-    if lows is not None:
-        # per room its window of ids: one index range per room
-        where = sql.SQL("EXISTS (SELECT FROM unnest({}::text[], {}::bigint[], {}::bigint[]) "
-                        "AS w (room, lo, hi) WHERE w.room = {} AND msg_id BETWEEN w.lo "
-                        "AND w.hi)").format(sql.Literal(rooms), sql.Literal(lows),
-                                            sql.Literal(highs if highs is not None else lows),
-                                            room)
+    rows = sql.SQL("{t} WHERE {room} = ANY({rooms}::text[])")
+    if lows is not None and highs is None:
+        # one row per room: a join the planner makes of key lookups (a semi-join would
+        # read every row)
+        rows = sql.SQL("unnest({rooms}::text[], {lows}::bigint[]) AS w (tcm_room, tcm_lo) "
+                       "JOIN {t} ON {room} = w.tcm_room AND msg_id = w.tcm_lo")
+    elif lows is not None:
+        # per room its window of ids (most of the table: one scan)
+        rows = sql.SQL("{t} WHERE EXISTS (SELECT FROM unnest({rooms}::text[], "
+                       "{lows}::bigint[], {highs}::bigint[]) AS w (room, lo, hi) "
+                       "WHERE w.room = {room} AND msg_id BETWEEN w.lo AND w.hi)")
+    rows = rows.format(t=sql.Identifier(table.name), room=room, rooms=sql.Literal(rooms),
+                       lows=sql.Literal(lows), highs=sql.Literal(highs))
     row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
     hashed = [sql.SQL("hash_record_extended(r, {})" if method == RECORD
                       else "hashtextextended(r::text, {})").format(sql.Literal(seed))
@@ -316,11 +321,10 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
         "sum({h1})::numeric, sum({h2})::numeric, {vs}::smallint "
-        "FROM (SELECT {room} AS room, {row} AS r FROM {t} WHERE {where}) AS s "
+        "FROM (SELECT {room} AS room, {row} AS r FROM {rows}) AS s "
         "GROUP BY room").format(
             inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, row=row,
-            h1=hashed[0], h2=hashed[1], t=sql.Identifier(table.name), where=where,
-            vs=sql.Literal(inp if vs is None else vs))
+            h1=hashed[0], h2=hashed[1], rows=rows, vs=sql.Literal(inp if vs is None else vs))
 
 
 def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
