@@ -652,10 +652,12 @@ class MergeRules:
             query = query.where(where)
         return {int(i): int(n) for i, n in self._run().rows(query)}
 
-    def count_target(self) -> None:
-        """The target's own rows per table (input 0), before anything is written."""
+    def count_target(self, known: dict[str, int] | None = None) -> None:
+        """The target's own rows per table (input 0), before anything is written
+        (``known``: counted already, as by the checksums)."""
         for name, model in self.tables.items():
-            self.target_counts[name] = self._count(model)
+            self.target_counts[name] = (known[name] if known and name in known
+                                        else self._count(model))
 
     def _read(self, name: str) -> list[int]:
         if self.staged is not None:

@@ -16,6 +16,7 @@ from typing import ClassVar
 import psycopg
 from psycopg import sql
 
+from tcmerge.dburl import DatabaseRef
 from tcmerge.dialects.postgresql.adapter import PostgresAdapter
 from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import DatabaseError
@@ -70,6 +71,7 @@ class PostgresMerge(DialectMerge):
         self.settled: dict[str, dict[int, int]] = {}
         self.settled_rooms: dict[int, set[str]] = {}
         self.aside: list[indexes.SetAside] = []
+        self.before: BeforeChecksums | None = None
 
     def plan(self) -> MergePlan:
         transport = choose_transport(self.report, self.request.transport)
@@ -111,6 +113,11 @@ class PostgresMerge(DialectMerge):
             prepared.fingerprint = catalog_fingerprint(conn, names)
         if ctx.mode == "run":
             jobs.ensure_jobs_table(self._runner)
+        # the target as it is before the first row is written: its checksums, taken by a
+        # second session while this one reads the rooms (joined before any write)
+        before = self.before = BeforeChecksums(conn, request.target, names) if (
+            (ctx.recording and request.snapshot) or ctx.mode == "preview"
+            or ctx.compares_with_shown or self.mirrors) else None
         create_staging(conn, request.tables)
         reader_cls = TRANSPORTS[plan.transport]
         # source queries that run beside the target's work take turns (see transport.py)
@@ -126,17 +133,18 @@ class PostgresMerge(DialectMerge):
             if ctx.mode != "validate":
                 reader.prepare_checksums(names)
             reader.stage_holders(names)
+        rules.target_holders()
         for reader in self.readers:
             reader.load_holders()
         rules.rooms_owners()
-        rules.count_target()
         self._settle()
         rules.target_keys()
-        # the target as it is before the first row is written: checksums and snapshot
-        if ((ctx.recording and request.snapshot) or ctx.mode == "preview"
-                or ctx.compares_with_shown or self.mirrors):
-            prepared.target_checksums = table_checksums(conn, names)
+        if before is not None:
+            prepared.target_checksums = before.result()
         self.target_before = prepared.target_checksums
+        # the checksums counted the target's rows already
+        rules.count_target({t: int(v.split(":", 1)[0])
+                            for t, v in prepared.target_checksums.items()})
         if ctx.mode == "run" and request.snapshot:
             # a copy of the tables whose rows the merge changes (and the small ones); the
             # others' new rows are found again by this transaction's id (snapshot.py)
@@ -333,10 +341,59 @@ class PostgresMerge(DialectMerge):
         return pg.wrap(exc, self.request.target, "merging into").message
 
     def close(self, *, succeeded: bool) -> None:
+        if self.before is not None:
+            self.before.close()
         for reader in self.readers:
             reader.close()
         if self.conn is not None:
             self.conn.close()
+
+
+class BeforeChecksums:
+    """The target's checksums before the merge writes, taken in the background by a
+    second session in the merge transaction's snapshot (``pg_export_snapshot``: the
+    tables locked, nothing written yet), so that they cost the merge no time of its own.
+    ``result`` waits for them and ends that session: it must come before the merge locks
+    a table exclusively (an index set aside), which the session's reads would block."""
+
+    def __init__(self, conn: pg.PgConn, target: DatabaseRef, tables: list[str]) -> None:
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        self.target = target
+        self.side = pg.open_session(target, role="checksums", autocommit=True)
+        self.found: dict[str, str] | BaseException = {}
+        try:
+            self.side.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self.side.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                sql.Literal(str(row[0]))))
+        except psycopg.Error as exc:
+            self.side.close()
+            raise pg.wrap(exc, target, "reading") from None
+        self.thread = threading.Thread(target=self._take, args=(tables,),
+                                       name="tcmerge-target-checksums", daemon=True)
+        self.thread.start()
+
+    def _take(self, tables: list[str]) -> None:
+        try:
+            self.found = table_checksums(self.side, tables)
+        except BaseException as exc:  # handed to the merge's thread
+            self.found = exc
+
+    def result(self) -> dict[str, str]:
+        self.close()
+        if isinstance(self.found, BaseException):
+            if isinstance(self.found, psycopg.Error):
+                raise pg.wrap(self.found, self.target, "reading the checksums of") from None
+            raise self.found
+        return self.found
+
+    def close(self) -> None:
+        """Stop (a merge failing before ``result``) and end the session."""
+        if self.thread.is_alive():
+            with contextlib.suppress(psycopg.Error):
+                self.side.cancel_safe()
+        self.thread.join()
+        self.side.close()
 
 
 def target_mirrors(report: ValidationReport) -> frozenset[int]:

@@ -118,14 +118,18 @@ class PgRules(MergeRules):
         return [sa.select(HOLDERS.c.inp, HOLDERS.c.room_jid, HOLDERS.c.lo.label("msg_id")),
                 sa.select(HOLDERS.c.inp, HOLDERS.c.room_jid, HOLDERS.c.hi)]
 
-    def rooms_owners(self) -> None:
-        """The room work table (owner, holders, the owner's id range per room): the
-        sources' rooms are in the holders table already (filled before any row is
-        moved); the target's are read in place, by the same query, and added to it."""
+    def target_holders(self) -> None:
+        """The target's rooms into the holders table, read in place by the sources'
+        query (while the sources read theirs)."""
         holding = [n for n in HOLDING_TABLES if n in self.tables]
         indexed = [n for n in holding if n in DATE_COLUMN
                    and self._one(room_indexed_query(n)) == 1]
         self._x(_q("INSERT INTO tcm_s_holders {q}", q=holders_select(0, holding, indexed)))
+
+    def rooms_owners(self) -> None:
+        """The room work table (owner, holders, the owner's id range per room), from the
+        holders table: every input's rooms (``target_holders`` and the sources', filled
+        before any row is moved)."""
         super().rooms_owners()
         self._x(sql.SQL("CREATE TEMP TABLE tcm_w_settled (inp smallint, room_jid text) "
                         "ON COMMIT DROP"))

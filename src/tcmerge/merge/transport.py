@@ -301,7 +301,7 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     (FIRST_ROW_DIGESTS); with ``lows`` and ``highs`` the rows with ids in between.
     ``vs``: the input the digests are compared with (default ``inp``)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
-    rows = sql.SQL("{t} WHERE {room} = ANY({rooms}::text[])")
+    rows: sql.Composable = sql.SQL("{t} WHERE {room} = ANY({rooms}::text[])")
     if lows is not None and highs is None:
         # one row per room: a join the planner makes of key lookups (a semi-join would
         # read every row)
@@ -312,6 +312,7 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
         rows = sql.SQL("{t} WHERE EXISTS (SELECT FROM unnest({rooms}::text[], "
                        "{lows}::bigint[], {highs}::bigint[]) AS w (room, lo, hi) "
                        "WHERE w.room = {room} AND msg_id BETWEEN w.lo AND w.hi)")
+    assert isinstance(rows, sql.SQL)
     rows = rows.format(t=sql.Identifier(table.name), room=room, rooms=sql.Literal(rooms),
                        lows=sql.Literal(lows), highs=sql.Literal(highs))
     row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
