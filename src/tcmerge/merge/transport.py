@@ -289,13 +289,17 @@ def holders_select(inp: int, tables: Iterable[str],
 def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
                        method: str = TEXT, lows: list[int] | None = None,
                        highs: list[int] | None = None, vs: int | None = None) -> sql.Composed:
-    """Per room of ``rooms``: (inp, table, room, rows, two sums of 64-bit hashes of each
-    row, msg_id left out, ``vs``), the row ``ROOM_DIGESTS`` holds. Two inputs with equal
-    digests of a room hold rows equal in every column but msg_id, as many of each (a
-    difference would have to cancel out in both sums). Each row is hashed as its columns
-    cast to their staging types: by the types' own hash functions (``RECORD``, PostgreSQL
-    14+, as the checksums' record method; ten times cheaper), or its text, which is the
-    same in every tcmerge session (``pg.SESSION_OPTIONS``) of servers of one encoding.
+    """Per room of ``rooms``: (inp, table, room, rows, two sums over its rows, ``vs``),
+    the row ``ROOM_DIGESTS`` holds: of a 64-bit hash of each row (msg_id left out), and
+    of a product of that hash's two halves. Two inputs with equal digests of a room hold
+    rows equal in every column but msg_id, as many of each: a changed row goes unseen
+    only if its hash is the old one's (one chance in 2^64, as for the table checksums),
+    and several changes would have to cancel out in both sums, the second not linear in
+    the first. (One hash per row: a second, seeded differently, cost as much again.)
+    Each row is hashed as its columns cast to their staging types: by the types' own
+    hash functions (``RECORD``, PostgreSQL 14+, as the checksums' record method; ten
+    times cheaper), or its text, which is the same in every tcmerge session
+    (``pg.SESSION_OPTIONS``) of servers of one encoding.
 
     Every row of each room; with ``lows`` (per room an id) only the row there
     (FIRST_ROW_DIGESTS); with ``lows`` and ``highs`` the rows with ids in between.
@@ -316,16 +320,18 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     rows = rows.format(t=sql.Identifier(table.name), room=room, rooms=sql.Literal(rooms),
                        lows=sql.Literal(lows), highs=sql.Literal(highs))
     row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
-    hashed = [sql.SQL("hash_record_extended(r, {})" if method == RECORD
-                      else "hashtextextended(r::text, {})").format(sql.Literal(seed))
-              for seed in (0, 1)]
+    hashed = sql.SQL("hash_record_extended({}, 0)" if method == RECORD
+                     else "hashtextextended({}::text, 0)").format(row)
+    # the halves' product: (h >> 32) in [-2^31, 2^31), h & 0xffffffff in [0, 2^32).
+    # OFFSET 0 keeps the subquery whole: merged into the outer query, the hash would be
+    # computed once per use (measured: twice the time)
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
-        "sum({h1})::numeric, sum({h2})::numeric, {vs}::smallint "
-        "FROM (SELECT {room} AS room, {row} AS r FROM {rows}) AS s "
+        "sum(h)::numeric, sum((h >> 32) * (h & 4294967295))::numeric, {vs}::smallint "
+        "FROM (SELECT {room} AS room, {hashed} AS h FROM {rows} OFFSET 0) AS s "
         "GROUP BY room").format(
-            inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, row=row,
-            h1=hashed[0], h2=hashed[1], rows=rows, vs=sql.Literal(inp if vs is None else vs))
+            inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, hashed=hashed,
+            rows=rows, vs=sql.Literal(inp if vs is None else vs))
 
 
 def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
