@@ -38,6 +38,7 @@ from tcmerge.merge.transport import (
     except_rooms,
     for_input,
     in_rooms,
+    room_digest_queries,
 )
 from tcmerge.merge.verify import compare_checksums
 from tcmerge.request import MergeRequest
@@ -70,6 +71,8 @@ class PostgresMerge(DialectMerge):
         #: per table and input the rows of settled rooms (``_settle``), and those rooms
         self.settled: dict[str, dict[int, int]] = {}
         self.settled_rooms: dict[int, set[str]] = {}
+        #: per input the rooms whose timelog rows are settled (``_settle``)
+        self.settled_visits: dict[int, set[str]] = {}
         self.aside: list[indexes.SetAside] = []
         self.before: BeforeChecksums | None = None
 
@@ -163,48 +166,73 @@ class PostgresMerge(DialectMerge):
     def _settle(self) -> None:
         """The rooms whose every message a source has the target holds already (a merge
         run again) are neither moved nor compared row by row: their digests are
-        (rules_pg.settle)."""
+        (rules_pg.settle); so are the rooms whose visits (timelog rows) a source has
+        exactly as the target (rules_pg.settle_timelog)."""
         messages = [t for t in self.request.tables if t.name in DATE_COLUMN]
-        if not messages or not self.readers:
+        visits = [t for t in self.request.tables if t.name == "tc_timelog"]
+        if not (messages or visits) or not self.readers:
             return
         # each server's encoding, as validation found it (target first)
         encodings = [d.get("encoding") for d in self.report.databases]
-        names = [t.name for t in messages]
         # rows hashed by their types' hash functions where every server can (checksums.py;
         # the target's choice is the rules')
-        method = RECORD if set(names) <= self.rules.hashed_by_type else TEXT
-        eligible: dict[SourceReader, dict[str, Window]] = {}
+        method = {t.name: RECORD if t.name in self.rules.hashed_by_type else TEXT
+                  for t in messages + visits}
+        candidates: dict[int, dict[str, Window]] = {}
+        timelog: dict[int, dict[str, None]] = {}
+        eligible: list[SourceReader] = []
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
             if (not encodings or encodings[0] in (None, "SQL_ASCII")
-                    or len(encodings) <= reader.inp or encodings[reader.inp] != encodings[0]
-                    or any(for_input(t, reader.inp) is not t for t in messages)):
+                    or len(encodings) <= reader.inp or encodings[reader.inp] != encodings[0]):
                 continue
-            rooms = self.rules.settle_candidates(reader.inp)
-            if rooms:
-                eligible[reader] = rooms
-                if set(reader.methods(names).values()) != {RECORD}:
-                    method = TEXT
-        candidates = {reader.inp: rooms for reader, rooms in eligible.items()}
+            alike = [t for t in messages + visits if for_input(t, reader.inp) is t]
+            if len(alike) == len(messages) + len(visits):
+                eligible.append(reader)
+                for name, how in reader.methods(list(method)).items():
+                    if how != RECORD:
+                        method[name] = TEXT
+                if messages and (rooms := self.rules.settle_candidates(reader.inp)):
+                    candidates[reader.inp] = rooms
+                if visits and (found := self.rules.timelog_candidates(reader.inp)):
+                    timelog[reader.inp] = found
+        # one method for the message tables (a room's digests are compared together)
+        messages_method = RECORD if all(method[t.name] == RECORD for t in messages) else TEXT
         # first the row at each room's lowest id (a probe per room, where the target would
-        # hold it), then every row of the rooms still alike; the sources' digests are read
-        # while the target takes its own (in the background, by copy)
-        for first_rows in (True, False):
-            if not candidates:
-                return
+        # hold it), then every row of the rooms still alike and the visits; the sources'
+        # digests are read while the target takes its own (in the background, by copy)
+        if candidates:
             for reader in eligible:
-                if reader.inp in candidates:
-                    found = candidates[reader.inp]
-                    reader.stage_room_digests(messages, sorted(found), method, [
-                        found[r].lo for r in sorted(found)] if first_rows else None)
-            self.rules.target_room_digests(candidates, method, first_rows=first_rows)
+                probed = sorted(candidates.get(reader.inp, {}).items())
+                if probed:
+                    reader.stage_room_digests(room_digest_queries(
+                        messages, reader.inp, [r for r, _ in probed], messages_method,
+                        [w.lo for _, w in probed]))
+            self.rules.target_room_digests(candidates, messages_method, first_rows=True)
             for reader in eligible:
                 reader.load_room_digests()
-            if first_rows:
-                candidates = self.rules.equal_rooms(FIRST_ROW_DIGESTS, candidates)
+            candidates = self.rules.equal_rooms(FIRST_ROW_DIGESTS, candidates)
+        if not (candidates or timelog):
+            return
+        for reader in eligible:
+            windows, visited = candidates.get(reader.inp, {}), timelog.get(reader.inp, {})
+            if windows or visited:
+                reader.stage_room_digests(
+                    (room_digest_queries(messages, reader.inp, sorted(windows),
+                                         messages_method) if windows else [])
+                    + (room_digest_queries(visits, reader.inp, sorted(visited),
+                                           method["tc_timelog"]) if visited else []))
+        self.rules.target_room_digests(candidates, messages_method)
+        if timelog:
+            self.rules.target_timelog_digests(timelog, method["tc_timelog"])
+        for reader in eligible:
+            reader.load_room_digests()
         self.settled = self.rules.settle(candidates)
         self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
+        if timelog:
+            self.settled_visits, rows = self.rules.settle_timelog(timelog)
+            self.settled["tc_timelog"] = rows
 
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress
@@ -219,9 +247,11 @@ class PostgresMerge(DialectMerge):
             owned = rules.owned_shared_rooms(reader.inp) \
                 if direct_ok & set(DATE_COLUMN) else []
             settled = self.settled_rooms.get(reader.inp, set())
+            visits = self.settled_visits.get(reader.inp, set())
             for table in request.tables:
-                # a settled room's messages are not moved at all
-                skip = settled if table.name in DATE_COLUMN else set()
+                # a settled room's messages (visits) are not moved at all
+                skip = settled if table.name in DATE_COLUMN else \
+                    visits if table.name == "tc_timelog" else set()
                 if table.name in direct_ok:
                     if owned and table.name in DATE_COLUMN:
                         # what the analysis needs of the owner's rows of shared rooms,
@@ -272,14 +302,20 @@ class PostgresMerge(DialectMerge):
         analysis = self.rules.analyse()
         count_mirrors(analysis, self.mirrors)
         labels = [r.label for r in self.request.databases]
-        for inp, rooms in sorted(self.settled_rooms.items()):
-            rows = sum(per.get(inp, 0) for per in self.settled.values())
-            if rooms:
+        for inp in sorted(set(self.settled_rooms) | set(self.settled_visits)):
+            rooms, visits = self.settled_rooms.get(inp, set()), self.settled_visits.get(inp, set())
+            rows = sum(per.get(inp, 0) for name, per in self.settled.items()
+                       if name in DATE_COLUMN)
+            said = [f"{len(rooms)} room(s) hold exactly messages the target holds: their "
+                    f"{rows} row(s)"] if rooms else []
+            if visits:
+                said.append(f"the {self.settled['tc_timelog'].get(inp, 0)} timelog row(s) of "
+                            f"{len(visits)} room(s), exactly the target's")
+            if said:
                 analysis.findings.append(info(
                     "ROOMS_ALREADY_MERGED",
-                    f"{len(rooms)} room(s) hold exactly the messages the target holds "
-                    f"(compared by digest): their {rows} row(s) are duplicates, not copied",
-                    database=labels[inp], count=len(rooms)))
+                    "; ".join(said) + " (compared by digest) are duplicates, not copied",
+                    database=labels[inp], count=len(rooms | visits)))
         return analysis
 
     def source_checksums(self) -> list[dict[str, str]]:

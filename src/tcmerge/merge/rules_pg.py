@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from psycopg import sql
@@ -42,6 +42,7 @@ from tcmerge.merge.transport import (
     HOLDING_TABLES,
     ROOM_COLUMN,
     ROOM_DIGESTS,
+    TIMELOG_DIGESTS,
     holders_select,
     keys_name,
     keys_select,
@@ -58,6 +59,9 @@ NAMES = Names(staging=staging_name, work=lambda name: _KEYS.get(name, f"tcm_w_{n
 _STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bigint": sa.BigInteger(), "integer": sa.Integer(), "timestamp": sa.TIMESTAMP(),
     "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
+
+
+T = TypeVar("T")
 
 
 class Window(NamedTuple):
@@ -168,10 +172,10 @@ class PgRules(MergeRules):
                                                    vs=inp):
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, Window]]
-                    ) -> dict[int, dict[str, Window]]:
-        """The candidates whose every message table has equal digests in ``digests`` for
-        the source and the target's window for it (or none on both sides)."""
+    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, T]]
+                    ) -> dict[int, dict[str, T]]:
+        """The candidates whose every table has equal digests in ``digests`` for the
+        source and the target's rows for it (or none on both sides)."""
         self._x(_q("ANALYZE {d}", d=_ident(digests)))
         rows = self.conn.execute(_q(
             "WITH c AS (SELECT * FROM unnest(%(i)s::smallint[], %(r)s::text[]) "
@@ -186,7 +190,7 @@ class PgRules(MergeRules):
             "WHERE s.tbl IS NULL", d=_ident(digests)),
             {"i": [i for i, found in candidates.items() for _ in found],
              "r": [r for found in candidates.values() for r in found]}).fetchall()
-        equal: dict[int, dict[str, Window]] = {}
+        equal: dict[int, dict[str, T]] = {}
         for inp, room in rows:
             equal.setdefault(int(inp), {})[str(room)] = candidates[int(inp)][str(room)]
         return equal
@@ -209,6 +213,36 @@ class PgRules(MergeRules):
                 "AS s ON s.inp = d.inp AND s.room_jid = d.room_jid GROUP BY 1, 2").fetchall():
             settled.setdefault(str(name), {})[int(inp)] = int(n)
         return settled
+
+    def timelog_candidates(self, inp: int) -> dict[str, None]:
+        """The rooms whose visits input ``inp`` and the target have (``tcm_w_timelog_room``
+        holds the rooms of several inputs' visits): ``settle_timelog``'s candidates."""
+        return {str(r[0]): None for r in self.conn.execute(
+            "SELECT h.room_jid FROM tcm_s_timelog_holders AS h JOIN tcm_w_timelog_room AS r "
+            "ON r.room_jid = h.room_jid WHERE h.inp = %s AND h.room_jid IN "
+            "(SELECT room_jid FROM tc_timelog) ORDER BY 1", (inp,)).fetchall()}
+
+    def target_timelog_digests(self, candidates: dict[int, dict[str, None]],
+                               method: str) -> None:
+        """Into TIMELOG_DIGESTS, input 0, per source: the target's digests of its
+        timelog rows of each candidate room."""
+        for inp, rooms in sorted(candidates.items()):
+            for dest, query in room_digest_queries([self.tables["tc_timelog"]], 0,
+                                                   sorted(rooms), method, vs=inp):
+                self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
+
+    def settle_timelog(self, candidates: dict[int, dict[str, None]]
+                       ) -> tuple[dict[int, set[str]], dict[int, int]]:
+        """Of the timelog ``candidates`` (digests in TIMELOG_DIGESTS), per input the rooms
+        whose visits are exactly the target's, and their rows: every one equal to a row
+        the target holds, so a duplicate (rule 6), none moved."""
+        rooms = {inp: set(found) for inp, found
+                 in self.equal_rooms(TIMELOG_DIGESTS, candidates).items()}
+        rows = {inp: int(self._one(_q(
+            "SELECT coalesce(sum(n), 0) FROM {d} WHERE inp = {i} AND vs = {i} "
+            "AND room_jid = ANY({r}::text[])", d=_ident(TIMELOG_DIGESTS),
+            i=sql.Literal(inp), r=sql.Literal(sorted(found))))) for inp, found in rooms.items()}
+        return rooms, rows
 
     def settled_rooms(self, inp: int) -> set[str]:
         return {str(r[0]) for r in self.conn.execute(

@@ -175,6 +175,8 @@ ROOM_DIGESTS = "tcm_s_room_digests"
 #: The same of only the row at each room's lowest id: a cheap first look that rules out
 #: rooms whose first messages differ (a first merge's shared rooms with equal id ranges).
 FIRST_ROW_DIGESTS = "tcm_s_first_row_digests"
+#: The same of the timelog rows of the rooms whose visits several inputs have.
+TIMELOG_DIGESTS = "tcm_s_timelog_digests"
 #: ``vs``: the input a digest is compared with (a source's own; the target takes one per
 #: source, of the rows where that source's would be, see ``room_digest_select``)
 ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES = _shape(
@@ -193,7 +195,8 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
     shapes = [*((name, types) for name, (_, types) in HOLDERS_SHAPES.items()),
-              (ROOM_DIGESTS, ROOM_DIGEST_TYPES), (FIRST_ROW_DIGESTS, ROOM_DIGEST_TYPES)]
+              *((name, ROOM_DIGEST_TYPES)
+                for name in (ROOM_DIGESTS, FIRST_ROW_DIGESTS, TIMELOG_DIGESTS))]
     for name, types in shapes:
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             sql.Identifier(name), sql.SQL(", ").join(types)))
@@ -337,11 +340,14 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
 def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
                         lows: list[int] | None = None, highs: list[int] | None = None,
                         vs: int | None = None) -> list[tuple[str, sql.Composed]]:
-    """(destination, query) of ``room_digest_select`` per message table: the row at each
-    of ``lows`` alone (no ``highs``) goes to FIRST_ROW_DIGESTS, the others to
-    ROOM_DIGESTS."""
-    dest = FIRST_ROW_DIGESTS if lows is not None and highs is None else ROOM_DIGESTS
-    return [(dest, room_digest_select(t, inp, rooms, method, lows, highs, vs))
+    """(destination, query) of ``room_digest_select`` per table: the row at each of
+    ``lows`` alone (no ``highs``) goes to FIRST_ROW_DIGESTS, timelog rows to
+    TIMELOG_DIGESTS, the others to ROOM_DIGESTS."""
+    def dest(table: sa.Table) -> str:
+        if table.name == "tc_timelog":
+            return TIMELOG_DIGESTS
+        return FIRST_ROW_DIGESTS if lows is not None and highs is None else ROOM_DIGESTS
+    return [(dest(t), room_digest_select(t, inp, rooms, method, lows, highs, vs))
             for t in tables]
 
 
@@ -521,14 +527,11 @@ class SourceReader(abc.ABC):
     def load_keys(self) -> None:  # noqa: B027 - keys went straight to the target
         """After staging: keys read in the background are put into the target."""
 
-    def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str],
-                           method: str, first_ids: list[int] | None = None) -> None:
-        """Into ROOM_DIGESTS (``first_ids``: FIRST_ROW_DIGESTS, the row at each room's
-        lowest id): the digests of this source's rows of ``rooms`` in the message
-        ``tables`` (``room_digest_select``), read in the staging snapshot; a transport may
-        read them in the background, so they are in the target once
-        ``load_room_digests`` returns."""
-        for dest, query in room_digest_queries(tables, self.inp, rooms, method, first_ids):
+    def stage_room_digests(self, queries: Iterable[tuple[str, sql.Composed]]) -> None:
+        """Into each destination the rows of its query (``room_digest_queries`` of this
+        source), read in the staging snapshot; a transport may read them in the
+        background, so they are in the target once ``load_room_digests`` returns."""
+        for dest, query in queries:
             self.relay(query, dest, ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES, "rooms", None)
 
     def load_room_digests(self) -> None:  # noqa: B027 - the digests went straight in
@@ -665,12 +668,10 @@ class CopySource(SourceReader):
     def load_holders(self) -> None:
         self._load_spools("rooms")
 
-    def stage_room_digests(self, tables: Iterable[sa.Table], rooms: list[str],
-                           method: str, first_ids: list[int] | None = None) -> None:
+    def stage_room_digests(self, queries: Iterable[tuple[str, sql.Composed]]) -> None:
         """Spooled in the background: the target computes its own digests meanwhile."""
-        self._spool(self._session(), [
-            (dest, ROOM_DIGEST_COLUMNS, query) for dest, query
-            in room_digest_queries(tables, self.inp, rooms, method, first_ids)])
+        self._spool(self._session(), [(dest, ROOM_DIGEST_COLUMNS, query)
+                                      for dest, query in queries])
 
     def load_room_digests(self) -> None:
         self._load_spools("rooms")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .data import TcData
+from .data import TcData, at
 from .test_cli import cli, sources, url
 from .test_reliability import ROOM, fill
 
@@ -161,3 +161,42 @@ def test_room_digests_tell_equal_rooms_from_rooms_differing_in_a_row_or_an_id(
     assert a[ROOM] == b[ROOM]  # msg_id is left out: equal rows under other ids
     assert a[OTHER] != b[OTHER] and a[OTHER][0] == b[OTHER][0]
     assert a[THIRD] != b[THIRD]
+
+
+@pytest.mark.parametrize("change", [None, "source visited again", "target row edited"])
+def test_a_rooms_visits_settle_only_while_the_target_holds_exactly_them(
+        tc_factory: Callable[..., TcData], change: str | None) -> None:
+    # OTHER's visits (two equal ones among them) are one's alone: merged the first time,
+    # run again they are the target's exactly and settle; ROOM's are both inputs' and
+    # take the rules. A visit the target lacks is inserted, by the rules.
+    target, one = tc_factory(), tc_factory()
+    fill(target, "t")
+    fill(one, "one")
+    room_of_its_own(one, OTHER, "other")
+    for start in (1, 1, 7):
+        one.timelog(OTHER, "bob@example.com", start, start + 2)
+    args = [*sources(one), "--target", url(target.ref), "--yes"]
+    code, first = cli("run", *args)
+    assert code == 0, first
+    assert first["tables"]["tc_timelog"]["inserted"] == 4
+    if change == "source visited again":
+        one.timelog(OTHER, "carol@example.com", 9, None)
+    elif change == "target row edited":
+        target.execute(f"UPDATE tc_timelog SET real_jid = 'eve@example.com' "
+                       f"WHERE room_jid = '{OTHER}' AND \"start\" = '{at(7)}'")
+    code, again = cli("run", *args)
+    assert code == 0, again
+    visits = again["tables"]["tc_timelog"]
+    assert visits["read"][1] == (5 if change == "source visited again" else 4)
+    said = [f["message"] for f in again["findings"] if f["code"] == "ROOMS_ALREADY_MERGED"]
+    if change is None:
+        assert visits["inserted"] == 0 and visits["duplicates"] == 4
+        assert len(said) == 1 and "the 3 timelog row(s) of 1 room(s)" in said[0], said
+    else:
+        # not settled: OTHER's rows compared by the rules; the missing one inserted
+        assert visits["inserted"] == 1 and visits["duplicates"] == visits["read"][1] - 1
+        assert not any("timelog" in m for m in said), said
+    rows = target.query("SELECT real_jid, \"start\" FROM tc_timelog WHERE room_jid = :r "
+                        "ORDER BY 2, 1", r=OTHER)
+    expected = 3 + (change is not None)
+    assert len(rows) == expected
