@@ -187,16 +187,16 @@ class PostgresMerge(DialectMerge):
             if (not encodings or encodings[0] in (None, "SQL_ASCII")
                     or len(encodings) <= reader.inp or encodings[reader.inp] != encodings[0]):
                 continue
-            alike = [t for t in messages + visits if for_input(t, reader.inp) is t]
-            if len(alike) == len(messages) + len(visits):
-                eligible.append(reader)
-                for name, how in reader.methods(list(method)).items():
-                    if how != RECORD:
-                        method[name] = TEXT
-                if messages and (rooms := self.rules.settle_candidates(reader.inp)):
-                    candidates[reader.inp] = rooms
-                if visits and (found := self.rules.timelog_candidates(reader.inp)):
-                    timelog[reader.inp] = found
+            eligible.append(reader)
+            for name, how in reader.methods(list(method)).items():
+                if how != RECORD:
+                    method[name] = TEXT
+            if (messages and all(for_input(t, reader.inp) is t for t in messages)
+                    and (rooms := self.rules.settle_candidates(reader.inp))):
+                candidates[reader.inp] = rooms
+            if (visits and for_input(visits[0], reader.inp) is visits[0]
+                    and (found := self.rules.timelog_candidates(reader.inp))):
+                timelog[reader.inp] = found
         # one method for the message tables (a room's digests are compared together)
         messages_method = RECORD if all(method[t.name] == RECORD for t in messages) else TEXT
         # first the row at each room's lowest id (a probe per room, where the target would

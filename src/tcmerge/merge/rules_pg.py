@@ -16,10 +16,13 @@ owner's rows of shared rooms too (they keep their ids); only the rest is staged.
   own, or copied straight in), the others staged;
 * the row hash is exact (md5 of the row's injective text): no column-by-column check;
 * counts add the rows copied straight in (``direct``);
-* rooms a source holds exactly as the target does (a merge run again: equal id ranges,
-  then equal digests of every message table's rows, ``settle``) are not moved at all:
-  their rows count as duplicates (core's ``settled``), and the target's rows of a room
-  settled for every other holder are not compared.
+* rooms whose every message a source has the target holds already (a merge run again:
+  the target's rows where the first merge left them, under the source's ids or
+  renumbered to the top of its range, with equal digests in every message table,
+  ``settle``), and rooms whose visits a source has exactly as the target
+  (``settle_timelog``), are not moved at all: their rows count as duplicates (core's
+  ``settled``), and the target's rows of a room settled for every other holder are not
+  compared.
 
 Everything runs in the caller's transaction.
 """
