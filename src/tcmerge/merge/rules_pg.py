@@ -14,7 +14,9 @@ owner's rows of shared rooms too (they keep their ids); only the rest is staged.
   sources while copying, the target's own before any write, the staged rows' joined
   here); the rows in the target's table of a shared room are its owner's (the target's
   own, or copied straight in), the others staged;
-* the row hash is exact (md5 of the row's injective text): no column-by-column check;
+* the row hash is taken as exact (128 bits: md5 of the row's injective text, or on 14+
+  two seeded hashes of its values by type where the columns allow): no
+  column-by-column check;
 * counts add the rows copied straight in (``direct``);
 * rooms whose every message a source has the target holds already (a merge run again:
   the target's rows where the first merge left them, under the source's ids or
