@@ -282,11 +282,11 @@ class PostgresMerge(DialectMerge):
 
     def _set_indexes_aside(self, tables: list[str]) -> list[indexes.SetAside]:
         """The indexes of the tables loaded directly, dropped until every row is in,
-        where at least as many rows come in as the table holds (see indexes.py)."""
+        where enough rows come in (``indexes.worth_setting_aside``)."""
         aside = []
         for table in tables:
             incoming = sum(reader.estimated_rows(table) for reader in self.readers)
-            if self.rules.target_counts[table] <= incoming:
+            if indexes.worth_setting_aside(self.rules.target_counts[table], incoming):
                 dropped = indexes.set_aside(self._conn, table)
                 if dropped is not None:
                     aside.append(dropped)
