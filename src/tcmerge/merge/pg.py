@@ -137,6 +137,9 @@ def open_session(ref: DatabaseRef, *, role: str, autocommit: bool = False) -> Pg
         raise DatabaseError(
             f"cannot connect to {ref.label}: {server_reason(exc, ref)}", code="CONNECTION_FAILED"
         ) from None
+    # a merge runs each statement about once: psycopg would keep the text of every
+    # statement (some carry a list of every room, megabytes) to count its uses
+    conn.prepare_threshold = None
     _text_both_ways(conn)
     # libpq's PGTZ and PGDATESTYLE (the client's environment) outrank the options
     wrong = [name for name in _REPORTED if (conn.info.parameter_status(name) or "").replace(
