@@ -25,12 +25,14 @@ from tcmerge.merge.checksums import RECORD, TEXT, table_checksums
 from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
 from tcmerge.merge.plan import MergePlan
-from tcmerge.merge.rules_pg import PgRules, Window
+from tcmerge.merge.rules_pg import PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
     DIRECT_TABLES,
+    FIRST_ROW,
     FIRST_ROW_DIGESTS,
+    LISTED,
     TRANSPORTS,
     SourceReader,
     create_staging,
@@ -38,6 +40,7 @@ from tcmerge.merge.transport import (
     except_rooms,
     for_input,
     in_rooms,
+    listed_windows,
     room_digest_queries,
 )
 from tcmerge.merge.verify import compare_checksums
@@ -172,15 +175,16 @@ class PostgresMerge(DialectMerge):
         visits = [t for t in self.request.tables if t.name == "tc_timelog"]
         if not (messages or visits) or not self.readers:
             return
+        rules = self.rules
         # each server's encoding, as validation found it (target first)
         encodings = [d.get("encoding") for d in self.report.databases]
         # rows hashed by their types' hash functions where every server can (checksums.py;
         # the target's choice is the rules')
-        method = {t.name: RECORD if t.name in self.rules.hashed_by_type else TEXT
+        method = {t.name: RECORD if t.name in rules.hashed_by_type else TEXT
                   for t in messages + visits}
-        candidates: dict[int, dict[str, Window]] = {}
-        timelog: dict[int, dict[str, None]] = {}
         eligible: list[SourceReader] = []
+        windows: set[int] = set()  # the inputs with candidate rooms (rules_pg)
+        visited: set[int] = set()
         for reader in self.readers:
             # equal rows have equal text only in one encoding, and only where the source
             # has every column
@@ -192,47 +196,51 @@ class PostgresMerge(DialectMerge):
                 if how != RECORD:
                     method[name] = TEXT
             if (messages and all(for_input(t, reader.inp) is t for t in messages)
-                    and (rooms := self.rules.settle_candidates(reader.inp))):
-                candidates[reader.inp] = rooms
+                    and rules.settle_candidates(reader.inp)):
+                windows.add(reader.inp)
             if (visits and for_input(visits[0], reader.inp) is visits[0]
-                    and (found := self.rules.timelog_candidates(reader.inp))):
-                timelog[reader.inp] = found
+                    and rules.timelog_candidates(reader.inp)):
+                visited.add(reader.inp)
         # one method for the message tables (a room's digests are compared together)
         messages_method = RECORD if all(method[t.name] == RECORD for t in messages) else TEXT
         # first the row at each room's lowest id (a probe per room, where the target would
         # hold it), then every row of the rooms still alike and the visits; the sources'
         # digests are read while the target takes its own (in the background, by copy)
-        if candidates:
+        if windows:
             for reader in eligible:
-                probed = sorted(candidates.get(reader.inp, {}).items())
-                if probed:
+                if reader.inp in windows:
+                    rooms, lows = rules.candidate_lists(reader.inp, "tcm_w_windows", lows=True)
                     reader.stage_room_digests(room_digest_queries(
-                        messages, reader.inp, [r for r, _ in probed], messages_method,
-                        [w.lo for _, w in probed]))
-            self.rules.target_room_digests(candidates, messages_method, first_rows=True)
+                        messages, reader.inp, listed_windows(rooms, lows), messages_method,
+                        FIRST_ROW))
+            rules.target_room_digests(windows, messages_method, first_rows=True)
             for reader in eligible:
                 reader.load_room_digests()
-            candidates = self.rules.equal_rooms(FIRST_ROW_DIGESTS, candidates)
-        if not (candidates or timelog):
+            windows = set(rules.keep_equal(FIRST_ROW_DIGESTS, "tcm_w_windows"))
+        if not (windows or visited):
             return
         for reader in eligible:
-            windows, visited = candidates.get(reader.inp, {}), timelog.get(reader.inp, {})
-            if windows or visited:
-                reader.stage_room_digests(
-                    (room_digest_queries(messages, reader.inp, sorted(windows),
-                                         messages_method) if windows else [])
-                    + (room_digest_queries(visits, reader.inp, sorted(visited),
-                                           method["tc_timelog"]) if visited else []))
-        self.rules.target_room_digests(candidates, messages_method)
-        if timelog:
-            self.rules.target_timelog_digests(timelog, method["tc_timelog"])
+            queries: list[tuple[str, sql.Composed]] = []
+            if reader.inp in windows:
+                rooms, _ = rules.candidate_lists(reader.inp, "tcm_w_windows")
+                queries += room_digest_queries(messages, reader.inp, listed_windows(rooms),
+                                               messages_method, LISTED)
+            if reader.inp in visited:
+                rooms, _ = rules.candidate_lists(reader.inp, "tcm_w_visits")
+                queries += room_digest_queries(visits, reader.inp, listed_windows(rooms),
+                                               method["tc_timelog"], LISTED)
+            if queries:
+                reader.stage_room_digests(queries)
+        rules.target_room_digests(windows, messages_method)
+        rules.target_timelog_digests(visited, method.get("tc_timelog", TEXT))
         for reader in eligible:
             reader.load_room_digests()
-        self.settled = self.rules.settle(candidates)
-        self.settled_rooms = {inp: self.rules.settled_rooms(inp) for inp in candidates}
-        if timelog:
-            self.settled_visits, rows = self.rules.settle_timelog(timelog)
-            self.settled["tc_timelog"] = rows
+        self.settled = rules.settle()
+        self.settled_rooms = {inp: rules.settled_rooms(inp) for inp in windows}
+        if visited:
+            self.settled["tc_timelog"] = rules.settle_timelog()
+            self.settled_visits = {inp: rules.settled_rooms(inp, "tcm_w_visits")
+                                   for inp in visited}
 
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress

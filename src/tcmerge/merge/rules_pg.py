@@ -32,8 +32,8 @@ Everything runs in the caller's transaction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from psycopg import sql
@@ -44,10 +44,13 @@ from tcmerge.merge.core import MESSAGES, MergeRules, Names
 from tcmerge.merge.pg import PgConn
 from tcmerge.merge.transport import (
     DATE_COLUMN,
+    FIRST_ROW,
     HOLDING_TABLES,
+    ROOM,
     ROOM_COLUMN,
     ROOM_DIGESTS,
     TIMELOG_DIGESTS,
+    WINDOW,
     holders_select,
     keys_name,
     keys_select,
@@ -64,18 +67,6 @@ NAMES = Names(staging=staging_name, work=lambda name: _KEYS.get(name, f"tcm_w_{n
 _STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bigint": sa.BigInteger(), "integer": sa.Integer(), "timestamp": sa.TIMESTAMP(),
     "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
-
-
-T = TypeVar("T")
-
-
-class Window(NamedTuple):
-    """A source's room in the target (``PgRules.settle_candidates``): the source's lowest
-    and highest id, and how far up the target would hold those rows."""
-
-    lo: int
-    hi: int
-    shift: int
 
 
 HOLDERS = sa.table("tcm_s_holders", sa.column("inp"), sa.column("room_jid"),
@@ -140,8 +131,12 @@ class PgRules(MergeRules):
         holders table: every input's rooms (``target_holders`` and the sources', filled
         before any row is moved)."""
         super().rooms_owners()
-        self._x(sql.SQL("CREATE TEMP TABLE tcm_w_settled (inp smallint, room_jid text) "
-                        "ON COMMIT DROP"))
+        for name, columns in (("tcm_w_settled", "inp smallint, room_jid text"),
+                              ("tcm_w_windows", "inp smallint, room_jid text, lo bigint, "
+                                                "hi bigint, shift bigint"),
+                              ("tcm_w_visits", "inp smallint, room_jid text")):
+            self._x(_q("CREATE TEMP TABLE {n} ({c}) ON COMMIT DROP", n=_ident(name),
+                       c=sql.SQL(columns)))
         if "tc_timelog" in self.tables:
             # timelog rows do not make a holder: their own sharing decides their path
             self._work("tcm_w_timelog_room", sql.SQL(
@@ -151,107 +146,121 @@ class PgRules(MergeRules):
                 "HAVING count(DISTINCT inp) > 1"))
 
     # -- rooms whose rows the target holds already ------------------------------------------
-    def settle_candidates(self, inp: int) -> dict[str, Window]:
-        """The rooms input ``inp`` has messages of whose ids fit, shifted up to the
-        target's highest, in the target's id range: candidates for ``settle``, with where
-        the target would hold their rows (``Window``). A merge run again holds them so:
-        a room the source alone had keeps its ids (no shift), one renumbered after the
-        owner's rows (rule 3) has its rows at the top of the target's range."""
-        return {str(r[0]): Window(int(r[1]), int(r[2]), int(r[3])) for r in self.conn.execute(
-            "SELECT s.room_jid, s.lo, s.hi, t.hi - s.hi FROM tcm_s_holders AS s "
-            "JOIN tcm_s_holders AS t ON t.inp = 0 AND t.room_jid = s.room_jid "
-            "WHERE s.inp = %s AND t.hi >= s.hi AND s.lo + (t.hi - s.hi) >= t.lo "
-            "ORDER BY 1", (inp,)).fetchall()}
+    # The candidates stay in the target (``tcm_w_windows``, ``tcm_w_visits``): a source
+    # gets their list as one array text (``candidate_lists``), not a Python object per room.
+    def settle_candidates(self, inp: int) -> int:
+        """Into ``tcm_w_windows``: the rooms input ``inp`` has messages of whose ids fit,
+        shifted up to the target's highest, in the target's id range, with that shift:
+        candidates for ``settle``. A merge run again holds them so: a room the source
+        alone had keeps its ids (no shift), one renumbered after the owner's rows (rule
+        3) has its rows at the top of the target's range. Returns how many."""
+        return self._x(sql.SQL(
+            "INSERT INTO tcm_w_windows SELECT s.inp, s.room_jid, s.lo, s.hi, t.hi - s.hi "
+            "FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
+            "ON t.inp = 0 AND t.room_jid = s.room_jid "
+            "WHERE s.inp = {} AND t.hi >= s.hi AND s.lo + (t.hi - s.hi) >= t.lo").format(
+            sql.Literal(inp)))
 
-    def target_room_digests(self, candidates: dict[int, dict[str, Window]], method: str, *,
+    def timelog_candidates(self, inp: int) -> int:
+        """Into ``tcm_w_visits``: the rooms whose visits input ``inp`` and the target
+        have (``tcm_w_timelog_room`` holds the rooms of several inputs' visits):
+        ``settle_timelog``'s candidates. Returns how many."""
+        return self._x(sql.SQL(
+            "INSERT INTO tcm_w_visits SELECT h.inp, h.room_jid FROM tcm_s_timelog_holders "
+            "AS h JOIN tcm_w_timelog_room AS r ON r.room_jid = h.room_jid "
+            "WHERE h.inp = {} AND h.room_jid IN (SELECT room_jid FROM tc_timelog)").format(
+            sql.Literal(inp)))
+
+    def candidate_lists(self, inp: int, table: str, *, lows: bool = False
+                        ) -> tuple[str, str | None]:
+        """Input ``inp``'s candidate rooms in ``table`` (``tcm_w_windows``,
+        ``tcm_w_visits``), and with ``lows`` their lowest ids, as array texts in one
+        order: what a source reads (``transport.listed_windows``)."""
+        row = self.conn.execute(_q(
+            "SELECT coalesce(array_agg(room_jid ORDER BY room_jid), '{{}}')::text, {lo} "
+            "FROM {t} WHERE inp = %s", t=_ident(table),
+            lo=sql.SQL("coalesce(array_agg(lo ORDER BY room_jid), '{}')::text") if lows
+            else sql.SQL("NULL")), (inp,)).fetchone()
+        assert row is not None
+        return str(row[0]), None if row[1] is None else str(row[1])
+
+    def target_room_digests(self, inps: Iterable[int], method: str, *,
                             first_rows: bool = False) -> None:
         """Into ROOM_DIGESTS (``first_rows``: FIRST_ROW_DIGESTS), input 0, per source
         (``vs``): the target's digests of its rows in each candidate's window (the row
         at its lowest id)."""
         tables = [self.tables[n] for n in DATE_COLUMN if n in self.tables]
-        for inp, found in sorted(candidates.items()):
-            rooms = sorted(found)
-            lows = [found[r].lo + found[r].shift for r in rooms]
-            highs = None if first_rows else [found[r].hi + found[r].shift for r in rooms]
-            for dest, query in room_digest_queries(tables, 0, rooms, method, lows, highs,
-                                                   vs=inp):
+        for inp in sorted(inps):
+            windows = sql.SQL(
+                "(SELECT room_jid, lo + shift, {} FROM tcm_w_windows WHERE inp = {}) "
+                "AS w (tcm_room, tcm_lo, tcm_hi)").format(
+                sql.SQL("lo + shift" if first_rows else "hi + shift"), sql.Literal(inp))
+            for dest, query in room_digest_queries(
+                    tables, 0, windows, method, FIRST_ROW if first_rows else WINDOW, vs=inp):
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def equal_rooms(self, digests: str, candidates: dict[int, dict[str, T]]
-                    ) -> dict[int, dict[str, T]]:
-        """The candidates whose every table has equal digests in ``digests`` for the
-        source and the target's rows for it (or none on both sides)."""
-        self._x(_q("ANALYZE {d}", d=_ident(digests)))
-        rows = self.conn.execute(_q(
-            "WITH c AS (SELECT * FROM unnest(%(i)s::smallint[], %(r)s::text[]) "
-            "AS c (inp, room_jid)) SELECT inp, room_jid FROM c EXCEPT "
-            "SELECT c.inp, c.room_jid FROM c JOIN {d} AS s "
-            "ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid LEFT JOIN {d} AS t "
-            "ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = s.room_jid AND t.tbl = s.tbl "
-            "AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 WHERE t.tbl IS NULL EXCEPT "
-            "SELECT c.inp, c.room_jid FROM c JOIN {d} AS t "
-            "ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = c.room_jid LEFT JOIN {d} AS s "
-            "ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
-            "WHERE s.tbl IS NULL", d=_ident(digests)),
-            {"i": [i for i, found in candidates.items() for _ in found],
-             "r": [r for found in candidates.values() for r in found]}).fetchall()
-        equal: dict[int, dict[str, T]] = {}
-        for inp, room in rows:
-            equal.setdefault(int(inp), {})[str(room)] = candidates[int(inp)][str(room)]
-        return equal
-
-    def settle(self, candidates: dict[int, dict[str, Window]]) -> dict[str, dict[int, int]]:
-        """Of the ``candidates`` whose digests are in ROOM_DIGESTS (the sources' and the
-        target's, ``target_room_digests``), the rooms whose every message table holds the
-        same rows in the source as in the target's window (but for msg_id): into
-        ``tcm_w_settled``. Returns per table and input the rows of those rooms: every one
-        equal to a row the target holds in the room, so a duplicate (rule 2), none moved.
-        (Where the window was guessed wrong the digests differ: the room is compared row
-        by row, as any other.)"""
-        for inp, rooms in self.equal_rooms(ROOM_DIGESTS, candidates).items():
-            self.conn.execute("INSERT INTO tcm_w_settled SELECT %s, unnest(%s::text[])",
-                              (inp, sorted(rooms)))
-        self._x(sql.SQL("ANALYZE tcm_w_settled"))
-        settled: dict[str, dict[int, int]] = {}
-        for inp, name, n in self.conn.execute(
-                "SELECT d.inp, d.tbl, sum(d.n) FROM tcm_s_room_digests AS d JOIN tcm_w_settled "
-                "AS s ON s.inp = d.inp AND s.room_jid = d.room_jid GROUP BY 1, 2").fetchall():
-            settled.setdefault(str(name), {})[int(inp)] = int(n)
-        return settled
-
-    def timelog_candidates(self, inp: int) -> dict[str, None]:
-        """The rooms whose visits input ``inp`` and the target have (``tcm_w_timelog_room``
-        holds the rooms of several inputs' visits): ``settle_timelog``'s candidates."""
-        return {str(r[0]): None for r in self.conn.execute(
-            "SELECT h.room_jid FROM tcm_s_timelog_holders AS h JOIN tcm_w_timelog_room AS r "
-            "ON r.room_jid = h.room_jid WHERE h.inp = %s AND h.room_jid IN "
-            "(SELECT room_jid FROM tc_timelog) ORDER BY 1", (inp,)).fetchall()}
-
-    def target_timelog_digests(self, candidates: dict[int, dict[str, None]],
-                               method: str) -> None:
+    def target_timelog_digests(self, inps: Iterable[int], method: str) -> None:
         """Into TIMELOG_DIGESTS, input 0, per source: the target's digests of its
         timelog rows of each candidate room."""
-        for inp, rooms in sorted(candidates.items()):
-            for dest, query in room_digest_queries([self.tables["tc_timelog"]], 0,
-                                                   sorted(rooms), method, vs=inp):
+        for inp in sorted(inps):
+            windows = sql.SQL("(SELECT room_jid FROM tcm_w_visits WHERE inp = {}) "
+                              "AS w (tcm_room)").format(sql.Literal(inp))
+            for dest, query in room_digest_queries([self.tables["tc_timelog"]], 0, windows,
+                                                   method, ROOM, vs=inp):
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def settle_timelog(self, candidates: dict[int, dict[str, None]]
-                       ) -> tuple[dict[int, set[str]], dict[int, int]]:
-        """Of the timelog ``candidates`` (digests in TIMELOG_DIGESTS), per input the rooms
-        whose visits are exactly the target's, and their rows: every one equal to a row
-        the target holds, so a duplicate (rule 6), none moved."""
-        rooms = {inp: set(found) for inp, found
-                 in self.equal_rooms(TIMELOG_DIGESTS, candidates).items()}
-        rows = {inp: int(self._one(_q(
-            "SELECT coalesce(sum(n), 0) FROM {d} WHERE inp = {i} AND vs = {i} "
-            "AND room_jid = ANY({r}::text[])", d=_ident(TIMELOG_DIGESTS),
-            i=sql.Literal(inp), r=sql.Literal(sorted(found))))) for inp, found in rooms.items()}
-        return rooms, rows
+    def keep_equal(self, digests: str, candidates: str) -> dict[int, int]:
+        """Keep in ``candidates`` (a candidates table) only the rooms whose every table
+        has equal digests in ``digests`` for the source and the target's rows for it (or
+        none on both sides). Returns how many are left per input."""
+        self._x(_q("ANALYZE {d}", d=_ident(digests)))
+        # (joins, not correlated subqueries: those the planner runs once per candidate)
+        self._x(_q(
+            "DELETE FROM {c} WHERE (inp, room_jid) IN ("
+            "SELECT s.inp, s.room_jid FROM {d} AS s LEFT JOIN {d} AS t "
+            "ON t.inp = 0 AND t.vs = s.inp AND t.room_jid = s.room_jid AND t.tbl = s.tbl "
+            "AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 "
+            "WHERE s.inp > 0 AND s.vs = s.inp AND t.tbl IS NULL UNION "
+            "SELECT t.vs, t.room_jid FROM {d} AS t LEFT JOIN {d} AS s "
+            "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
+            "WHERE t.inp = 0 AND s.tbl IS NULL)", c=_ident(candidates), d=_ident(digests)))
+        self._x(_q("ANALYZE {c}", c=_ident(candidates)))
+        return {int(i): int(n) for i, n in self.conn.execute(_q(
+            "SELECT inp, count(*) FROM {c} GROUP BY inp", c=_ident(candidates))).fetchall()}
 
-    def settled_rooms(self, inp: int) -> set[str]:
-        return {str(r[0]) for r in self.conn.execute(
-            "SELECT room_jid FROM tcm_w_settled WHERE inp = %s", (inp,)).fetchall()}
+    def settle(self) -> dict[str, dict[int, int]]:
+        """Of the candidates left in ``tcm_w_windows`` (digests in ROOM_DIGESTS, the
+        sources' and the target's, ``target_room_digests``), the rooms whose every message
+        table holds the same rows in the source as in the target's window (but for
+        msg_id): into ``tcm_w_settled``. Returns per table and input the rows of those
+        rooms: every one equal to a row the target holds in the room, so a duplicate
+        (rule 2), none moved. (Where the window was guessed wrong the digests differ: the
+        room is compared row by row, as any other.)"""
+        self.keep_equal(ROOM_DIGESTS, "tcm_w_windows")
+        self._x(sql.SQL("INSERT INTO tcm_w_settled SELECT inp, room_jid FROM tcm_w_windows"))
+        self._x(sql.SQL("ANALYZE tcm_w_settled"))
+        return self._settled_rows(ROOM_DIGESTS, "tcm_w_settled")
+
+    def settle_timelog(self) -> dict[int, int]:
+        """Of the candidates in ``tcm_w_visits`` (digests in TIMELOG_DIGESTS), the rooms
+        whose visits are exactly the target's are kept there; per input their rows:
+        every one equal to a row the target holds, so a duplicate (rule 6), none moved."""
+        self.keep_equal(TIMELOG_DIGESTS, "tcm_w_visits")
+        return self._settled_rows(TIMELOG_DIGESTS, "tcm_w_visits").get("tc_timelog", {})
+
+    def _settled_rows(self, digests: str, settled: str) -> dict[str, dict[int, int]]:
+        rows: dict[str, dict[int, int]] = {}
+        for inp, name, n in self.conn.execute(_q(
+                "SELECT d.inp, d.tbl, sum(d.n) FROM {d} AS d JOIN {s} AS s "
+                "ON s.inp = d.inp AND s.room_jid = d.room_jid WHERE d.vs = d.inp "
+                "GROUP BY 1, 2", d=_ident(digests), s=_ident(settled))).fetchall():
+            rows.setdefault(str(name), {})[int(inp)] = int(n)
+        return rows
+
+    def settled_rooms(self, inp: int, table: str = "tcm_w_settled") -> set[str]:
+        """The rooms settled for input ``inp`` (``table``: ``tcm_w_visits`` for visits)."""
+        return {str(r[0]) for r in self.conn.execute(_q(
+            "SELECT room_jid FROM {t} WHERE inp = %s", t=_ident(table)), (inp,)).fetchall()}
 
     def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
         """Keys (see transport.create_staging) of the rows in ``source`` of the rooms

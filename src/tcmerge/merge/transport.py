@@ -289,10 +289,31 @@ def holders_select(inp: int, tables: Iterable[str],
         sql.Literal(inp), sql.SQL(" UNION ALL ").join(parts))
 
 
-def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
-                       method: str = TEXT, lows: list[int] | None = None,
-                       highs: list[int] | None = None, vs: int | None = None) -> sql.Composed:
-    """Per room of ``rooms``: (inp, table, room, rows, two sums over its rows, ``vs``),
+#: How ``room_digest_select`` reads a room: every row (its ``windows`` a relation of
+#: rooms, or LISTED: an array of them), the row at its window's lowest id alone, or the
+#: rows of its window.
+ROOM, LISTED, FIRST_ROW, WINDOW = "room", "listed", "first row", "window"
+
+
+def listed_windows(rooms: str, lows: str | None = None) -> sql.Composed:
+    """Rooms and lowest ids given as PostgreSQL array texts (as ``array_agg(...)::text``
+    writes them: one value each, however many rooms), for a server that has no table
+    of them (a source): with ``lows`` the windows relation (``tcm_room``, ``tcm_lo``,
+    ``tcm_hi``) of a FIRST_ROW read, else the array of rooms of a LISTED read (``=
+    ANY`` of a constant array, which the server hashes; a semi-join with it was planned
+    as a search per row, measured 30 times slower)."""
+    if lows is None:
+        return sql.SQL("{}::text[]").format(sql.Literal(rooms))
+    return sql.SQL("(SELECT r, l, l FROM unnest({}::text[], {}::bigint[]) AS u (r, l)) "
+                   "AS w (tcm_room, tcm_lo, tcm_hi)").format(sql.Literal(rooms),
+                                                             sql.Literal(lows))
+
+
+def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
+                       method: str = TEXT, read: str = ROOM,
+                       vs: int | None = None) -> sql.Composed:
+    """Per room of the ``windows`` relation (``tcm_room``, and for FIRST_ROW and WINDOW
+    ``tcm_lo`` and ``tcm_hi``): (inp, table, room, rows, two sums over its rows, ``vs``),
     the row ``ROOM_DIGESTS`` holds: of a 64-bit hash of each row (msg_id left out), and
     of a product of that hash's two halves. Two inputs with equal digests of a room hold
     rows equal in every column but msg_id, as many of each: a changed row goes unseen
@@ -304,27 +325,25 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
     times cheaper), or its text, which is the same in every tcmerge session
     (``pg.SESSION_OPTIONS``) of servers of one encoding.
 
-    Every row of each room; with ``lows`` (per room an id) only the row there
-    (FIRST_ROW_DIGESTS); with ``lows`` and ``highs`` the rows with ids in between.
-    ``vs``: the input the digests are compared with (default ``inp``)."""
+    ``read``: every row of each room (ROOM, LISTED), the row at its lowest id
+    (FIRST_ROW), or the rows with ids in its window (WINDOW). ``vs``: the input the
+    digests are compared with (default ``inp``)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
-    rows: sql.Composable = sql.SQL("{t} WHERE {room} = ANY({rooms}::text[])")
-    if lows is not None and highs is None:
+    if read == FIRST_ROW:
         # one row per room: a join the planner makes of key lookups (a semi-join would
         # read every row)
-        rows = sql.SQL("unnest({rooms}::text[], {lows}::bigint[]) AS w (tcm_room, tcm_lo) "
-                       "JOIN {t} ON {room} = w.tcm_room AND msg_id = w.tcm_lo")
-    elif lows is not None:
+        rows = sql.SQL("{w} JOIN {t} ON {room} = w.tcm_room AND msg_id = w.tcm_lo")
+    elif read == WINDOW:
         # per room its window of ids (most of the table: one scan)
-        rows = sql.SQL("{t} WHERE EXISTS (SELECT FROM unnest({rooms}::text[], "
-                       "{lows}::bigint[], {highs}::bigint[]) AS w (room, lo, hi) "
-                       "WHERE w.room = {room} AND msg_id BETWEEN w.lo AND w.hi)")
-    assert isinstance(rows, sql.SQL)
-    rows = rows.format(t=sql.Identifier(table.name), room=room, rooms=sql.Literal(rooms),
-                       lows=sql.Literal(lows), highs=sql.Literal(highs))
-    row = sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",)))
+        rows = sql.SQL("{t} WHERE EXISTS (SELECT FROM {w} WHERE w.tcm_room = {room} "
+                       "AND msg_id BETWEEN w.tcm_lo AND w.tcm_hi)")
+    elif read == LISTED:
+        rows = sql.SQL("{t} WHERE {room} = ANY({w})")
+    else:
+        rows = sql.SQL("{t} WHERE {room} IN (SELECT w.tcm_room FROM {w})")
     hashed = sql.SQL("hash_record_extended({}, 0)" if method == RECORD
-                     else "hashtextextended({}::text, 0)").format(row)
+                     else "hashtextextended({}::text, 0)").format(
+        sql.SQL("ROW({})").format(cast_list(table, exclude=("msg_id",))))
     # the halves' product: (h >> 32) in [-2^31, 2^31), h & 0xffffffff in [0, 2^32).
     # OFFSET 0 keeps the subquery whole: merged into the outer query, the hash would be
     # computed once per use (measured: twice the time)
@@ -334,21 +353,20 @@ def room_digest_select(table: sa.Table, inp: int, rooms: list[str],
         "FROM (SELECT {room} AS room, {hashed} AS h FROM {rows} OFFSET 0) AS s "
         "GROUP BY room").format(
             inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, hashed=hashed,
-            rows=rows, vs=sql.Literal(inp if vs is None else vs))
+            rows=rows.format(t=sql.Identifier(table.name), room=room, w=windows),
+            vs=sql.Literal(inp if vs is None else vs))
 
 
-def room_digest_queries(tables: Iterable[sa.Table], inp: int, rooms: list[str], method: str,
-                        lows: list[int] | None = None, highs: list[int] | None = None,
+def room_digest_queries(tables: Iterable[sa.Table], inp: int, windows: sql.Composable,
+                        method: str, read: str = ROOM,
                         vs: int | None = None) -> list[tuple[str, sql.Composed]]:
-    """(destination, query) of ``room_digest_select`` per table: the row at each of
-    ``lows`` alone (no ``highs``) goes to FIRST_ROW_DIGESTS, timelog rows to
-    TIMELOG_DIGESTS, the others to ROOM_DIGESTS."""
+    """(destination, query) of ``room_digest_select`` per table: FIRST_ROW reads go to
+    FIRST_ROW_DIGESTS, timelog rows to TIMELOG_DIGESTS, the others to ROOM_DIGESTS."""
     def dest(table: sa.Table) -> str:
         if table.name == "tc_timelog":
             return TIMELOG_DIGESTS
-        return FIRST_ROW_DIGESTS if lows is not None and highs is None else ROOM_DIGESTS
-    return [(dest(t), room_digest_select(t, inp, rooms, method, lows, highs, vs))
-            for t in tables]
+        return FIRST_ROW_DIGESTS if read == FIRST_ROW else ROOM_DIGESTS
+    return [(dest(t), room_digest_select(t, inp, windows, method, read, vs)) for t in tables]
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:

@@ -140,7 +140,7 @@ def test_room_digests_tell_equal_rooms_from_rooms_differing_in_a_row_or_an_id(
         tc_factory: Callable[..., TcData], method: str) -> None:
     # both hash methods: equal rows (ids aside) give equal digests in two databases;
     # one changed value, one row fewer, or the same rows moved to other ids do not hide
-    from tcmerge.merge.transport import room_digest_select
+    from tcmerge.merge.transport import LISTED, listed_windows, room_digest_select
     from tcmerge.schema import tc
 
     one, two = tc_factory(), tc_factory()
@@ -154,7 +154,9 @@ def test_room_digests_tell_equal_rooms_from_rooms_differing_in_a_row_or_an_id(
                 f"UPDATE tc_msgarchive SET msg_id = msg_id + 10 WHERE to_jid = '{ROOM}'")
 
     def digests(db: TcData) -> dict[str, tuple[Any, ...]]:
-        query = room_digest_select(tc.tc_msgarchive, 1, [OTHER, THIRD, ROOM], method)
+        rooms = "{" + ",".join(f'"{r}"' for r in (OTHER, THIRD, ROOM)) + "}"
+        query = room_digest_select(tc.tc_msgarchive, 1, listed_windows(rooms), method,
+                                   LISTED)
         return {r[2]: r[3:] for r in db.query(query.as_string(None))}
 
     a, b = digests(one), digests(two)
