@@ -424,7 +424,8 @@ class BeforeChecksums:
             self.found = exc
 
     def result(self) -> dict[str, str]:
-        self.close()
+        self.thread.join()  # waits: ``close`` would cancel work still running
+        self.side.close()
         if isinstance(self.found, BaseException):
             if isinstance(self.found, psycopg.Error):
                 raise pg.wrap(self.found, self.target, "reading the checksums of") from None
