@@ -126,8 +126,8 @@ class MergeRules:
         #: into the target's table by a transport that can (PostgreSQL's direct path)
         self.staged: dict[str, dict[int, int]] | None = None
         self.direct: dict[str, dict[int, int]] = {}
-        #: rows of message tables per table and input not moved at all: rooms the input
-        #: holds exactly as the target does (a merge run again), every row a duplicate
+        #: rows per table and input not moved at all: of rooms whose messages (visits)
+        #: the target holds already (a merge run again), every row a duplicate
         self.settled: dict[str, dict[int, int]] = {}
         #: message tables whose owner's rows of shared rooms are in the target's table
         self.owner_rows_in_target: set[str] = set()

@@ -25,7 +25,7 @@ from tcmerge.merge.checksums import RECORD, TEXT, table_checksums
 from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
 from tcmerge.merge.plan import MergePlan
-from tcmerge.merge.rules_pg import PgRules
+from tcmerge.merge.rules_pg import SETTLED_IN, PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
 from tcmerge.merge.transport import (
     DATE_COLUMN,
@@ -71,11 +71,11 @@ class PostgresMerge(DialectMerge):
         self.staging_marks: list[tuple[str, dict[str, str]]] = []
         #: per table and input the rows copied straight into the target's table
         self.direct: dict[str, dict[int, int]] = {}
-        #: per table and input the rows of settled rooms (``_settle``), and those rooms
+        #: per table and input the rows of settled rooms (``_settle``); per input how many
+        #: rooms are settled (their messages), and how many rooms' visits
         self.settled: dict[str, dict[int, int]] = {}
-        self.settled_rooms: dict[int, set[str]] = {}
-        #: per input the rooms whose timelog rows are settled (``_settle``)
-        self.settled_visits: dict[int, set[str]] = {}
+        self.settled_rooms: dict[int, int] = {}
+        self.settled_visits: dict[int, int] = {}
         self.aside: list[indexes.SetAside] = []
         self.before: BeforeChecksums | None = None
 
@@ -209,7 +209,7 @@ class PostgresMerge(DialectMerge):
         if windows:
             for reader in eligible:
                 if reader.inp in windows:
-                    rooms, lows = rules.candidate_lists(reader.inp, "tcm_w_windows", lows=True)
+                    rooms, lows = rules.room_lists(reader.inp, "tcm_w_windows", lows=True)
                     reader.stage_room_digests(room_digest_queries(
                         messages, reader.inp, listed_windows(rooms, lows), messages_method,
                         FIRST_ROW))
@@ -222,11 +222,11 @@ class PostgresMerge(DialectMerge):
         for reader in eligible:
             queries: list[tuple[str, sql.Composed]] = []
             if reader.inp in windows:
-                rooms, _ = rules.candidate_lists(reader.inp, "tcm_w_windows")
+                rooms, _ = rules.room_lists(reader.inp, "tcm_w_windows")
                 queries += room_digest_queries(messages, reader.inp, listed_windows(rooms),
                                                messages_method, LISTED)
             if reader.inp in visited:
-                rooms, _ = rules.candidate_lists(reader.inp, "tcm_w_visits")
+                rooms, _ = rules.room_lists(reader.inp, "tcm_w_visits")
                 queries += room_digest_queries(visits, reader.inp, listed_windows(rooms),
                                                method["tc_timelog"], LISTED)
             if queries:
@@ -235,12 +235,9 @@ class PostgresMerge(DialectMerge):
         rules.target_timelog_digests(visited, method.get("tc_timelog", TEXT))
         for reader in eligible:
             reader.load_room_digests()
-        self.settled = rules.settle()
-        self.settled_rooms = {inp: rules.settled_rooms(inp) for inp in windows}
+        self.settled, self.settled_rooms = rules.settle()
         if visited:
-            self.settled["tc_timelog"] = rules.settle_timelog()
-            self.settled_visits = {inp: rules.settled_rooms(inp, "tcm_w_visits")
-                                   for inp in visited}
+            self.settled["tc_timelog"], self.settled_visits = rules.settle_timelog()
 
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress
@@ -254,12 +251,11 @@ class PostgresMerge(DialectMerge):
         for reader in self.readers:
             owned = rules.owned_shared_rooms(reader.inp) \
                 if direct_ok & set(DATE_COLUMN) else []
-            settled = self.settled_rooms.get(reader.inp, set())
-            visits = self.settled_visits.get(reader.inp, set())
             for table in request.tables:
                 # a settled room's messages (visits) are not moved at all
-                skip = settled if table.name in DATE_COLUMN else \
-                    visits if table.name == "tc_timelog" else set()
+                skip = (self.settled_rooms if table.name in DATE_COLUMN else
+                        self.settled_visits if table.name == "tc_timelog" else {}
+                        ).get(reader.inp, 0) > 0
                 if table.name in direct_ok:
                     if owned and table.name in DATE_COLUMN:
                         # what the analysis needs of the owner's rows of shared rooms,
@@ -272,13 +268,14 @@ class PostgresMerge(DialectMerge):
                     rooms = rules.staged_rooms(table.name, reader.inp)
                     direct[table.name][reader.inp] = reader.direct(
                         table, in_rooms(table.name, rooms, negate=True), progress)
+                    if skip:
+                        rooms = rules.staged_rooms(table.name, reader.inp, settled=False)
                     staged[table.name][reader.inp] = reader.stage(
-                        table, progress, in_rooms(table.name, [r for r in rooms
-                                                               if r not in skip]))
+                        table, progress, in_rooms(table.name, rooms))
                 else:
                     staged[table.name][reader.inp] = reader.stage(
-                        table, progress, except_rooms(table.name, sorted(skip)) if skip
-                        else None)
+                        table, progress, except_rooms(table.name, rules.room_lists(
+                            reader.inp, SETTLED_IN[table.name])[0]) if skip else None)
             if self.ctx.mode == "run":
                 self.staging_marks.append(reader.mark(plan.tables))
             reader.finish()
@@ -311,19 +308,19 @@ class PostgresMerge(DialectMerge):
         count_mirrors(analysis, self.mirrors)
         labels = [r.label for r in self.request.databases]
         for inp in sorted(set(self.settled_rooms) | set(self.settled_visits)):
-            rooms, visits = self.settled_rooms.get(inp, set()), self.settled_visits.get(inp, set())
+            rooms, visits = self.settled_rooms.get(inp, 0), self.settled_visits.get(inp, 0)
             rows = sum(per.get(inp, 0) for name, per in self.settled.items()
                        if name in DATE_COLUMN)
-            said = [f"{len(rooms)} room(s) hold exactly messages the target holds: their "
+            said = [f"{rooms} room(s) hold exactly messages the target holds: their "
                     f"{rows} row(s)"] if rooms else []
             if visits:
                 said.append(f"the {self.settled['tc_timelog'].get(inp, 0)} timelog row(s) of "
-                            f"{len(visits)} room(s), exactly the target's")
+                            f"{visits} room(s), exactly the target's")
             if said:
                 analysis.findings.append(info(
                     "ROOMS_ALREADY_MERGED",
                     "; ".join(said) + " (compared by digest) are duplicates, not copied",
-                    database=labels[inp], count=len(rooms | visits)))
+                    database=labels[inp], count=self.rules.settled_room_count(inp)))
         return analysis
 
     def source_checksums(self) -> list[dict[str, str]]:

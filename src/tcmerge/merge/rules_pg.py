@@ -69,6 +69,9 @@ _STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
 
 
+#: where a table's settled rooms are (``settle``, ``settle_timelog``), by input
+SETTLED_IN = {"tc_msgarchive": "tcm_w_settled", "tc_messages": "tcm_w_settled",
+              "tc_timelog": "tcm_w_visits"}
 HOLDERS = sa.table("tcm_s_holders", sa.column("inp"), sa.column("room_jid"),
                    sa.column("lo"), sa.column("hi"))
 
@@ -147,7 +150,7 @@ class PgRules(MergeRules):
 
     # -- rooms whose rows the target holds already ------------------------------------------
     # The candidates stay in the target (``tcm_w_windows``, ``tcm_w_visits``): a source
-    # gets their list as one array text (``candidate_lists``), not a Python object per room.
+    # gets their list as one array text (``room_lists``), not a Python object per room.
     def settle_candidates(self, inp: int) -> int:
         """Into ``tcm_w_windows``: the rooms input ``inp`` has messages of whose ids fit,
         shifted up to the target's highest, in the target's id range, with that shift:
@@ -171,11 +174,11 @@ class PgRules(MergeRules):
             "WHERE h.inp = {} AND h.room_jid IN (SELECT room_jid FROM tc_timelog)").format(
             sql.Literal(inp)))
 
-    def candidate_lists(self, inp: int, table: str, *, lows: bool = False
-                        ) -> tuple[str, str | None]:
-        """Input ``inp``'s candidate rooms in ``table`` (``tcm_w_windows``,
-        ``tcm_w_visits``), and with ``lows`` their lowest ids, as array texts in one
-        order: what a source reads (``transport.listed_windows``)."""
+    def room_lists(self, inp: int, table: str, *, lows: bool = False
+                   ) -> tuple[str, str | None]:
+        """Input ``inp``'s rooms in ``table`` (``tcm_w_windows``, ``tcm_w_visits``,
+        ``tcm_w_settled``), and with ``lows`` their lowest ids, as array texts in one
+        order: what a source reads (``transport.listed_windows``, ``except_rooms``)."""
         row = self.conn.execute(_q(
             "SELECT coalesce(array_agg(room_jid ORDER BY room_jid), '{{}}')::text, {lo} "
             "FROM {t} WHERE inp = %s", t=_ident(table),
@@ -228,25 +231,34 @@ class PgRules(MergeRules):
         return {int(i): int(n) for i, n in self.conn.execute(_q(
             "SELECT inp, count(*) FROM {c} GROUP BY inp", c=_ident(candidates))).fetchall()}
 
-    def settle(self) -> dict[str, dict[int, int]]:
+    def settle(self) -> tuple[dict[str, dict[int, int]], dict[int, int]]:
         """Of the candidates left in ``tcm_w_windows`` (digests in ROOM_DIGESTS, the
         sources' and the target's, ``target_room_digests``), the rooms whose every message
         table holds the same rows in the source as in the target's window (but for
         msg_id): into ``tcm_w_settled``. Returns per table and input the rows of those
-        rooms: every one equal to a row the target holds in the room, so a duplicate
-        (rule 2), none moved. (Where the window was guessed wrong the digests differ: the
-        room is compared row by row, as any other.)"""
-        self.keep_equal(ROOM_DIGESTS, "tcm_w_windows")
+        rooms (every one equal to a row the target holds in the room, so a duplicate
+        (rule 2), none moved), and per input how many rooms. (Where the window was
+        guessed wrong the digests differ: the room is compared row by row, as any other.)"""
+        rooms = self.keep_equal(ROOM_DIGESTS, "tcm_w_windows")
         self._x(sql.SQL("INSERT INTO tcm_w_settled SELECT inp, room_jid FROM tcm_w_windows"))
         self._x(sql.SQL("ANALYZE tcm_w_settled"))
-        return self._settled_rows(ROOM_DIGESTS, "tcm_w_settled")
+        return self._settled_rows(ROOM_DIGESTS, "tcm_w_settled"), rooms
 
-    def settle_timelog(self) -> dict[int, int]:
+    def settle_timelog(self) -> tuple[dict[int, int], dict[int, int]]:
         """Of the candidates in ``tcm_w_visits`` (digests in TIMELOG_DIGESTS), the rooms
-        whose visits are exactly the target's are kept there; per input their rows:
-        every one equal to a row the target holds, so a duplicate (rule 6), none moved."""
-        self.keep_equal(TIMELOG_DIGESTS, "tcm_w_visits")
-        return self._settled_rows(TIMELOG_DIGESTS, "tcm_w_visits").get("tc_timelog", {})
+        whose visits are exactly the target's are kept there; per input their rows
+        (every one equal to a row the target holds, so a duplicate (rule 6), none moved)
+        and how many rooms."""
+        rooms = self.keep_equal(TIMELOG_DIGESTS, "tcm_w_visits")
+        return (self._settled_rows(TIMELOG_DIGESTS, "tcm_w_visits").get("tc_timelog", {}),
+                rooms)
+
+    def settled_room_count(self, inp: int) -> int:
+        """How many rooms have their messages or their visits settled for input ``inp``."""
+        return int(self._one(sql.SQL(
+            "SELECT count(*) FROM (SELECT room_jid FROM tcm_w_settled WHERE inp = {i} UNION "
+            "SELECT room_jid FROM tcm_w_visits WHERE inp = {i}) AS s").format(
+            i=sql.Literal(inp))))
 
     def _settled_rows(self, digests: str, settled: str) -> dict[str, dict[int, int]]:
         rows: dict[str, dict[int, int]] = {}
@@ -256,11 +268,6 @@ class PgRules(MergeRules):
                 "GROUP BY 1, 2", d=_ident(digests), s=_ident(settled))).fetchall():
             rows.setdefault(str(name), {})[int(inp)] = int(n)
         return rows
-
-    def settled_rooms(self, inp: int, table: str = "tcm_w_settled") -> set[str]:
-        """The rooms settled for input ``inp`` (``table``: ``tcm_w_visits`` for visits)."""
-        return {str(r[0]) for r in self.conn.execute(_q(
-            "SELECT room_jid FROM {t} WHERE inp = %s", t=_ident(table)), (inp,)).fetchall()}
 
     def _shared_keys(self, table: sa.Table, source: str, staged: bool) -> sql.Composed:
         """Keys (see transport.create_staging) of the rows in ``source`` of the rooms
@@ -291,19 +298,24 @@ class PgRules(MergeRules):
             "SELECT room_jid FROM tcm_w_room WHERE nholders > 1 AND owner = %s "
             "ORDER BY room_jid", (inp,)).fetchall()]
 
-    def staged_rooms(self, table: str, inp: int) -> list[str]:
+    def staged_rooms(self, table: str, inp: int, *, settled: bool = True) -> list[str]:
         """The rooms whose rows of ``table`` input ``inp`` stages (its other rows go
-        straight into the target table, see ``transport.DIRECT_TABLES``).
+        straight into the target table, see ``transport.DIRECT_TABLES``); ``settled``
+        False: but those settled (``SETTLED_IN``), whose rows are not moved at all.
 
         Only rooms the input has rows of: the list is sent to that source, and another
         input's room may have no equivalent in its encoding (a Japanese room name to a
         LATIN1 source) -- the server would refuse the whole query."""
         holders = "tcm_s_timelog_holders" if table == "tc_timelog" else "tcm_s_holders"
+        unsettled: sql.Composable = sql.SQL("")
+        if not settled and table in SETTLED_IN:
+            unsettled = _q(" AND room_jid NOT IN (SELECT room_jid FROM {t} WHERE inp = {i})",
+                           t=_ident(SETTLED_IN[table]), i=sql.Literal(inp))
         return [str(r[0]) for r in self.conn.execute(sql.SQL(
             "SELECT room_jid FROM ({}) AS s WHERE room_jid IN (SELECT room_jid FROM {} "
-            "WHERE inp = {}) ORDER BY room_jid").format(
+            "WHERE inp = {}){} ORDER BY room_jid").format(
                 self._staged_room_set(table, inp), sql.Identifier(holders),
-                sql.Literal(inp))).fetchall()]
+                sql.Literal(inp), unsettled)).fetchall()]
 
     def _staged_room_set(self, table: str, inp: int) -> sql.Composed:
         """A query of the rooms whose rows of ``table`` input ``inp`` stages: of the

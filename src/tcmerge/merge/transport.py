@@ -169,8 +169,8 @@ def _shape(*columns: tuple[str, str]) -> tuple[sql.Composed, list[sql.Composable
 
 KEYS_COLUMNS, KEYS_TYPES = _shape(("inp", "smallint"), ("room_jid", "text"),
                                   ("msg_id", "bigint"), ("d", "timestamp"))
-#: Per input, message table and room: its rows' count and two sums of row hashes
-#: (``room_digest_select``), of the rooms a source holds as the target does.
+#: Per input, message table and room: its rows' count and two sums over their hashes
+#: (``room_digest_select``), of the rooms whose rows the target may hold already.
 ROOM_DIGESTS = "tcm_s_room_digests"
 #: The same of only the row at each room's lowest id: a cheap first look that rules out
 #: rooms whose first messages differ (a first merge's shared rooms with equal id ranges).
@@ -381,8 +381,9 @@ def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Compo
     return sql.SQL("({} IS NULL OR {})").format(room, test)
 
 
-def except_rooms(table: str, rooms: list[str]) -> sql.Composed:
-    """Every row but those of ``rooms`` (a row without a room included)."""
+def except_rooms(table: str, rooms: str) -> sql.Composed:
+    """Every row but those of ``rooms`` (an array text, as ``array_agg(...)::text``
+    writes it), a row without a room included."""
     room = sql.Identifier(ROOM_COLUMN[table])
     return sql.SQL("({} IS NULL OR NOT ({} = ANY({}::text[])))").format(
         room, room, sql.Literal(rooms))
