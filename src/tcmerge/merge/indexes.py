@@ -32,9 +32,10 @@ KEPT_PER_ROW_IN, BUILD_PER_ROW = 2.5, 1.1
 
 
 def worth_setting_aside(held: int, incoming: int) -> bool:
-    """Whether ``incoming`` rows (the sources' planner estimate: 0 when never analysed)
-    load faster into a table of ``held`` rows with its indexes dropped and built again
-    afterwards than with them kept. An empty table's indexes cost nothing to build."""
+    """Whether ``incoming`` rows (the sources' planner estimates, 0 when never analysed,
+    less the rows of settled rooms) load faster into a table of ``held`` rows with its
+    indexes dropped and built again afterwards than with them kept. An empty table's
+    indexes cost nothing to build."""
     return held == 0 or BUILD_PER_ROW * (held + incoming) < KEPT_PER_ROW_IN * incoming
 
 

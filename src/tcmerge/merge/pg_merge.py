@@ -31,7 +31,6 @@ from tcmerge.merge.transport import (
     DATE_COLUMN,
     DIRECT_TABLES,
     FIRST_ROW,
-    FIRST_ROW_DIGESTS,
     LISTED,
     TRANSPORTS,
     SourceReader,
@@ -216,7 +215,7 @@ class PostgresMerge(DialectMerge):
             rules.target_room_digests(windows, messages_method, first_rows=True)
             for reader in eligible:
                 reader.load_room_digests()
-            windows = set(rules.keep_equal(FIRST_ROW_DIGESTS, "tcm_w_windows"))
+            windows = set(rules.keep_probed())
         if not (windows or visited):
             return
         for reader in eligible:
@@ -287,10 +286,13 @@ class PostgresMerge(DialectMerge):
 
     def _set_indexes_aside(self, tables: list[str]) -> list[indexes.SetAside]:
         """The indexes of the tables loaded directly, dropped until every row is in,
-        where enough rows come in (``indexes.worth_setting_aside``)."""
+        where enough rows come in (``indexes.worth_setting_aside``). The rows of settled
+        rooms do not come in: a merge run again keeps the indexes."""
         aside = []
         for table in tables:
-            incoming = sum(reader.estimated_rows(table) for reader in self.readers)
+            settled = self.settled.get(table, {})
+            incoming = sum(max(reader.estimated_rows(table) - settled.get(reader.inp, 0), 0)
+                           for reader in self.readers)
             if indexes.worth_setting_aside(self.rules.target_counts[table], incoming):
                 dropped = indexes.set_aside(self._conn, table)
                 if dropped is not None:

@@ -45,6 +45,7 @@ from tcmerge.merge.pg import PgConn
 from tcmerge.merge.transport import (
     DATE_COLUMN,
     FIRST_ROW,
+    FIRST_ROW_DIGESTS,
     HOLDING_TABLES,
     ROOM,
     ROOM_COLUMN,
@@ -152,17 +153,21 @@ class PgRules(MergeRules):
     # The candidates stay in the target (``tcm_w_windows``, ``tcm_w_visits``): a source
     # gets their list as one array text (``room_lists``), not a Python object per room.
     def settle_candidates(self, inp: int) -> int:
-        """Into ``tcm_w_windows``: the rooms input ``inp`` has messages of whose ids fit,
-        shifted up to the target's highest, in the target's id range, with that shift:
-        candidates for ``settle``. A merge run again holds them so: a room the source
-        alone had keeps its ids (no shift), one renumbered after the owner's rows (rule
-        3) has its rows at the top of the target's range. Returns how many."""
+        """Into ``tcm_w_windows``: the rooms input ``inp`` has messages of, each with the
+        places in the target's id range its ids may have been given by a first merge (a
+        window: the source's ids shifted): candidates for ``settle``. A merge run again
+        holds them so: a room the source alone had, or owned, keeps its ids (shift 0);
+        one renumbered after the owner's rows (rule 3) has them at the top of the
+        target's range (the shift that puts the source's highest id on the target's).
+        The first-row probe keeps one place a room (``keep_probed``). Returns how many
+        windows."""
         return self._x(sql.SQL(
-            "INSERT INTO tcm_w_windows SELECT s.inp, s.room_jid, s.lo, s.hi, t.hi - s.hi "
+            "INSERT INTO tcm_w_windows SELECT DISTINCT s.inp, s.room_jid, s.lo, s.hi, g.shift "
             "FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
             "ON t.inp = 0 AND t.room_jid = s.room_jid "
-            "WHERE s.inp = {} AND t.hi >= s.hi AND s.lo + (t.hi - s.hi) >= t.lo").format(
-            sql.Literal(inp)))
+            "CROSS JOIN LATERAL (VALUES (t.hi - s.hi), (0)) AS g (shift) "
+            "WHERE s.inp = {} AND g.shift >= 0 AND s.lo + g.shift >= t.lo "
+            "AND s.hi + g.shift <= t.hi").format(sql.Literal(inp)))
 
     def timelog_candidates(self, inp: int) -> int:
         """Into ``tcm_w_visits``: the rooms whose visits input ``inp`` and the target
@@ -178,10 +183,12 @@ class PgRules(MergeRules):
                    ) -> tuple[str, str | None]:
         """Input ``inp``'s rooms in ``table`` (``tcm_w_windows``, ``tcm_w_visits``,
         ``tcm_w_settled``), and with ``lows`` their lowest ids, as array texts in one
-        order: what a source reads (``transport.listed_windows``, ``except_rooms``)."""
+        order: what a source reads (``transport.listed_windows``, ``except_rooms``). Each
+        room once, though ``tcm_w_windows`` may hold two places of it in the target."""
         row = self.conn.execute(_q(
             "SELECT coalesce(array_agg(room_jid ORDER BY room_jid), '{{}}')::text, {lo} "
-            "FROM {t} WHERE inp = %s", t=_ident(table),
+            "FROM (SELECT DISTINCT room_jid{lo_column} FROM {t} WHERE inp = %s) AS r",
+            t=_ident(table), lo_column=sql.SQL(", lo" if lows else ""),
             lo=sql.SQL("coalesce(array_agg(lo ORDER BY room_jid), '{}')::text") if lows
             else sql.SQL("NULL")), (inp,)).fetchone()
         assert row is not None
@@ -194,12 +201,15 @@ class PgRules(MergeRules):
         at its lowest id)."""
         tables = [self.tables[n] for n in DATE_COLUMN if n in self.tables]
         for inp in sorted(inps):
+            # the probe reads every window of a room (its digests carry the shift); the
+            # full digests the one window the probe left
             windows = sql.SQL(
-                "(SELECT room_jid, lo + shift, {} FROM tcm_w_windows WHERE inp = {}) "
-                "AS w (tcm_room, tcm_lo, tcm_hi)").format(
+                "(SELECT room_jid, lo + shift, {}, shift FROM tcm_w_windows WHERE inp = {}) "
+                "AS w (tcm_room, tcm_lo, tcm_hi, tcm_shift)").format(
                 sql.SQL("lo + shift" if first_rows else "hi + shift"), sql.Literal(inp))
             for dest, query in room_digest_queries(
-                    tables, 0, windows, method, FIRST_ROW if first_rows else WINDOW, vs=inp):
+                    tables, 0, windows, method, FIRST_ROW if first_rows else WINDOW, vs=inp,
+                    shifted=first_rows):
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
     def target_timelog_digests(self, inps: Iterable[int], method: str) -> None:
@@ -230,6 +240,35 @@ class PgRules(MergeRules):
         self._x(_q("ANALYZE {c}", c=_ident(candidates)))
         return {int(i): int(n) for i, n in self.conn.execute(_q(
             "SELECT inp, count(*) FROM {c} GROUP BY inp", c=_ident(candidates))).fetchall()}
+
+    def keep_probed(self) -> dict[int, int]:
+        """Keep in ``tcm_w_windows`` the windows whose first rows (FIRST_ROW_DIGESTS:
+        the sources', and the target's per window, ``target_room_digests(first_rows=
+        True)``) are equal in every message table, then one window a room (shift 0 where
+        both places hold it: either is only a guess the full digests check). Returns how
+        many rooms are left per input."""
+        digests = _ident(FIRST_ROW_DIGESTS)
+        self._x(_q("ANALYZE {d}", d=digests))
+        self._x(_q(
+            "DELETE FROM tcm_w_windows AS w USING ("
+            # a source's first row the target lacks at this window's shift
+            "SELECT c.inp, c.room_jid, c.shift FROM tcm_w_windows AS c "
+            "JOIN {d} AS s ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid "
+            "LEFT JOIN {d} AS t ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = c.room_jid "
+            "AND t.shift = c.shift AND t.tbl = s.tbl AND t.n = s.n AND t.h1 = s.h1 "
+            "AND t.h2 = s.h2 WHERE t.tbl IS NULL UNION "
+            # a target's first row at this shift in a table where the source has none
+            "SELECT t.vs, t.room_jid, t.shift FROM {d} AS t LEFT JOIN {d} AS s "
+            "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
+            "WHERE t.inp = 0 AND s.tbl IS NULL) AS x "
+            "WHERE w.inp = x.inp AND w.room_jid = x.room_jid AND w.shift = x.shift",
+            d=digests))
+        self._x(sql.SQL(
+            "DELETE FROM tcm_w_windows AS w USING tcm_w_windows AS o "
+            "WHERE o.inp = w.inp AND o.room_jid = w.room_jid AND o.shift < w.shift"))
+        self._x(sql.SQL("ANALYZE tcm_w_windows"))
+        return {int(inp): int(n) for inp, n in self.conn.execute(
+            "SELECT inp, count(*) FROM tcm_w_windows GROUP BY inp").fetchall()}
 
     def settle(self) -> tuple[dict[str, dict[int, int]], dict[int, int]]:
         """Of the candidates left in ``tcm_w_windows`` (digests in ROOM_DIGESTS, the

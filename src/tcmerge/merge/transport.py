@@ -182,6 +182,9 @@ TIMELOG_DIGESTS = "tcm_s_timelog_digests"
 ROOM_DIGEST_COLUMNS, ROOM_DIGEST_TYPES = _shape(
     ("inp", "smallint"), ("tbl", "text"), ("room_jid", "text"), ("n", "bigint"),
     ("h1", "numeric"), ("h2", "numeric"), ("vs", "smallint"))
+#: and, in the target only, the shift of the window a target's digest was read in (the
+#: first-row probe tries two places per room, see ``rules_pg.settle_candidates``)
+DIGEST_TABLE_TYPES = [*ROOM_DIGEST_TYPES, sql.SQL("shift bigint")]
 HOLDERS_SHAPES = {HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"),
                                   ("lo", "bigint"), ("hi", "bigint")),
                   TIMELOG_HOLDERS: _shape(("inp", "smallint"), ("room_jid", "text"))}
@@ -195,7 +198,7 @@ def create_staging(conn: PgConn, tables: Iterable[sa.Table]) -> None:
     room, msg_id and date, read where the row is (a source or the target)."""
     tables = list(tables)
     shapes = [*((name, types) for name, (_, types) in HOLDERS_SHAPES.items()),
-              *((name, ROOM_DIGEST_TYPES)
+              *((name, DIGEST_TABLE_TYPES)
                 for name in (ROOM_DIGESTS, FIRST_ROW_DIGESTS, TIMELOG_DIGESTS))]
     for name, types in shapes:
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -311,7 +314,7 @@ def listed_windows(rooms: str, lows: str | None = None) -> sql.Composed:
 
 def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
                        method: str = TEXT, read: str = ROOM,
-                       vs: int | None = None) -> sql.Composed:
+                       vs: int | None = None, *, shifted: bool = False) -> sql.Composed:
     """Per room of the ``windows`` relation (``tcm_room``, and for FIRST_ROW and WINDOW
     ``tcm_lo`` and ``tcm_hi``): (inp, table, room, rows, two sums over its rows, ``vs``),
     the row ``ROOM_DIGESTS`` holds: of a 64-bit hash of each row (msg_id left out), and
@@ -327,7 +330,9 @@ def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
 
     ``read``: every row of each room (ROOM, LISTED), the row at its lowest id
     (FIRST_ROW), or the rows with ids in its window (WINDOW). ``vs``: the input the
-    digests are compared with (default ``inp``)."""
+    digests are compared with (default ``inp``). ``shifted`` (FIRST_ROW, the target's
+    probe): ``windows`` has a column ``tcm_shift``, several windows a room; a digest per
+    window, with its shift last (the digest tables' ``shift``)."""
     room = sql.Identifier(ROOM_COLUMN[table.name])
     if read == FIRST_ROW:
         # one row per room: a join the planner makes of key lookups (a semi-join would
@@ -347,26 +352,31 @@ def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
     # the halves' product: (h >> 32) in [-2^31, 2^31), h & 0xffffffff in [0, 2^32).
     # OFFSET 0 keeps the subquery whole: merged into the outer query, the hash would be
     # computed once per use (measured: twice the time)
+    if shifted and read != FIRST_ROW:
+        raise ValueError("only the first-row probe reads several windows a room")
+    shift = sql.SQL(", shift" if shifted else "")
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
-        "sum(h)::numeric, sum((h >> 32) * (h & 4294967295))::numeric, {vs}::smallint "
-        "FROM (SELECT {room} AS room, {hashed} AS h FROM {rows} OFFSET 0) AS s "
-        "GROUP BY room").format(
+        "sum(h)::numeric, sum((h >> 32) * (h & 4294967295))::numeric, {vs}::smallint{shift} "
+        "FROM (SELECT {room} AS room, {hashed} AS h{w_shift} FROM {rows} OFFSET 0) AS s "
+        "GROUP BY room{shift}").format(
             inp=sql.Literal(inp), tbl=sql.Literal(table.name), room=room, hashed=hashed,
             rows=rows.format(t=sql.Identifier(table.name), room=room, w=windows),
-            vs=sql.Literal(inp if vs is None else vs))
+            vs=sql.Literal(inp if vs is None else vs), shift=shift,
+            w_shift=sql.SQL(", w.tcm_shift AS shift" if shifted else ""))
 
 
 def room_digest_queries(tables: Iterable[sa.Table], inp: int, windows: sql.Composable,
-                        method: str, read: str = ROOM,
-                        vs: int | None = None) -> list[tuple[str, sql.Composed]]:
+                        method: str, read: str = ROOM, vs: int | None = None, *,
+                        shifted: bool = False) -> list[tuple[str, sql.Composed]]:
     """(destination, query) of ``room_digest_select`` per table: FIRST_ROW reads go to
     FIRST_ROW_DIGESTS, timelog rows to TIMELOG_DIGESTS, the others to ROOM_DIGESTS."""
     def dest(table: sa.Table) -> str:
         if table.name == "tc_timelog":
             return TIMELOG_DIGESTS
         return FIRST_ROW_DIGESTS if read == FIRST_ROW else ROOM_DIGESTS
-    return [(dest(t), room_digest_select(t, inp, windows, method, read, vs)) for t in tables]
+    return [(dest(t), room_digest_select(t, inp, windows, method, read, vs, shifted=shifted))
+            for t in tables]
 
 
 def in_rooms(table: str, rooms: list[str], *, negate: bool = False) -> sql.Composed:

@@ -210,3 +210,32 @@ def test_a_rooms_visits_settle_only_while_the_target_holds_exactly_them(
                         "ORDER BY 2, 1", r=OTHER)
     expected = 3 + (change is not None)
     assert len(rows) == expected
+
+
+def test_two_sources_merged_into_an_empty_target_settle_every_room_when_run_again(
+        tc_factory: Callable[..., TcData]) -> None:
+    # ROOM is both sources': `one` owned it and kept its ids (1..30), `two`'s rows were
+    # renumbered above them (31..60). Run again, each source's rows are found where the
+    # first merge left them, kept or renumbered, and nothing is moved: the indexes stay
+    target, one, two = tc_factory(), tc_factory(), tc_factory()
+    fill(one, "one")
+    fill(two, "two")
+    room_of_its_own(one, OTHER, "other")
+    room_of_its_own(two, THIRD, "third")
+    for db in (one, two):
+        db.execute("ANALYZE")  # the row estimates that choose whether indexes are set aside
+    args = [*sources(one, two), "--target", url(target.ref), "--yes"]
+    code, first = cli("run", *args)
+    assert code == 0, first
+    assert first["tables"]["tc_msgarchive"]["renumbered"] == 30
+    merged = target.digest()
+    index = "SELECT 'tc_msgarchive_pkey'::regclass::oid"
+    before = target.query(index)
+    code, again = cli("run", *args)
+    assert code == 0, again
+    assert target.digest() == merged
+    assert settled(again) == {one.ref.label: 2, two.ref.label: 2}
+    arch = again["tables"]["tc_msgarchive"]
+    assert arch["read"] == [70, 35, 35] and arch["inserted"] == 0
+    assert arch["duplicates"] == 70
+    assert target.query(index) == before  # kept, not dropped and built again
