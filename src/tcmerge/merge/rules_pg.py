@@ -248,9 +248,11 @@ class PgRules(MergeRules):
         both places hold it: either is only a guess the full digests check). Returns how
         many rooms are left per input."""
         digests = _ident(FIRST_ROW_DIGESTS)
-        self._x(_q("ANALYZE {d}", d=digests))
+        self._x(_q("ANALYZE {d}, tcm_w_windows", d=digests))
+        # analysed first, and a semi-join on the windows' keys: a join with the windows
+        # table unanalysed took 18 s for 20,000 rooms (0.04 s so)
         self._x(_q(
-            "DELETE FROM tcm_w_windows AS w USING ("
+            "DELETE FROM tcm_w_windows WHERE (inp, room_jid, shift) IN ("
             # a source's first row the target lacks at this window's shift
             "SELECT c.inp, c.room_jid, c.shift FROM tcm_w_windows AS c "
             "JOIN {d} AS s ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid "
@@ -260,9 +262,7 @@ class PgRules(MergeRules):
             # a target's first row at this shift in a table where the source has none
             "SELECT t.vs, t.room_jid, t.shift FROM {d} AS t LEFT JOIN {d} AS s "
             "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
-            "WHERE t.inp = 0 AND s.tbl IS NULL) AS x "
-            "WHERE w.inp = x.inp AND w.room_jid = x.room_jid AND w.shift = x.shift",
-            d=digests))
+            "WHERE t.inp = 0 AND s.tbl IS NULL)", d=digests))
         self._x(sql.SQL(
             "DELETE FROM tcm_w_windows AS w USING tcm_w_windows AS o "
             "WHERE o.inp = w.inp AND o.room_jid = w.room_jid AND o.shift < w.shift"))
