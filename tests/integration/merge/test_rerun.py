@@ -212,11 +212,14 @@ def test_a_rooms_visits_settle_only_while_the_target_holds_exactly_them(
     assert len(rows) == expected
 
 
+@pytest.mark.parametrize("edited", [False, True])
 def test_two_sources_merged_into_an_empty_target_settle_every_room_when_run_again(
-        tc_factory: Callable[..., TcData]) -> None:
+        tc_factory: Callable[..., TcData], edited: bool) -> None:
     # ROOM is both sources': `one` owned it and kept its ids (1..30), `two`'s rows were
     # renumbered above them (31..60). Run again, each source's rows are found where the
-    # first merge left them, kept or renumbered, and nothing is moved: the indexes stay
+    # first merge left them, kept or renumbered, and nothing is moved: the indexes stay.
+    # With one of `one`'s rows edited in the target since, ROOM is not settled for `one`:
+    # the rules find that row missing and renumber it in; `two` still settles it
     target, one, two = tc_factory(), tc_factory(), tc_factory()
     fill(one, "one")
     fill(two, "two")
@@ -228,14 +231,22 @@ def test_two_sources_merged_into_an_empty_target_settle_every_room_when_run_agai
     code, first = cli("run", *args)
     assert code == 0, first
     assert first["tables"]["tc_msgarchive"]["renumbered"] == 30
+    if edited:
+        target.execute(f"UPDATE tc_msgarchive SET body_string = 'edited' WHERE to_jid = '{ROOM}' "
+                       "AND msg_id = 15")
     merged = target.digest()
     index = "SELECT 'tc_msgarchive_pkey'::regclass::oid"
     before = target.query(index)
     code, again = cli("run", *args)
     assert code == 0, again
-    assert target.digest() == merged
-    assert settled(again) == {one.ref.label: 2, two.ref.label: 2}
     arch = again["tables"]["tc_msgarchive"]
-    assert arch["read"] == [70, 35, 35] and arch["inserted"] == 0
-    assert arch["duplicates"] == 70
+    assert arch["read"] == [70, 35, 35]
     assert target.query(index) == before  # kept, not dropped and built again
+    if edited:
+        assert settled(again) == {one.ref.label: 1, two.ref.label: 2}
+        assert arch["inserted"] == 1 and arch["duplicates"] == 69
+        assert target.archive(ROOM)[-1] == (61, "one 15")
+    else:
+        assert target.digest() == merged
+        assert settled(again) == {one.ref.label: 2, two.ref.label: 2}
+        assert arch["inserted"] == 0 and arch["duplicates"] == 70
