@@ -266,7 +266,8 @@ class PostgresMerge(DialectMerge):
                     # settled rooms are shared, so among the rooms staged
                     rooms = rules.staged_rooms(table.name, reader.inp)
                     direct[table.name][reader.inp] = reader.direct(
-                        table, in_rooms(table.name, rooms, negate=True), progress)
+                        table, in_rooms(table.name, rooms, negate=True), progress
+                    ) if rules.holds_unstaged_rooms(table.name, reader.inp) else 0
                     if skip:
                         rooms = rules.staged_rooms(table.name, reader.inp, settled=False)
                     staged[table.name][reader.inp] = reader.stage(

@@ -44,6 +44,9 @@ def test_sigkill_mid_merge_leaves_target_identical_and_next_run_succeeds(
     fill(target, "t")
     fill(one, "one")
     fill(two, "two")
+    # a visit of a room only `one` has: copied straight into tc_timelog (a source with
+    # no such room is not read directly)
+    one.timelog("lobby@conference-1-c1.example.com", "one@example.com", 0, 5)
     before = target.digest()
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref, two.ref])
     with proc.admin(target.ref) as blocker:
@@ -102,6 +105,9 @@ def test_source_stopped_mid_merge_exit_3_target_unchanged_job_failed(
     fill(target, "t")
     fill(one, "one")
     fill(two, "two")
+    # a visit of a room only `one` has: copied straight into tc_timelog while `one` is
+    # read (a source with no such room is not read directly)
+    one.timelog("lobby@conference-1-c1.example.com", "one@example.com", 0, 5)
     before = target.digest()
     pgpass = proc.write_pgpass(tmp_path / "pgpass", [target.ref, one.ref, two.ref])
     # Validation reads every input, so the merge is held on the *target* (its copy into

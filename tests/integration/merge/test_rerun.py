@@ -250,3 +250,41 @@ def test_two_sources_merged_into_an_empty_target_settle_every_room_when_run_agai
         assert target.digest() == merged
         assert settled(again) == {one.ref.label: 2, two.ref.label: 2}
         assert arch["inserted"] == 0 and arch["duplicates"] == 70
+
+
+def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
+        tc_factory: Callable[..., TcData]) -> None:
+    # the direct read of a source takes the rows of the rooms it does not stage; where
+    # there are none (a merge run again: the target holds every room) it is not made
+    from tcmerge.merge import pg
+    from tcmerge.merge.rules_pg import PgRules
+    from tcmerge.schema import tc
+
+    db = tc_factory()
+    with pg.open_session(db.ref, role="test") as conn:
+        conn.execute(
+            "CREATE TEMP TABLE tcm_s_holders (inp smallint, room_jid text, lo bigint, "
+            "hi bigint); CREATE TEMP TABLE tcm_w_room (room_jid text, owner smallint, "
+            "nholders bigint, lo bigint, hi bigint); CREATE TEMP TABLE tcm_s_timelog_holders "
+            "(inp smallint, room_jid text); CREATE TEMP TABLE tcm_w_timelog_room (room_jid text)")
+        # input 1: `a` shared and owned by the target, `b` shared and owned by 1, a row
+        # without a room (held by two inputs: among the rooms staged, which must not
+        # hide the others); input 2: `a` and a room of its own, `c`; visits: `a` both
+        # inputs', `c` input 2's alone
+        conn.execute(
+            "INSERT INTO tcm_s_holders VALUES (0, 'a', 1, 9), (1, 'a', 1, 5), (1, 'b', 1, 5), "
+            "(1, NULL, 1, 1), (0, 'b', 1, 9), (2, 'a', 1, 5), (2, 'c', 1, 5); "
+            "INSERT INTO tcm_w_room VALUES ('a', 0, 3, 1, 9), ('b', 1, 2, 1, 5), "
+            "(NULL, 1, 2, 1, 1), ('c', 2, 1, 1, 5); "
+            "INSERT INTO tcm_s_timelog_holders VALUES (1, 'a'), (2, 'a'), (2, 'c'), (1, NULL); "
+            "INSERT INTO tcm_w_timelog_room VALUES ('a'), (NULL)")
+        rules = PgRules(conn, tuple(tc.ALL_TABLES), ["t", "one", "two"])
+        # 1 owns `b`: its rows of the message tables go straight in; of tc_users every
+        # shared room is staged
+        assert rules.holds_unstaged_rooms("tc_msgarchive", 1)
+        assert not rules.holds_unstaged_rooms("tc_users", 1)
+        assert not rules.holds_unstaged_rooms("tc_timelog", 1)
+        conn.execute("UPDATE tcm_w_room SET owner = 0 WHERE room_jid = 'b'")
+        assert not rules.holds_unstaged_rooms("tc_msgarchive", 1)
+        for table in ("tc_msgarchive", "tc_users", "tc_timelog"):
+            assert rules.holds_unstaged_rooms(table, 2)  # `c`
