@@ -31,6 +31,7 @@ from tcmerge.merge.transport import (
     DATE_COLUMN,
     DIRECT_TABLES,
     FIRST_ROW,
+    FIRST_ROW_DIGESTS,
     LISTED,
     TRANSPORTS,
     SourceReader,
@@ -215,7 +216,8 @@ class PostgresMerge(DialectMerge):
             rules.target_room_digests(windows, messages_method, first_rows=True)
             for reader in eligible:
                 reader.load_room_digests()
-            windows = set(rules.keep_probed())
+            windows = set(rules.keep_equal(FIRST_ROW_DIGESTS, "tcm_w_windows",
+                                            per_window=True))
         if not (windows or visited):
             return
         for reader in eligible:
@@ -262,14 +264,15 @@ class PostgresMerge(DialectMerge):
                         # the staged rows are read in the target)
                         reader.stage_keys(table, in_rooms(table.name, owned))
                     # rows of rooms no other input has (and the owner's rows of shared
-                    # rooms in the message tables) go straight into the target table;
-                    # settled rooms are shared, so among the rooms staged
-                    rooms = rules.staged_rooms(table.name, reader.inp)
-                    direct[table.name][reader.inp] = reader.direct(
-                        table, in_rooms(table.name, rooms, negate=True), progress
-                    ) if rules.holds_unstaged_rooms(table.name, reader.inp) else 0
-                    if skip:
-                        rooms = rules.staged_rooms(table.name, reader.inp, settled=False)
+                    # rooms in the message tables) go straight into the target table,
+                    # where the input has such rooms; settled rooms are shared, so
+                    # among the rooms staged, though not moved
+                    rooms = rules.staged_rooms(table.name, reader.inp, settled=not skip)
+                    direct[table.name][reader.inp] = 0
+                    if rules.holds_unstaged_rooms(table.name, reader.inp):
+                        shared = rules.staged_rooms(table.name, reader.inp) if skip else rooms
+                        direct[table.name][reader.inp] = reader.direct(
+                            table, in_rooms(table.name, shared, negate=True), progress)
                     staged[table.name][reader.inp] = reader.stage(
                         table, progress, in_rooms(table.name, rooms))
                 else:

@@ -45,7 +45,6 @@ from tcmerge.merge.pg import PgConn
 from tcmerge.merge.transport import (
     DATE_COLUMN,
     FIRST_ROW,
-    FIRST_ROW_DIGESTS,
     HOLDING_TABLES,
     ROOM,
     ROOM_COLUMN,
@@ -68,6 +67,12 @@ NAMES = Names(staging=staging_name, work=lambda name: _KEYS.get(name, f"tcm_w_{n
 _STAGING_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "bigint": sa.BigInteger(), "integer": sa.Integer(), "timestamp": sa.TIMESTAMP(),
     "timestamptz": sa.TIMESTAMP(timezone=True), "text": sa.Text()}
+
+
+def _holders_table(table: str) -> str:
+    """Where each input's rooms of ``table`` are: its visits' own (a visit does not make
+    a holder), else the holders table."""
+    return "tcm_s_timelog_holders" if table == "tc_timelog" else "tcm_s_holders"
 
 
 #: where a table's settled rooms are (``settle``, ``settle_timelog``), by input
@@ -159,8 +164,8 @@ class PgRules(MergeRules):
         holds them so: a room the source alone had, or owned, keeps its ids (shift 0);
         one renumbered after the owner's rows (rule 3) has them at the top of the
         target's range (the shift that puts the source's highest id on the target's).
-        The first-row probe keeps one place a room (``keep_probed``). Returns how many
-        windows."""
+        The first-row probe keeps one place a room (``keep_equal``, ``per_window``).
+        Returns how many windows."""
         return self._x(sql.SQL(
             "INSERT INTO tcm_w_windows SELECT DISTINCT s.inp, s.room_jid, s.lo, s.hi, g.shift "
             "FROM tcm_s_holders AS s JOIN tcm_s_holders AS t "
@@ -222,54 +227,43 @@ class PgRules(MergeRules):
                                                    method, ROOM, vs=inp):
                 self._x(_q("INSERT INTO {d} {q}", d=_ident(dest), q=query))
 
-    def keep_equal(self, digests: str, candidates: str) -> dict[int, int]:
+    def keep_equal(self, digests: str, candidates: str, *,
+                   per_window: bool = False) -> dict[int, int]:
         """Keep in ``candidates`` (a candidates table) only the rooms whose every table
         has equal digests in ``digests`` for the source and the target's rows for it (or
-        none on both sides). Returns how many are left per input."""
+        none on both sides). ``per_window`` (the first-row probe, FIRST_ROW_DIGESTS and
+        ``tcm_w_windows``): a room may have several windows, each compared with the
+        target's digests read at its shift; then one window a room is kept (shift 0
+        where both places hold it: either is only a guess the full digests check).
+        Returns how many rooms are left per input."""
         self._x(_q("ANALYZE {d}", d=_ident(digests)))
-        # (joins, not correlated subqueries: those the planner runs once per candidate)
+        self._x(_q("ANALYZE {c}", c=_ident(candidates)))
+        # analysed first, and joins with a semi-join on the candidates' keys: correlated
+        # subqueries ran once per candidate; a join with the windows table unanalysed
+        # took 18 s for 20,000 rooms (0.04 s so)
+        key, shift = (sql.SQL(", shift"), sql.SQL(" AND t.shift = c.shift")) if per_window \
+            else (sql.SQL(""), sql.SQL(""))
         self._x(_q(
-            "DELETE FROM {c} WHERE (inp, room_jid) IN ("
-            "SELECT s.inp, s.room_jid FROM {d} AS s LEFT JOIN {d} AS t "
-            "ON t.inp = 0 AND t.vs = s.inp AND t.room_jid = s.room_jid AND t.tbl = s.tbl "
-            "AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 "
-            "WHERE s.inp > 0 AND s.vs = s.inp AND t.tbl IS NULL UNION "
-            "SELECT t.vs, t.room_jid FROM {d} AS t LEFT JOIN {d} AS s "
+            "DELETE FROM {c} WHERE (inp, room_jid{k}) IN ("
+            # a source's digest the target lacks (at this window's shift)
+            "SELECT c.inp, c.room_jid{ck} FROM {c} AS c JOIN {d} AS s "
+            "ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid "
+            "LEFT JOIN {d} AS t ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = c.room_jid{s} "
+            "AND t.tbl = s.tbl AND t.n = s.n AND t.h1 = s.h1 AND t.h2 = s.h2 "
+            "WHERE t.tbl IS NULL UNION "
+            # a target's digest (at a shift) of a table where the source has none
+            "SELECT t.vs, t.room_jid{tk} FROM {d} AS t LEFT JOIN {d} AS s "
             "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
-            "WHERE t.inp = 0 AND s.tbl IS NULL)", c=_ident(candidates), d=_ident(digests)))
+            "WHERE t.inp = 0 AND s.tbl IS NULL)", c=_ident(candidates), d=_ident(digests),
+            k=key, s=shift, ck=sql.SQL(", c.shift" if per_window else ""),
+            tk=sql.SQL(", t.shift" if per_window else "")))
+        if per_window:
+            self._x(_q("DELETE FROM {c} AS w USING {c} AS o WHERE o.inp = w.inp "
+                       "AND o.room_jid = w.room_jid AND o.shift < w.shift",
+                       c=_ident(candidates)))
         self._x(_q("ANALYZE {c}", c=_ident(candidates)))
         return {int(i): int(n) for i, n in self.conn.execute(_q(
             "SELECT inp, count(*) FROM {c} GROUP BY inp", c=_ident(candidates))).fetchall()}
-
-    def keep_probed(self) -> dict[int, int]:
-        """Keep in ``tcm_w_windows`` the windows whose first rows (FIRST_ROW_DIGESTS:
-        the sources', and the target's per window, ``target_room_digests(first_rows=
-        True)``) are equal in every message table, then one window a room (shift 0 where
-        both places hold it: either is only a guess the full digests check). Returns how
-        many rooms are left per input."""
-        digests = _ident(FIRST_ROW_DIGESTS)
-        self._x(_q("ANALYZE {d}", d=digests))
-        self._x(sql.SQL("ANALYZE tcm_w_windows"))  # one table a statement: PostgreSQL < 11
-        # analysed first, and a semi-join on the windows' keys: a join with the windows
-        # table unanalysed took 18 s for 20,000 rooms (0.04 s so)
-        self._x(_q(
-            "DELETE FROM tcm_w_windows WHERE (inp, room_jid, shift) IN ("
-            # a source's first row the target lacks at this window's shift
-            "SELECT c.inp, c.room_jid, c.shift FROM tcm_w_windows AS c "
-            "JOIN {d} AS s ON s.inp = c.inp AND s.vs = c.inp AND s.room_jid = c.room_jid "
-            "LEFT JOIN {d} AS t ON t.inp = 0 AND t.vs = c.inp AND t.room_jid = c.room_jid "
-            "AND t.shift = c.shift AND t.tbl = s.tbl AND t.n = s.n AND t.h1 = s.h1 "
-            "AND t.h2 = s.h2 WHERE t.tbl IS NULL UNION "
-            # a target's first row at this shift in a table where the source has none
-            "SELECT t.vs, t.room_jid, t.shift FROM {d} AS t LEFT JOIN {d} AS s "
-            "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
-            "WHERE t.inp = 0 AND s.tbl IS NULL)", d=digests))
-        self._x(sql.SQL(
-            "DELETE FROM tcm_w_windows AS w USING tcm_w_windows AS o "
-            "WHERE o.inp = w.inp AND o.room_jid = w.room_jid AND o.shift < w.shift"))
-        self._x(sql.SQL("ANALYZE tcm_w_windows"))
-        return {int(inp): int(n) for inp, n in self.conn.execute(
-            "SELECT inp, count(*) FROM tcm_w_windows GROUP BY inp").fetchall()}
 
     def settle(self) -> tuple[dict[str, dict[int, int]], dict[int, int]]:
         """Of the candidates left in ``tcm_w_windows`` (digests in ROOM_DIGESTS, the
@@ -346,7 +340,7 @@ class PgRules(MergeRules):
         Only rooms the input has rows of: the list is sent to that source, and another
         input's room may have no equivalent in its encoding (a Japanese room name to a
         LATIN1 source) -- the server would refuse the whole query."""
-        holders = "tcm_s_timelog_holders" if table == "tc_timelog" else "tcm_s_holders"
+        holders = _holders_table(table)
         unsettled: sql.Composable = sql.SQL("")
         if not settled and table in SETTLED_IN:
             unsettled = _q(" AND room_jid NOT IN (SELECT room_jid FROM {t} WHERE inp = {i})",
@@ -361,7 +355,7 @@ class PgRules(MergeRules):
         """Whether input ``inp`` holds a room whose rows of ``table`` it does not stage
         (``staged_rooms``): else its direct read would scan the source for nothing (a
         merge run again, where the target holds every room)."""
-        holders = "tcm_s_timelog_holders" if table == "tc_timelog" else "tcm_s_holders"
+        holders = _holders_table(table)
         # EXCEPT: hashed whatever the estimates (an anti-join with the holders table,
         # never analysed, was planned as a nested loop: 17 s for 20,000 rooms)
         return bool(self._one(sql.SQL(

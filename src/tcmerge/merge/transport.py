@@ -333,6 +333,8 @@ def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
     digests are compared with (default ``inp``). ``shifted`` (FIRST_ROW, the target's
     probe): ``windows`` has a column ``tcm_shift``, several windows a room; a digest per
     window, with its shift last (the digest tables' ``shift``)."""
+    if shifted and read != FIRST_ROW:
+        raise ValueError("only the first-row probe reads several windows a room")
     room = sql.Identifier(ROOM_COLUMN[table.name])
     if read == FIRST_ROW:
         # one row per room: a join the planner makes of key lookups (a semi-join would
@@ -352,8 +354,6 @@ def room_digest_select(table: sa.Table, inp: int, windows: sql.Composable,
     # the halves' product: (h >> 32) in [-2^31, 2^31), h & 0xffffffff in [0, 2^32).
     # OFFSET 0 keeps the subquery whole: merged into the outer query, the hash would be
     # computed once per use (measured: twice the time)
-    if shifted and read != FIRST_ROW:
-        raise ValueError("only the first-row probe reads several windows a room")
     shift = sql.SQL(", shift" if shifted else "")
     return sql.SQL(
         "SELECT {inp}::smallint, {tbl}::text, room::text, count(*)::bigint, "
