@@ -239,6 +239,11 @@ class PostgresMerge(DialectMerge):
         self.settled, self.settled_rooms = rules.settle()
         if visited:
             self.settled["tc_timelog"], self.settled_visits = rules.settle_timelog()
+        for reader in eligible:
+            # a source whose every room of messages is settled stages little: its
+            # checksums start now, beside the target's work, not after its staging
+            if self.settled_rooms.get(reader.inp) and not rules.moves_messages(reader.inp):
+                reader.send_checksums()
 
     def _stage(self, plan: MergePlan) -> None:
         conn, request, rules, progress = self._conn, self.request, self.rules, self.ctx.progress

@@ -287,6 +287,15 @@ class PgRules(MergeRules):
         return (self._settled_rows(TIMELOG_DIGESTS, "tcm_w_visits").get("tc_timelog", {}),
                 rooms)
 
+    def moves_messages(self, inp: int) -> bool:
+        """Whether input ``inp`` holds messages of a room not settled for it (``settle``):
+        rows of the message tables it still moves."""
+        # EXCEPT: hashed whatever the estimates (see holds_unstaged_rooms)
+        return bool(self._one(sql.SQL(
+            "SELECT EXISTS (SELECT room_jid FROM tcm_s_holders WHERE inp = {i} "
+            "AND lo IS NOT NULL EXCEPT SELECT room_jid FROM tcm_w_settled WHERE inp = {i})"
+        ).format(i=sql.Literal(inp))))
+
     def settled_room_count(self, inp: int) -> int:
         """How many rooms have their messages or their visits settled for input ``inp``."""
         return int(self._one(sql.SQL(

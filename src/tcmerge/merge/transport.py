@@ -478,7 +478,8 @@ class SourceReader(abc.ABC):
         self.methods(self.sum_tables)
 
     def send_checksums(self) -> None:  # noqa: B027 - nothing to start without a side session
-        """Start computing the staging snapshot's checksums (after ``finish``)."""
+        """Start computing the staging snapshot's checksums: after ``finish``, or before the
+        staging when the source has little left to stage (its rooms settled)."""
 
     def staged_checksums(self) -> dict[str, str]:
         """The checksums of the staging snapshot (after ``send_checksums``)."""
@@ -664,23 +665,28 @@ class CopySource(SourceReader):
         if self.side is None or self.sums is not None or self.sums_sent:
             return
         self._wait("reading keys of")  # the side session does one thing at a time
-        query = checksums_query(self.methods(self.sum_tables or []))
-        self._background(self.side, lambda side: _text_rows(side, query, 3), queued=True)
+        tables = list(self.sum_tables or [])
+        query = checksums_query(self.methods(tables))
+
+        def checksums(side: PgConn) -> None:
+            # kept by the work itself: whichever wait joins it, the result stays
+            self.sums = self._sums(_text_rows(side, query, 3), tables)
+
+        self._background(self.side, checksums, queued=True)
         self.sums_sent = True
 
     def staged_checksums(self) -> dict[str, str]:
-        if not self.sums_sent:
-            return super().staged_checksums()
-        rows = self._wait("reading checksums of")
-        self.sums_sent = False
-        self._close_side()
-        self.sums = self._sums(rows, self.sum_tables or ())
-        return self.sums
+        if self.sums_sent:
+            self._wait("reading checksums of")
+            self.sums_sent = False
+            self._close_side()
+        return super().staged_checksums()
 
     def stage_keys(self, table: sa.Table, where: sql.Composable) -> int:
         """With a side session: the keys are spooled to a temporary file by it while this
-        session moves rows (``load_keys`` puts them into the target)."""
-        if self.side is None:
+        session moves rows (``load_keys`` puts them into the target); once it computes
+        the checksums, read by this session."""
+        if self.side is None or self.sums_sent:
             return super().stage_keys(table, where)
         self._wait("reading keys of")  # one statement at a time in the side session
         self._spool(self.side, [(keys_name(table.name), KEYS_COLUMNS,
@@ -742,6 +748,8 @@ class CopySource(SourceReader):
         self._background(conn, spool_rows)
 
     def _load_spools(self, what: str) -> None:
+        if self.sums_sent and not self.spools:
+            return  # what runs is the checksums (send_checksums), not a spool
         self._wait(f"reading {what} of")
         spools, self.spools = self.spools, []
         for dest, columns, spool in spools:

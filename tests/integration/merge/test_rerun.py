@@ -288,3 +288,29 @@ def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
         assert not rules.holds_unstaged_rooms("tc_msgarchive", 1)
         for table in ("tc_msgarchive", "tc_users", "tc_timelog"):
             assert rules.holds_unstaged_rooms(table, 2)  # `c`
+
+
+def test_a_source_moves_messages_until_every_room_it_has_messages_of_is_settled(
+        tc_factory: Callable[..., TcData]) -> None:
+    # such a source starts its checksums before its staging (pg_merge._settle)
+    from tcmerge.merge import pg
+    from tcmerge.merge.rules_pg import PgRules
+    from tcmerge.schema import tc
+
+    db = tc_factory()
+    with pg.open_session(db.ref, role="test") as conn:
+        conn.execute(
+            "CREATE TEMP TABLE tcm_s_holders (inp smallint, room_jid text, lo bigint, "
+            "hi bigint); CREATE TEMP TABLE tcm_w_settled (inp smallint, room_jid text)")
+        # input 1: messages of `a` and `b`, members of `m` only (no messages: lo NULL);
+        # input 2: messages of `a` and of a row without a room
+        conn.execute(
+            "INSERT INTO tcm_s_holders VALUES (1, 'a', 1, 5), (1, 'b', 1, 5), "
+            "(1, 'm', NULL, NULL), (2, 'a', 1, 5), (2, NULL, 1, 1); "
+            "INSERT INTO tcm_w_settled VALUES (1, 'a'), (2, 'a')")
+        rules = PgRules(conn, tuple(tc.ALL_TABLES), ["t", "one", "two"])
+        assert rules.moves_messages(1)  # `b`
+        assert rules.moves_messages(2)  # the row without a room is always moved
+        conn.execute("INSERT INTO tcm_w_settled VALUES (1, 'b')")
+        assert not rules.moves_messages(1)  # `m` has no messages to move
+        assert not rules.moves_messages(3)  # an input holding nothing

@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from psycopg import sql
 
 from tcmerge.merge import run_merge
+from tcmerge.merge.transport import create_staging, in_rooms, keys_name
 from tcmerge.request import MergeRequest
+from tcmerge.schema.tc import tc_msgarchive
 
 from .data import TcData, source_reader
 
@@ -110,3 +113,27 @@ def test_staging_checksums_come_later_from_a_second_session_in_the_same_snapshot
         assert sums == inside
         assert reader.checksums(NAMES)["tc_msgarchive"] != sums["tc_msgarchive"]
         assert reader.checksums(NAMES)["tc_rooms"] == sums["tc_rooms"]
+
+
+@pytest.mark.parametrize("transport", ["copy", "dblink"])
+def test_checksums_started_before_the_staging_are_kept_while_keys_are_read(
+        tc_factory: Callable[..., TcData], transport: str) -> None:
+    """A source whose rooms are all settled starts its checksums before its staging
+    (pg_merge._settle): the keys it then stages go through the staging session, and
+    loading them neither waits for the checksums nor takes their result."""
+    target, one = tc_factory(), tc_factory()
+    _fill(one)
+    with source_reader(target, one, transport) as reader:
+        reader.open()
+        reader.prepare_checksums(NAMES)
+        inside = reader.checksums(NAMES)
+        reader.send_checksums()
+        create_staging(reader.target, [tc_msgarchive])
+        reader.stage_keys(tc_msgarchive, in_rooms("tc_msgarchive", [ROOM]))
+        reader.load_keys()
+        reader.finish()
+        reader.send_checksums()  # again after the staging, as _stage does: nothing new
+        assert reader.staged_checksums() == inside
+        keys = reader.target.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(keys_name("tc_msgarchive")))).fetchone()
+        assert keys == (3,), "the room's three keys, read beside the checksums"
