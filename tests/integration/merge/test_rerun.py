@@ -7,6 +7,7 @@ duplicates as the rules say."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from tcmerge.merge.engine import analyse_merge
 from tcmerge.request import MergeRequest
 
-from .data import TcData, at
+from .data import TcData, at, source_reader
 from .test_cli import cli, sources, url
 from .test_reliability import ROOM, fill
 
@@ -314,3 +315,47 @@ def test_a_source_moves_messages_until_every_room_it_has_messages_of_is_settled(
         conn.execute("INSERT INTO tcm_w_settled VALUES (1, 'b')")
         assert not rules.moves_messages(1)  # `m` has no messages to move
         assert not rules.moves_messages(3)  # an input holding nothing
+
+
+class _CountingLock:
+    """A lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.lock, self.taken = threading.Lock(), 0
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.taken += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_source_reads_its_room_digests_in_its_turn(
+        tc_factory: Callable[..., TcData]) -> None:
+    # the target's digests, one input after another, are a run again's longest path: a
+    # source's digests are read in its turn (the lock the merge's readers share), not
+    # beside every other source's
+    from tcmerge.merge.checksums import TEXT
+    from tcmerge.merge.transport import (
+        LISTED,
+        create_staging,
+        listed_windows,
+        room_digest_queries,
+    )
+    from tcmerge.schema import tc
+
+    target, one = tc_factory(), tc_factory()
+    room_of_its_own(one, OTHER, "mine")
+    turn = _CountingLock()
+    with source_reader(target, one, "copy") as reader:
+        reader.turn = turn  # type: ignore[assignment]
+        reader.open()
+        create_staging(reader.target, [tc.tc_msgarchive])
+        reader.stage_room_digests(room_digest_queries(
+            [tc.tc_msgarchive], 1, listed_windows("{" + OTHER + "}"), TEXT, LISTED))
+        reader.load_room_digests()
+        assert turn.taken == 1
+        rows = reader.target.execute("SELECT inp, tbl, room_jid, n FROM "
+                                     "tcm_s_room_digests").fetchall()
+        assert rows == [(1, "tc_msgarchive", OTHER, 5)]
