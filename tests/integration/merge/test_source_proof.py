@@ -120,7 +120,8 @@ def test_checksums_started_before_the_staging_are_kept_while_keys_are_read(
         tc_factory: Callable[..., TcData], transport: str) -> None:
     """A source whose rooms are all settled starts its checksums before its staging
     (pg_merge._settle): the keys it then stages go through the staging session, and
-    loading them neither waits for the checksums nor takes their result."""
+    loading them does not take the checksums' result (before, the keys' wait joined the
+    checksum work and the checksums were lost: a TypeError)."""
     target, one = tc_factory(), tc_factory()
     _fill(one)
     with source_reader(target, one, transport) as reader:
