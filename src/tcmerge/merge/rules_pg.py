@@ -289,12 +289,10 @@ class PgRules(MergeRules):
 
     def moves_messages(self, inp: int) -> bool:
         """Whether input ``inp`` holds messages of a room not settled for it (``settle``):
-        rows of the message tables it still moves."""
-        # EXCEPT: hashed whatever the estimates (see holds_unstaged_rooms)
-        return bool(self._one(sql.SQL(
-            "SELECT EXISTS (SELECT room_jid FROM tcm_s_holders WHERE inp = {i} "
-            "AND lo IS NOT NULL EXCEPT SELECT room_jid FROM tcm_w_settled WHERE inp = {i})"
-        ).format(i=sql.Literal(inp))))
+        rows of the message tables it still moves (a row without a room always is)."""
+        return self._holds_rooms_outside("tcm_s_holders", inp, sql.SQL("lo IS NOT NULL"),
+                                         sql.SQL("SELECT room_jid FROM tcm_w_settled "
+                                                 "WHERE inp = {}").format(sql.Literal(inp)))
 
     def settled_room_count(self, inp: int) -> int:
         """How many rooms have their messages or their visits settled for input ``inp``."""
@@ -364,13 +362,20 @@ class PgRules(MergeRules):
         """Whether input ``inp`` holds a room whose rows of ``table`` it does not stage
         (``staged_rooms``): else its direct read would scan the source for nothing (a
         merge run again, where the target holds every room)."""
-        holders = _holders_table(table)
+        return self._holds_rooms_outside(_holders_table(table), inp,
+                                         sql.SQL("room_jid IS NOT NULL"),
+                                         self._staged_room_set(table, inp))
+
+    def _holds_rooms_outside(self, holders: str, inp: int, which: sql.Composable,
+                             rooms: sql.Composable) -> bool:
+        """Whether input ``inp`` holds (in ``holders``, its rows matching ``which``) a
+        room that the query ``rooms`` does not return."""
         # EXCEPT: hashed whatever the estimates (an anti-join with the holders table,
         # never analysed, was planned as a nested loop: 17 s for 20,000 rooms)
         return bool(self._one(sql.SQL(
-            "SELECT EXISTS (SELECT room_jid FROM {} WHERE inp = {} AND room_jid IS NOT NULL "
+            "SELECT EXISTS (SELECT room_jid FROM {} WHERE inp = {} AND {} "
             "EXCEPT SELECT room_jid FROM ({}) AS s)").format(
-                sql.Identifier(holders), sql.Literal(inp), self._staged_room_set(table, inp))))
+                sql.Identifier(holders), sql.Literal(inp), which, rooms)))
 
     def _staged_room_set(self, table: str, inp: int) -> sql.Composed:
         """A query of the rooms whose rows of ``table`` input ``inp`` stages: of the

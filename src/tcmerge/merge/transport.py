@@ -738,6 +738,8 @@ class CopySource(SourceReader):
                queued: bool = False) -> None:
         """In the background: each query's rows into a temporary file, for its table
         (``_load_spools`` puts them into the target); ``queued``: see ``_background``."""
+        if not queries:
+            return  # nothing to spool: no work started, none for _load_spools to wait on
         files = []
         for dest, columns, _query in queries:
             spool = tempfile.TemporaryFile(prefix="tcmerge-spool-")  # noqa: SIM115 - closed by _load_spools or close
@@ -753,8 +755,8 @@ class CopySource(SourceReader):
         self._background(conn, spool_rows, queued=queued)
 
     def _load_spools(self, what: str) -> None:
-        if self.sums_sent and not self.spools:
-            return  # what runs is the checksums (send_checksums), not a spool
+        if not self.spools:
+            return  # nothing spooled: what may run is other work (the checksums), its own
         self._wait(f"reading {what} of")
         spools, self.spools = self.spools, []
         for dest, columns, spool in spools:

@@ -7,8 +7,9 @@ duplicates as the rules say."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -253,21 +254,29 @@ def test_two_sources_merged_into_an_empty_target_settle_every_room_when_run_agai
         assert arch["inserted"] == 0 and arch["duplicates"] == 70
 
 
-def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
-        tc_factory: Callable[..., TcData]) -> None:
-    # the direct read of a source takes the rows of the rooms it does not stage; where
-    # there are none (a merge run again: the target holds every room) it is not made
+@contextlib.contextmanager
+def _rules_on(db: TcData, tables: list[str]) -> Iterator[tuple[Any, Any]]:
+    """A session on ``db`` with hand-made work tables (``name (columns)``, TEMP) and the
+    PostgreSQL rules of a merge of three inputs over them."""
     from tcmerge.merge import pg
     from tcmerge.merge.rules_pg import PgRules
     from tcmerge.schema import tc
 
-    db = tc_factory()
     with pg.open_session(db.ref, role="test") as conn:
-        conn.execute(
-            "CREATE TEMP TABLE tcm_s_holders (inp smallint, room_jid text, lo bigint, "
-            "hi bigint); CREATE TEMP TABLE tcm_w_room (room_jid text, owner smallint, "
-            "nholders bigint, lo bigint, hi bigint); CREATE TEMP TABLE tcm_s_timelog_holders "
-            "(inp smallint, room_jid text); CREATE TEMP TABLE tcm_w_timelog_room (room_jid text)")
+        for table in tables:
+            conn.execute(f"CREATE TEMP TABLE {table}")
+        yield conn, PgRules(conn, tuple(tc.ALL_TABLES), ["t", "one", "two"])
+
+
+def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
+        tc_factory: Callable[..., TcData]) -> None:
+    # the direct read of a source takes the rows of the rooms it does not stage; where
+    # there are none (a merge run again: the target holds every room) it is not made
+    with _rules_on(tc_factory(), [
+            "tcm_s_holders (inp smallint, room_jid text, lo bigint, hi bigint)",
+            "tcm_w_room (room_jid text, owner smallint, nholders bigint, lo bigint, "
+            "hi bigint)", "tcm_s_timelog_holders (inp smallint, room_jid text)",
+            "tcm_w_timelog_room (room_jid text)"]) as (conn, rules):
         # input 1: `a` shared and owned by the target, `b` shared and owned by 1, a row
         # without a room (held by two inputs: among the rooms staged, which must not
         # hide the others); input 2: `a` and a room of its own, `c`; visits: `a` both
@@ -279,7 +288,6 @@ def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
             "(NULL, 1, 2, 1, 1), ('c', 2, 1, 1, 5); "
             "INSERT INTO tcm_s_timelog_holders VALUES (1, 'a'), (2, 'a'), (2, 'c'), (1, NULL); "
             "INSERT INTO tcm_w_timelog_room VALUES ('a'), (NULL)")
-        rules = PgRules(conn, tuple(tc.ALL_TABLES), ["t", "one", "two"])
         # 1 owns `b`: its rows of the message tables go straight in; of tc_users every
         # shared room is staged
         assert rules.holds_unstaged_rooms("tc_msgarchive", 1)
@@ -294,22 +302,15 @@ def test_a_source_holding_no_room_it_does_not_stage_is_not_read_directly(
 def test_a_source_moves_messages_until_every_room_it_has_messages_of_is_settled(
         tc_factory: Callable[..., TcData]) -> None:
     # such a source starts its checksums before its staging (pg_merge._settle)
-    from tcmerge.merge import pg
-    from tcmerge.merge.rules_pg import PgRules
-    from tcmerge.schema import tc
-
-    db = tc_factory()
-    with pg.open_session(db.ref, role="test") as conn:
-        conn.execute(
-            "CREATE TEMP TABLE tcm_s_holders (inp smallint, room_jid text, lo bigint, "
-            "hi bigint); CREATE TEMP TABLE tcm_w_settled (inp smallint, room_jid text)")
+    with _rules_on(tc_factory(), [
+            "tcm_s_holders (inp smallint, room_jid text, lo bigint, hi bigint)",
+            "tcm_w_settled (inp smallint, room_jid text)"]) as (conn, rules):
         # input 1: messages of `a` and `b`, members of `m` only (no messages: lo NULL);
         # input 2: messages of `a` and of a row without a room
         conn.execute(
             "INSERT INTO tcm_s_holders VALUES (1, 'a', 1, 5), (1, 'b', 1, 5), "
             "(1, 'm', NULL, NULL), (2, 'a', 1, 5), (2, NULL, 1, 1); "
             "INSERT INTO tcm_w_settled VALUES (1, 'a'), (2, 'a')")
-        rules = PgRules(conn, tuple(tc.ALL_TABLES), ["t", "one", "two"])
         assert rules.moves_messages(1)  # `b`
         assert rules.moves_messages(2)  # the row without a room is always moved
         conn.execute("INSERT INTO tcm_w_settled VALUES (1, 'b')")
