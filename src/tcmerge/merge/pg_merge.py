@@ -33,7 +33,6 @@ from tcmerge.merge.transport import (
     FIRST_ROW,
     FIRST_ROW_DIGESTS,
     LISTED,
-    SIDE_SETTINGS,
     TRANSPORTS,
     SourceReader,
     create_staging,
@@ -416,7 +415,6 @@ class BeforeChecksums:
         self.side = pg.open_session(target, role="checksums", autocommit=True)
         self.found: dict[str, str] | BaseException = {}
         try:
-            self.side.execute(SIDE_SETTINGS)
             self.side.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             self.side.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
                 sql.Literal(str(row[0]))))

@@ -71,21 +71,3 @@ def test_checksums_still_running_are_waited_for_and_see_the_locked_target(
             releaser.join()
         main.rollback()
     assert found == expected
-
-
-def test_checksums_take_no_parallel_workers_from_the_merge(
-        tc_factory: Callable[..., TcData]) -> None:
-    """The checksums run beside the merge session's own work: one process (SIDE_SETTINGS),
-    not workers taking the cores the merge's path needs."""
-    db = tc_factory()
-    fill(db, "t")
-    with pg.open_session(db.ref, role="merge") as main:
-        default = main.execute("SHOW max_parallel_workers_per_gather").fetchone()
-        main.execute("LOCK TABLE tc_rooms IN SHARE MODE")
-        before = BeforeChecksums(main, db.ref, TABLES)
-        before.thread.join()
-        setting = before.side.execute("SHOW max_parallel_workers_per_gather").fetchone()
-        before.result()
-        main.rollback()
-    assert default != ("0",)  # the server's own setting would allow workers
-    assert setting == ("0",)
