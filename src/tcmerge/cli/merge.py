@@ -288,7 +288,8 @@ def register(root: typer.Typer) -> None:
                 print_text(f"{key}: {record[key]}")
         print_text(f"target: {job.inputs.get('target', {}).get('label')}")
         for i, s in enumerate(job.inputs.get("sources", []), 1):
-            print_text(f"source {i}: {s.get('label')}")
+            print_text(f"source {i}: {s.get('label')}"
+                       + (" (the target itself, not read again)" if s.get("is_target") else ""))
         held = job.rows_in_target
         if held is not None:
             print_text(f"rows in target: {held:,}" + (

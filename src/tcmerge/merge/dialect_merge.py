@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tcmerge.merge.core import Analysis
+from tcmerge.merge.core import Analysis, duplicate_rows
 from tcmerge.merge.plan import MergePlan
 from tcmerge.request import MergeRequest
 from tcmerge.results import Finding
@@ -118,6 +118,8 @@ class DialectMerge(abc.ABC):
         self.request = request
         self.report = report
         self.ctx = ctx
+        #: the sources that are the target itself: not read again (see target_mirrors)
+        self.mirrors = target_mirrors(report)
 
     def data_not_checked(self) -> Finding | None:
         """Why validate cannot analyse the data on this dialect (None: it can)."""
@@ -179,3 +181,30 @@ class DialectMerge(abc.ABC):
 
 #: how the executor makes a dialect's merge (tests give their own connections)
 MergeFactory = Callable[[MergeRequest, "ValidationReport", RunContext], DialectMerge]
+
+
+def target_mirrors(report: ValidationReport) -> frozenset[int]:
+    """The sources (1-based) that are the target database itself (TARGET_IS_SOURCE, as
+    Cisco's procedure names DB2 in "merge DB1 into DB2"). Every row of such a source is a
+    row the target holds: a duplicate of input 0 whatever the other inputs hold, and it
+    changes no owner, counter or verdict. The merge therefore does not read it again: its
+    counts are the target's rows, each a duplicate (``count_mirrors``), its checksums the
+    target's before the merge, and the job marks it (``verify`` checks it as the target,
+    not as a source that must not change)."""
+    return frozenset(i for i, record in enumerate(report.databases[1:], 1)
+                     if record.get("same_as") == "target")
+
+
+def count_mirrors(analysis: Analysis, mirrors: frozenset[int]) -> None:
+    """The counts and findings a source that is the target would have had, read: each
+    table's rows of the target, all duplicates (DUPLICATE_ROWS as the analysis says it)."""
+    if not mirrors:
+        return
+    for name, c in analysis.counts.items():
+        for k in mirrors:
+            c.read[k] = c.read[0]
+            c.duplicates += c.read[0]
+        if c.read[0]:
+            analysis.findings[:] = [f for f in analysis.findings if not (
+                f.code == "DUPLICATE_ROWS" and f.table == name)]
+            analysis.findings.append(duplicate_rows(name, c.duplicates))

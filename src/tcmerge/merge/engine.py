@@ -87,13 +87,17 @@ def public_url(ref: DatabaseRef) -> str:
     return without_password(ref.url).render_as_string(hide_password=False)
 
 
-def describe_inputs(request: MergeRequest) -> dict[str, Any]:
+def describe_inputs(request: MergeRequest,
+                    mirrors: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """The job's inputs, without passwords; a source that is the target itself is
+    marked ``is_target`` (``verify`` checks it as the target)."""
     def one(ref: DatabaseRef) -> dict[str, Any]:
         return {"label": ref.label, "name": ref.name, "url": public_url(ref)}
 
     # the same shape for every dialect; the dialect says which one the job merged
     return {"dialect": request.target.dialect, "target": one(request.target),
-            "sources": [one(s) for s in request.sources]}
+            "sources": [{**one(s), **({"is_target": True} if i in mirrors else {})}
+                        for i, s in enumerate(request.sources, 1)]}
 
 
 class MergeExecutor:
@@ -284,7 +288,7 @@ class MergeExecutor:
         request = self.request
         job = jobs.JobRecord(
             job_id=self.job_id, status="failed", started_at=self.started,
-            finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+            finished_at=jobs.utcnow(), inputs=describe_inputs(request, plan.mirrors),
             options={**request.describe(), "transport": plan.transport},
             counts={"tables": {n: c.as_dict() for n, c in plan.counts.items()}},
             error=error_text)
@@ -341,7 +345,7 @@ class MergeExecutor:
             return self._result("dry-run", findings, plan, verification=verification)
         job = jobs.JobRecord(
             job_id=self.job_id, status="succeeded", started_at=self.started,
-            finished_at=jobs.utcnow(), inputs=describe_inputs(request),
+            finished_at=jobs.utcnow(), inputs=describe_inputs(request, plan.mirrors),
             options={**request.describe(), "transport": plan.transport},
             counts={
                 "tables": {n: c.as_dict() for n, c in analysis.counts.items()},

@@ -22,8 +22,14 @@ from tcmerge.dialects.postgresql.fingerprint import catalog_fingerprint
 from tcmerge.errors import DatabaseError
 from tcmerge.merge import indexes, jobs, pg
 from tcmerge.merge.checksums import RECORD, TEXT, table_checksums
-from tcmerge.merge.core import Analysis, duplicate_rows
-from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
+from tcmerge.merge.core import Analysis
+from tcmerge.merge.dialect_merge import (
+    Applied,
+    DialectMerge,
+    Prepared,
+    RunContext,
+    count_mirrors,
+)
 from tcmerge.merge.plan import MergePlan
 from tcmerge.merge.rules_pg import SETTLED_IN, PgRules
 from tcmerge.merge.snapshot import MergeInProgress, take_snapshot, try_merge_lock
@@ -64,8 +70,6 @@ class PostgresMerge(DialectMerge):
         super().__init__(request, report, ctx)
         self.conn: pg.PgConn | None = None
         self.readers: list[SourceReader] = []
-        #: the sources that are the target itself: not read again (see target_mirrors)
-        self.mirrors = target_mirrors(report)
         self.target_before: dict[str, str] = {}
         #: per source read: the staging snapshot's xmin and shapes
         self.staging_marks: list[tuple[str, dict[str, str]]] = []
@@ -84,7 +88,8 @@ class PostgresMerge(DialectMerge):
         if transport not in TRANSPORTS:
             raise DatabaseError(f"unknown transport {transport!r}")
         return MergePlan(inputs=[r.label for r in self.request.databases],
-                         transport=transport, tables=[t.name for t in self.request.tables])
+                         transport=transport, tables=[t.name for t in self.request.tables],
+                         mirrors=self.mirrors)
 
     def open(self) -> None:
         self.conn = pg.open_session(self.request.target, role="merge")
@@ -449,33 +454,8 @@ class BeforeChecksums:
         self.side.close()
 
 
-def target_mirrors(report: ValidationReport) -> frozenset[int]:
-    """The sources (1-based) that are the target database itself (TARGET_IS_SOURCE, as
-    Cisco's procedure names DB2 in "merge DB1 into DB2"). Every row of such a source is a
-    row the target holds: a duplicate of input 0 whatever the other inputs hold, and it
-    changes no owner, counter or verdict. The merge therefore does not read it again: its
-    counts are the target's rows, each a duplicate (``count_mirrors``)."""
-    return frozenset(i for i, record in enumerate(report.databases[1:], 1)
-                     if record.get("same_as") == "target")
-
-
 def link_auths(report: ValidationReport) -> dict[str, str]:
     """Per source label, how validation decided its dblink connection logs in (the
     decision it warned about, DBLINK_SENDS_PASSWORD, is the one the merge follows)."""
     paths = report.transports.get("dblink", {}).get("sources", [])
     return {str(p["source"]): str(p["auth"]) for p in paths if p.get("auth")}
-
-
-def count_mirrors(analysis: Analysis, mirrors: frozenset[int]) -> None:
-    """The counts and findings a source that is the target would have had, read: each
-    table's rows of the target, all duplicates (DUPLICATE_ROWS as the analysis says it)."""
-    if not mirrors:
-        return
-    for name, c in analysis.counts.items():
-        for k in mirrors:
-            c.read[k] = c.read[0]
-            c.duplicates += c.read[0]
-        if c.read[0]:
-            analysis.findings[:] = [f for f in analysis.findings if not (
-                f.code == "DUPLICATE_ROWS" and f.table == name)]
-            analysis.findings.append(duplicate_rows(name, c.duplicates))

@@ -133,6 +133,9 @@ class MergePlan:
     transport: str
     tables: list[str]
     counts: dict[str, TableCounts] = field(default_factory=dict)
+    #: the sources (1-based) that are the target itself, not read again
+    #: (``dialect_merge.target_mirrors``)
+    mirrors: frozenset[int] = frozenset()
 
     @property
     def rules(self) -> list[TableRule]:

@@ -320,6 +320,7 @@ def _check_sources(job: jobs.JobRecord,
                    given: Sequence[DatabaseRef] | None) -> list[Finding]:
     recorded: list[dict[str, Any]] = list(job.inputs.get("sources", []))
     before: list[dict[str, str]] = list(job.counts.get("source_checksums", []))
+    target_url = job.inputs.get("target", {}).get("url")
     out: list[Finding] = []
     for i, entry in enumerate(recorded):
         if given and i < len(given):
@@ -328,6 +329,14 @@ def _check_sources(job: jobs.JobRecord,
             ref = DatabaseRef(make_url(entry["url"]), name=entry.get("name"))
         label = entry.get("label", ref.label)
         if i >= len(before):
+            continue
+        # the target named among the sources ("merge DB1 into DB2"): the merge wrote into
+        # it, so its rows are not the ones it had; the target's checks above cover it
+        # (jobs recorded before the mark: the same URL as the target's)
+        if entry.get("is_target") or (target_url and entry.get("url") == target_url):
+            out.append(info("VERIFY_SOURCE_IS_TARGET",
+                            "this source is the target itself: the merge wrote into it, and "
+                            "it is checked as the target", database=label))
             continue
         try:
             now = source_checksums(ref, before[i])

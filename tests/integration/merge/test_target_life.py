@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from tcmerge.cli.app import app
 
 from . import proc
 from .data import TcData
@@ -70,6 +73,41 @@ def test_verify_fails_when_a_ban_was_swapped_for_another(
     assert code == 1, checked
     assert "VERIFY_BAN_LOST" in [f["code"] for f in checked["findings"]
                                  if f["severity"] == "error"]
+
+
+def test_verify_checks_the_target_named_among_the_sources_as_the_target(
+        tc_factory: Callable[..., TcData]) -> None:
+    """Cisco's "merge DB1 into DB2" names DB2 as a source too. The merge writes into DB2, so
+    verify must not hold it to the checksums it had as a source before the merge (it said
+    VERIFY_SOURCE_CHANGED and failed); the job marks it, and verify checks it as the
+    target."""
+    db2, db1 = tc_factory(), tc_factory()
+    fill(db2, "two")
+    fill(db1, "one")
+    code, done = cli("run", *sources(db1, db2), "--target", url(db2.ref), "--yes")
+    assert code == 0, done
+    assert done["tables"]["tc_msgarchive"]["inserted"] == 30
+    code, shown = cli("jobs", "show", done["job_id"], "--target", url(db2.ref))
+    assert code == 0
+    assert [s.get("is_target", False) for s in shown["inputs"]["sources"]] == [False, True]
+    human = CliRunner().invoke(app, ["jobs", "show", done["job_id"], "--target", url(db2.ref)],
+                               env={"COLUMNS": "200"})
+    assert "source 2: " in human.stdout and "(the target itself" in human.stdout
+    assert "source 1: " in human.stdout and human.stdout.count("(the target itself") == 1
+    code, checked = cli("verify", done["job_id"], "--target", url(db2.ref),
+                        *sources(db1, db2))
+    assert code == 0, checked
+    by_code = {f["code"]: f["database"] for f in checked["findings"] if "database" in f}
+    assert "VERIFY_SOURCE_CHANGED" not in by_code
+    assert by_code["VERIFY_SOURCE_IS_TARGET"] == shown["inputs"]["sources"][1]["label"]
+    assert by_code["VERIFY_SOURCE_UNCHANGED"] == shown["inputs"]["sources"][0]["label"]
+    # DB1 changed after the merge: still an error
+    db1.messages("late@conference-1-c1.example.com", [(1, 0, "late")])
+    code, checked = cli("verify", done["job_id"], "--target", url(db2.ref),
+                        *sources(db1, db2))
+    assert code == 1
+    assert [f["code"] for f in checked["findings"] if f["severity"] == "error"] == [
+        "VERIFY_SOURCE_CHANGED"]
 
 
 def _post(db: TcData, room: str, msg_id: int, body: str) -> None:
