@@ -15,6 +15,7 @@ Whether Oracle accepts and executes them is for the live test.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -162,7 +163,8 @@ class RecordingConnection:
 JOB_ID = "20261126T101500-ab12cd34"
 
 
-def executor(connect: Connector, **oracle: Any) -> MergeExecutor:
+def executor(connect: Connector, report: ValidationReport = REPORT,
+             **oracle: Any) -> MergeExecutor:
     """run's executor with the Oracle steps on the given sessions (no lock session of
     tcmerge.lock: ``_execute`` is entered after it)."""
 
@@ -172,7 +174,7 @@ def executor(connect: Connector, **oracle: Any) -> MergeExecutor:
             setattr(impl, name, value)
         return impl
 
-    merge = MergeExecutor(REQUEST, mode="run", progress=None, preflight=lambda r: REPORT,
+    merge = MergeExecutor(REQUEST, mode="run", progress=None, preflight=lambda r: report,
                           dialect_merge=make)
     merge.ctx.job_id = JOB_ID
     return merge
@@ -292,7 +294,7 @@ def test_an_interrupted_merge_is_recorded_as_failed_and_cleans_up() -> None:
         return None
 
     merge = executor(lambda db, role: RecordingConnection(log, role, interrupt),
-                     read_source_checksums=lambda: [])
+                     read_source_checksums=lambda: {})
     with pytest.raises(KeyboardInterrupt):
         merge._execute("oracle")
     job = index(log, "jobs", r"^INSERT INTO tcmerge_jobs")
@@ -303,3 +305,37 @@ def test_an_interrupted_merge_is_recorded_as_failed_and_cleans_up() -> None:
     assert 'DROP DATABASE LINK "TCM_AB12CD34_L1"' in texts
     assert "DROP TABLE tcm_ab12cd34_s_users PURGE" in texts
     assert log[-2:] == [("lock", "ROLLBACK", None), ("lock", "CLOSE", None)]
+
+
+def test_the_target_named_among_the_sources_is_not_read_again() -> None:
+    """Cisco's "merge DB1 into DB2" names DB2 as a source too (validation: TARGET_IS_SOURCE,
+    its database is the target's). As on PostgreSQL, its rows are the target's own: no
+    link to it, nothing of it staged, its password never bound; the job marks it."""
+    into = ValidationReport(dialect="oracle", transports=REPORT.transports,
+                            databases=[{"title": "target"}, {"title": "source 1"},
+                                       {"title": "source 2", "same_as": "target"}])
+    log: list[tuple[str, str, Any]] = []
+
+    def fail(text: str) -> OraError | None:  # a failure once source 1 is being staged
+        if text.startswith("INSERT /*+ APPEND */ INTO tcm_ab12cd34_s_users"):
+            return OraError(1653, "ORA-01653: unable to extend table")
+        return None
+
+    merge = executor(lambda db, role: RecordingConnection(log, role, fail), into,
+                     read_source_checksums=lambda: {1: {}})
+    with pytest.raises(MergeFailed):
+        merge._execute("oracle")
+    texts = [t for _, t, _ in log]
+    assert [t for t in texts if "CREATE DATABASE LINK" in t] == [
+        t for t in texts if 'CREATE DATABASE LINK "TCM_AB12CD34_L1"' in t]
+    assert len([t for t in texts if "CREATE DATABASE LINK" in t]) == 1
+    assert not [t for t in texts if "_L2" in t]
+    passwords = [p["tcmerge_link_password"] for _, _, p in log
+                 if p and "tcmerge_link_password" in p]
+    assert passwords == PW[:1]
+    job = index(log, "jobs", r"^INSERT INTO tcmerge_jobs")
+    inputs = json.loads(log[job][2]["inputs"])
+    assert [s.get("is_target", False) for s in inputs["sources"]] == [False, True]
+    # the plan lists the target's checksums (the mirror's) even without a snapshot
+    steps = [s.note for s in plan(snapshot=False, mirrors=frozenset({2})).transaction_steps()]
+    assert "checksum of the target's tc_msgarchive" in steps

@@ -33,6 +33,24 @@ def test_oracle_merge_as_a_script_without_passwords() -> None:
     assert "source 2 (oracle+oracledb://tc:***@nohost-2.invalid" in script
 
 
+def test_oracle_script_does_not_read_the_target_named_among_the_sources() -> None:
+    """Cisco's "merge DB1 into DB2" names DB2 as a source too: its rows are the target's
+    own, so the script makes no link to it and stages nothing of it (as the psql script
+    and a run do)."""
+    into = [*ORACLE[:2], "--source", ORACLE[5].replace("Secr3tTgt", "Other"),
+            "--target", ORACLE[5]]
+    result = CliRunner().invoke(app, ["run", "--sql", *into])
+    assert result.exit_code == 0, result.output
+    script = result.stdout
+    assert "source 2 is the target itself" in script
+    assert script.count("'CREATE DATABASE LINK") == 1
+    assert '_L1"' in script and '_L2"' not in script
+    assert script.count(":tcmerge_link_password = the password of source") == 1
+    # the target's checksums, the mirror's, are taken in the transaction
+    transaction = script.index("-- [transaction]")
+    assert "checksum of the target's tc_msgarchive" in script[transaction:]
+
+
 def test_run_sql_json_is_one_object() -> None:
     result = CliRunner().invoke(app, ["run", "--sql", "--json", *ORACLE])
     payload = json.loads(result.stdout)

@@ -3,17 +3,19 @@
 
 Oracle DDL commits, so a run is three parts:
 
-1. *Before* the merge transaction (each DDL commits): the merge lock, taken in a
-   session of its own (``LOCK TABLE tcmerge_merge_lock IN EXCLUSIVE MODE NOWAIT``,
-   held until the end of the run, released when that session ends, also when
-   tcmerge is killed); the job table made if absent; leftovers of killed runs
-   dropped (under the lock, every ``TCM_`` object is one); one database link per
-   source (password a bind variable; private when allowed, public when it must)
-   and probed; the staging tables; the sources' checksums (direct read-only
-   sessions); staging filled with ``INSERT /*+ APPEND */ ... SELECT ... FROM
-   tc_x@link`` and committed (LOBs move inside the servers; ORA-22992 forbids
-   selecting them over a link); the links closed and dropped (nothing needs them
-   any more); the empty snapshot tables and the empty work tables of the rules.
+1. *Before* the merge transaction (each DDL commits): the merge lock, taken in a session
+   of its own (``LOCK TABLE tcmerge_merge_lock IN EXCLUSIVE MODE NOWAIT``, held until
+   the end of the run, released when that session ends, also when tcmerge is killed);
+   the job table made if absent; leftovers of killed runs dropped (under the lock, every
+   ``TCM_`` object is one); one database link per source (password a bind variable;
+   private when allowed, public when it must) and probed, but for a source that is the
+   target itself (Cisco's "merge DB1 into DB2" names DB2 too: its rows are the target's
+   own, all duplicates, so it is not read again: ``dialect_merge.target_mirrors``); the
+   staging tables; the sources' checksums (direct read-only sessions); staging filled
+   with ``INSERT /*+ APPEND */ ... SELECT ... FROM tc_x@link`` and committed (LOBs move
+   inside the servers; ORA-22992 forbids selecting them over a link); the links closed
+   and dropped (nothing needs them any more); the empty snapshot tables and the empty
+   work tables of the rules.
 2. *The merge transaction*: the merged tables locked in SHARE mode (no other writer
    until its end, as on PostgreSQL), the target's checksums and the snapshot (filled inside
    the transaction, so it shows exactly what the merge changed), the rules
@@ -51,7 +53,13 @@ from tcmerge.errors import DatabaseError, TcmergeError
 from tcmerge.links import OracleLinkPlan, plan_oracle_link
 from tcmerge.merge import oracle as ora
 from tcmerge.merge.core import Analysis, MergeRules, Names
-from tcmerge.merge.dialect_merge import Applied, DialectMerge, Prepared, RunContext
+from tcmerge.merge.dialect_merge import (
+    Applied,
+    DialectMerge,
+    Prepared,
+    RunContext,
+    count_mirrors,
+)
 from tcmerge.merge.jobs import JobRecord, job_values
 from tcmerge.merge.plan import MergePlan
 from tcmerge.merge.snapshot import MergeInProgress
@@ -112,13 +120,18 @@ class OraclePlan:
     token: str
     link_kind: str  # "private" or "public"
     snapshot: bool = True
-    links: list[OracleLinkPlan] = field(default_factory=list)
+    #: the sources (1-based) that are the target itself: no link, not read again
+    #: (``dialect_merge.target_mirrors``)
+    mirrors: frozenset[int] = frozenset()
+    #: per source read (1-based), its database link
+    links: dict[int, OracleLinkPlan] = field(default_factory=dict)
     rules: MergeRules = field(init=False)
 
     def __post_init__(self) -> None:
         privileges = PRIVATE_LINK if self.link_kind == "private" else PUBLIC_LINK
-        self.links = [plan_oracle_link(ref, privileges, name=ora.link_name(self.token, i))
-                      for i, ref in enumerate(self.request.sources, 1)]
+        self.links = {i: plan_oracle_link(ref, privileges, name=ora.link_name(self.token, i))
+                      for i, ref in enumerate(self.request.sources, 1)
+                      if i not in self.mirrors}
         labels = [r.label for r in self.request.databases]
         self.rules = MergeRules(None, self.request.tables, labels, oracle_names(self.token))
 
@@ -136,7 +149,7 @@ class OraclePlan:
 
     def all_names(self) -> list[str]:
         """Every object name the run makes (tests check their lengths)."""
-        return ([link.name for link in self.links] + self.staging_names()
+        return ([link.name for link in self.links.values()] + self.staging_names()
                 + self.rules.work_names() + list(self.snapshot_names().values()))
 
     # -- part 1 ----------------------------------------------------------------------------
@@ -154,7 +167,10 @@ class OraclePlan:
             Step("prepare", ora.ensure_jobs_table(), "the job table, if absent"),
             Step("cleanup", ora.drop_leftovers(), "leftovers of killed runs (under the lock)"),
         ]
-        for i, link in enumerate(self.links, 1):
+        for i in sorted(self.mirrors):
+            steps.append(Step("links", None, f"source {i} is the target itself: its rows are "
+                                             "the target's own (all duplicates), not read again"))
+        for i, link in self.links.items():
             steps.append(Step("links", link.create, f"database link to source {i}",
                               creates=link.name, secret=i))
             steps.append(Step("links", link.probe, f"probe source {i} through its link"))
@@ -163,12 +179,12 @@ class OraclePlan:
                               f"staging for {name}", creates=table.name))
         steps.append(Step("checksums", None, "checksums of every source (read-only sessions)",
                           hook="source_checksums"))
-        for i, link in enumerate(self.links, 1):
+        for i, link in self.links.items():
             for model in self.request.tables:
                 steps.append(Step("fill", ora.stage_over_link(model, staging[model.name],
                                                               link.name, i),
                                   f"source {i}: {model.name}", commit=True))
-        for link in self.links:
+        for link in self.links.values():
             steps += self.unlink_steps(link)
         for tname, name in self.snapshot_names().items():
             steps.append(Step("prepare", ora.create_empty_like(
@@ -190,7 +206,7 @@ class OraclePlan:
                                            "first DML"),
                  Step("transaction", ora.lock_tables(self.tables),
                       "no other writer of the merged tables until the end (readers pass)")]
-        if recording and self.snapshot:
+        if recording and (self.snapshot or self.mirrors):
             steps += [Step("transaction", adapter.checksum_statement(t),
                            f"checksum of the target's {t.name}") for t in self.request.tables]
         if recording:
@@ -334,7 +350,9 @@ class OracleMerge(DialectMerge):
         self.connect: Connector = connect or self.sessions  # type: ignore[assignment]
         self.token = ora.job_token(ctx.job_id)
         self.created: dict[str, Step] = {}  # object name -> the step that made it
-        self.source_sums: list[dict[str, str]] = []
+        #: per source read (1-based) its checksums as staged; the target's before the merge
+        self.source_sums: dict[int, dict[str, str]] = {}
+        self.target_before: dict[str, str] = {}
         self.conn: Conn | None = None
         self.lock: Conn | None = None
         self.oracle_plan: OraclePlan | None = None
@@ -355,9 +373,10 @@ class OracleMerge(DialectMerge):
                                 "DATABASE LINK, or CREATE and DROP PUBLIC DATABASE LINK)",
                                 code="PRIVILEGE_MISSING")
         plan = self.oracle_plan = OraclePlan(self.request, self.token, kind,
-                                             snapshot=self.request.snapshot)
+                                             snapshot=self.request.snapshot,
+                                             mirrors=self.mirrors)
         return MergePlan(inputs=[r.label for r in self.request.databases],
-                         transport="dblink", tables=plan.tables)
+                         transport="dblink", tables=plan.tables, mirrors=self.mirrors)
 
     def open(self) -> None:
         self.lock = self.connect(self.request.target, "lock")
@@ -413,11 +432,14 @@ class OracleMerge(DialectMerge):
         code = "CONNECTION_FAILED" if step.phase in ("links", "fill") else "MERGE_FAILED"
         return DatabaseError(f"{step.note}: {reason}", code=code)
 
-    def read_source_checksums(self) -> list[dict[str, str]]:
-        """Each source's checksums, read in one read-only transaction of its own."""
+    def read_source_checksums(self) -> dict[int, dict[str, str]]:
+        """Per source read (1-based; not the target named as one), its checksums, read in
+        one read-only transaction of its own."""
         adapter = OracleAdapter()
-        sums: list[dict[str, str]] = []
-        for ref in self.request.sources:
+        sums: dict[int, dict[str, str]] = {}
+        for i, ref in enumerate(self.request.sources, 1):
+            if i in self.mirrors:
+                continue
             conn = self.connect(ref, "source")
             try:
                 conn.execute(sa.text("SET TRANSACTION READ ONLY"))
@@ -426,7 +448,7 @@ class OracleMerge(DialectMerge):
                     row = conn.execute(adapter.checksum_statement(table)).one()
                     one[table.name] = f"{row[0]}:{row[1]}"
                 conn.rollback()
-                sums.append(one)
+                sums[i] = one
             except sa.exc.DBAPIError as exc:
                 raise DatabaseError(f"reading checksums of {ref.label} failed: "
                                     f"{server_reason(exc, ref)}",
@@ -455,10 +477,12 @@ class OracleMerge(DialectMerge):
         # the verification all see the same target (as on PostgreSQL)
         conn.execute(ora.lock_tables(oplan.tables))
         prepared = Prepared()
-        if ctx.recording and request.snapshot:
+        # for restore, and as the checksums of a source that is the target
+        if ctx.recording and (request.snapshot or self.mirrors):
             for table in request.tables:
                 row = conn.execute(adapter.checksum_statement(table)).one()
                 prepared.target_checksums[table.name] = f"{row[0]}:{row[1]}"
+        self.target_before = prepared.target_checksums
         # everything else in the schema, before the first write: verify compares with it
         if ctx.recording:
             prepared.fingerprint = adapter.catalog_fingerprint(cast(sa.Connection, conn),
@@ -473,19 +497,22 @@ class OracleMerge(DialectMerge):
         return prepared
 
     def analyse(self) -> Analysis:
-        return self.rules.analyse()
+        analysis = self.rules.analyse()
+        count_mirrors(analysis, self.mirrors)
+        return analysis
 
     def source_checksums(self) -> list[dict[str, str]]:
-        return self.source_sums
+        # a source that is the target has the target's checksums
+        return [self.source_sums.get(i, self.target_before)
+                for i in range(1, len(self.request.sources) + 1)]
 
     def apply(self, analysis: Analysis) -> Applied:
         return Applied(written=self.rules.apply(analysis.counts))
 
     def sources_unchanged(self, before: list[dict[str, str]]) -> list[Finding]:
-        after = self.read_source_checksums()
         found: list[Finding] = []
-        for ref, was, now in zip(self.request.sources, before, after, strict=True):
-            found += compare_checksums(ref.label, was, now)
+        for i, now in self.read_source_checksums().items():
+            found += compare_checksums(self.request.sources[i - 1].label, before[i - 1], now)
         return found
 
     def commit(self) -> None:
@@ -520,7 +547,7 @@ class OracleMerge(DialectMerge):
         plan, conn = self.oracle_plan, self.conn
         if conn is not None and plan is not None:
             self.rollback()
-            for link in plan.links:  # a failure before the links were dropped
+            for link in plan.links.values():  # a failure before the links were dropped
                 if link.name in self.created:
                     self._quietly(plan.unlink_steps(link))
             for step in plan.after_steps(succeeded=succeeded):

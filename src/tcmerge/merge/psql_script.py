@@ -54,8 +54,7 @@ def render(request: MergeRequest, token: str) -> str:
     rules = MergeRules(None, request.tables, [r.label for r in request.databases], NAMES)
     # a source that is the target itself (Cisco's "merge DB1 into DB2" names DB2 too): its
     # rows are the target's own, duplicates of input 0; it is not read again
-    mirrors = {i for i, ref in enumerate(request.sources, 1)
-               if libpq_uri(ref) == libpq_uri(request.target)}
+    mirrors = request.sources_named_as_target()
     exported = [i for i in range(1, len(request.sources) + 1) if i not in mirrors]
     files = [copy_file(token, i, t.name) for i in exported for t in request.tables]
     out = [

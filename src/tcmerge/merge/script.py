@@ -37,7 +37,7 @@ def _oracle(request: MergeRequest) -> str:
     # a private link: what a user with CREATE DATABASE LINK makes (validate tells whether
     # the target's user has it; a public one needs CREATE/DROP PUBLIC DATABASE LINK)
     plan = OraclePlan(request, ora.job_token(jobs.new_job_id()), "private",
-                      snapshot=request.snapshot)
+                      snapshot=request.snapshot, mirrors=request.sources_named_as_target())
     return render_script(plan)
 
 
