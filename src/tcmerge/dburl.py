@@ -91,6 +91,11 @@ def without_password(url: URL) -> URL:
     return url.difference_update_query(present) if present else url
 
 
+def public_url(ref: DatabaseRef) -> str:
+    """The URL without its password, as job records keep it."""
+    return without_password(ref.url).render_as_string(hide_password=False)
+
+
 def libpq_uri(ref: DatabaseRef) -> str:
     """``postgresql://user@host:port/db``, without the password: what psql and libpq
     take (``postgresql+psycopg://`` is SQLAlchemy's form, which psql refuses)."""

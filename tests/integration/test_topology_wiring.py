@@ -214,3 +214,35 @@ def test_a_target_given_as_a_url_is_assigned_by_its_declared_name(
         assert topology.read_text() == before
     finally:
         pg_server.drop_database(elsewhere)
+
+
+def test_verify_reads_the_jobs_sources_through_the_topology(
+        tmp_path: Path, pg_server: DatabaseServer, topology_dbs: dict[str, str]) -> None:
+    """Cisco's flow by topology names, DB1 into DB2 (DB2 named among the sources): verify
+    given only --topology and --target finds the sources by the names the job recorded,
+    with the topology's passwords, instead of the recorded password-less URLs (which
+    could not log in: VERIFY_SOURCE_UNCHECKED)."""
+    import sqlalchemy as sa
+
+    from tcmerge.db import connect
+
+    with connect(pg_server.admin_ref(topology_dbs["tcdb1"])) as conn:
+        conn.execute(sa.text("INSERT INTO tc_rooms VALUES "
+                             "('ops@conference-1-c1.example.com', 'a@example.com', 'ops', "
+                             "'persistent', '', '', 1, 1)"))
+        conn.commit()
+    topology = tmp_path / "cluster.toml"
+    write_topology(topology, pg_server, topology_dbs, tc_state="stopped")
+    run = CliRunner().invoke(app, ["run", "--topology", str(topology), "--source", "tcdb1",
+                                   "--source", "tcdb2", "--target", "tcdb2", "--yes",
+                                   "--json"])
+    assert run.exit_code == 0, run.stdout
+    job = json.loads(run.stdout)["job_id"]
+    checked = CliRunner().invoke(app, ["verify", job, "--topology", str(topology),
+                                       "--target", "tcdb2", "--json"])
+    assert checked.exit_code == 0, checked.stdout
+    found = {(f["code"], f.get("database")) for f in json.loads(checked.stdout)["findings"]}
+    assert ("VERIFY_SOURCE_UNCHANGED", "tcdb1") in found
+    assert ("VERIFY_SOURCE_IS_TARGET", "tcdb2") in found
+    assert not [f for f in found if f[0] == "VERIFY_SOURCE_UNCHECKED"]
+    assert pg_server.password not in checked.output  # type: ignore[attr-defined]

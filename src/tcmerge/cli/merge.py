@@ -28,7 +28,8 @@ from tcmerge.cli.output import (
     stdout,
 )
 from tcmerge.cli.validate import AllowTriggersOpt, build_request
-from tcmerge.errors import EXIT_FAILURE, EXIT_OK
+from tcmerge.dburl import DatabaseRef
+from tcmerge.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from tcmerge.merge import MergeFailed, MergeResult, restore_job, verify_job
 from tcmerge.merge import jobs as jobs_mod
 from tcmerge.results import sort_findings
@@ -322,10 +323,18 @@ def register(root: typer.Typer) -> None:
                topology: TopologyOpt = None,
                as_json: JsonOpt = False, password: PasswordOpt = False) -> None:
         """Re-check a finished job's invariants; exit 1 when one fails."""
+        def declared(name: str) -> DatabaseRef | None:
+            # the job's sources by the names it recorded, where the topology has them
+            try:
+                return database(name, topology, prompt=password)
+            except ConfigError:
+                return None
+
         with error_boundary(as_json):
             report = verify_job(database(target, topology, mergeable=True, prompt=password),
                                 job_id, [database(s, topology, prompt=password)
-                                         for s in source or []] or None)
+                                         for s in source or []] or None,
+                                declared=declared if topology else None)
 
         def human() -> None:
             print_findings(report.findings, f"Verification of job {report.job_id}")

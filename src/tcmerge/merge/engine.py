@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from tcmerge.dburl import DatabaseRef, without_password
+from tcmerge.dburl import DatabaseRef, public_url
 from tcmerge.dialects import adapter_class
 from tcmerge.errors import EXIT_FAILURE, DatabaseError, TcmergeError
 from tcmerge.lock import target_lock
@@ -80,11 +80,6 @@ def data_checks(request: MergeRequest, report: ValidationReport) -> list[Finding
     result = MergeExecutor(request, mode="validate", progress=None,
                     preflight=lambda _request: report).execute()
     return [f for f in result.findings if f not in report.findings]
-
-
-def public_url(ref: DatabaseRef) -> str:
-    """The URL without its password (for job records)."""
-    return without_password(ref.url).render_as_string(hide_password=False)
 
 
 def describe_inputs(request: MergeRequest,

@@ -16,7 +16,7 @@ unnecessary, a (room, msg_id) index lets the counter check probe per room).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tcmerge.db import server_reason, session
-from tcmerge.dburl import DatabaseRef
+from tcmerge.dburl import DatabaseRef, public_url
 from tcmerge.dialects import adapter_for
 from tcmerge.dialects.constructs import pair_digest
 from tcmerge.dialects.postgresql.fingerprint import differences
@@ -205,10 +205,13 @@ def _reading(ref: DatabaseRef, role: str) -> AbstractContextManager[sa.Connectio
 
 
 def verify_job(target: DatabaseRef, job_id: str,
-               sources: Sequence[DatabaseRef] | None = None) -> VerifyReport:
-    """Re-check a finished job, on a PostgreSQL or an Oracle target. Sources default to
-    the job's password-less URLs (libpq's PGPASSWORD/.pgpass supply passwords);
-    unreachable sources give a warning."""
+               sources: Sequence[DatabaseRef] | None = None, *,
+               declared: Callable[[str], DatabaseRef | None] | None = None) -> VerifyReport:
+    """Re-check a finished job, on a PostgreSQL or an Oracle target. Sources not given
+    are the job's: by the name it recorded where ``declared`` (a topology's databases)
+    still has that name at the recorded URL, with its password, else by the recorded
+    password-less URL (libpq's PGPASSWORD/.pgpass supply passwords); unreachable
+    sources give a warning."""
     adapter = adapter_for(target)
     with _reading(target, "verify") as conn:
         try:
@@ -231,7 +234,7 @@ def verify_job(target: DatabaseRef, job_id: str,
         except sa.exc.DBAPIError as exc:
             raise DatabaseError(f"verifying {target.label} failed: "
                                 f"{server_reason(exc, target)}") from None
-    report.findings += _check_sources(job, sources)
+    report.findings += _check_sources(job, sources, declared)
     report.checked.append("source checksums")
     return report
 
@@ -316,15 +319,18 @@ def catalog_findings(conn: sa.Connection, job: jobs.JobRecord,
     return out
 
 
-def _check_sources(job: jobs.JobRecord,
-                   given: Sequence[DatabaseRef] | None) -> list[Finding]:
+def _check_sources(job: jobs.JobRecord, given: Sequence[DatabaseRef] | None,
+                   declared: Callable[[str], DatabaseRef | None] | None) -> list[Finding]:
     recorded: list[dict[str, Any]] = list(job.inputs.get("sources", []))
     before: list[dict[str, str]] = list(job.counts.get("source_checksums", []))
     target_url = job.inputs.get("target", {}).get("url")
     out: list[Finding] = []
     for i, entry in enumerate(recorded):
+        named = declared(entry["name"]) if declared and entry.get("name") else None
         if given and i < len(given):
             ref = given[i]
+        elif named is not None and public_url(named) == entry["url"]:
+            ref = named  # the topology's database, its password from there
         else:
             ref = DatabaseRef(make_url(entry["url"]), name=entry.get("name"))
         label = entry.get("label", ref.label)
