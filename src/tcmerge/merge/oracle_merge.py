@@ -177,7 +177,7 @@ class OraclePlan:
         for name, table in staging.items():
             steps.append(Step("staging", sa.schema.CreateTable(table),
                               f"staging for {name}", creates=table.name))
-        steps.append(Step("checksums", None, "checksums of every source (read-only sessions)",
+        steps.append(Step("checksums", None, "checksums of every source read (read-only sessions)",
                           hook="source_checksums"))
         for i, link in self.links.items():
             for model in self.request.tables:
