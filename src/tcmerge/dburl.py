@@ -96,6 +96,15 @@ def public_url(ref: DatabaseRef) -> str:
     return without_password(ref.url).render_as_string(hide_password=False)
 
 
+def same_place(a: URL, b: URL) -> bool:
+    """Whether two URLs name the same database as far as their text tells (password and
+    driver aside): the target named among the sources, without connecting."""
+    def bare(url: URL) -> URL:
+        return without_password(url).set(drivername=url.get_backend_name())
+
+    return bare(a) == bare(b)
+
+
 def libpq_uri(ref: DatabaseRef) -> str:
     """``postgresql://user@host:port/db``, without the password: what psql and libpq
     take (``postgresql+psycopg://`` is SQLAlchemy's form, which psql refuses)."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from tcmerge.dburl import DatabaseRef, parse_database, require_mergeable, without_password
+from tcmerge.dburl import DatabaseRef, parse_database, require_mergeable, same_place
 from tcmerge.errors import ConfigError
 from tcmerge.schema import tables_for, tc
 
@@ -58,11 +58,8 @@ class MergeRequest:
         """The sources (1-based) whose URL, password and driver aside, is the target's:
         the target named among the sources as far as the names tell, without connecting
         (``run --sql``; a run asks the servers: ``dialect_merge.target_mirrors``)."""
-        def same(ref: DatabaseRef) -> sa.URL:
-            return without_password(ref.url).set(drivername=ref.url.get_backend_name())
-
         return frozenset(i for i, ref in enumerate(self.sources, 1)
-                         if same(ref) == same(self.target))
+                         if same_place(ref.url, self.target.url))
 
     def check_dialects(self) -> str:
         """Refuse MS SQL / unknown / mixed types before any connection (exit 2)."""

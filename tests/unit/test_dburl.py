@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tcmerge.dburl import mask_url, parse_database, require_mergeable, scrub
+from tcmerge.dburl import mask_url, parse_database, require_mergeable, same_place, scrub
 from tcmerge.errors import ConfigError, MixedDatabaseTypesError, UnsupportedDatabaseError
 
 
@@ -110,3 +110,12 @@ def test_other_drivers_and_the_postgres_scheme_name_the_same_server(
     # tcmerge connects with psycopg 3 and python-oracledb only; the URL's driver was an
     # internal error (ModuleNotFoundError, exit 3) and postgres:// was refused
     assert parse_database(text).url.render_as_string(hide_password=False) == expected
+
+
+def test_same_place_sets_password_and_driver_aside() -> None:
+    from sqlalchemy.engine import make_url
+
+    one = make_url("postgresql+psycopg://tc:pw@db2:5432/tcdb2")
+    assert same_place(one, make_url("postgresql://tc@db2:5432/tcdb2"))
+    assert not same_place(one, make_url("postgresql://tc@db2:5433/tcdb2"))
+    assert not same_place(one, make_url("postgresql://tc@db2:5432/tcdb1"))

@@ -241,8 +241,9 @@ class PgRules(MergeRules):
         # analysed first, and joins with a semi-join on the candidates' keys: correlated
         # subqueries ran once per candidate; a join with the windows table unanalysed
         # took 18 s for 20,000 rooms (0.04 s so)
-        key, shift = (sql.SQL(", shift"), sql.SQL(" AND t.shift = c.shift")) if per_window \
-            else (sql.SQL(""), sql.SQL(""))
+        def shift(alias: str) -> sql.SQL:  # with per_window the shift is a key column
+            return sql.SQL(f", {alias}shift" if per_window else "")
+
         self._x(_q(
             "DELETE FROM {c} WHERE (inp, room_jid{k}) IN ("
             # a source's digest the target lacks (at this window's shift)
@@ -255,8 +256,8 @@ class PgRules(MergeRules):
             "SELECT t.vs, t.room_jid{tk} FROM {d} AS t LEFT JOIN {d} AS s "
             "ON s.inp = t.vs AND s.vs = t.vs AND s.room_jid = t.room_jid AND s.tbl = t.tbl "
             "WHERE t.inp = 0 AND s.tbl IS NULL)", c=_ident(candidates), d=_ident(digests),
-            k=key, s=shift, ck=sql.SQL(", c.shift" if per_window else ""),
-            tk=sql.SQL(", t.shift" if per_window else "")))
+            k=shift(""), ck=shift("c."), tk=shift("t."),
+            s=sql.SQL(" AND t.shift = c.shift" if per_window else "")))
         if per_window:
             self._x(_q("DELETE FROM {c} AS w USING {c} AS o WHERE o.inp = w.inp "
                        "AND o.room_jid = w.room_jid AND o.shift < w.shift",

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tcmerge.db import server_reason, session
-from tcmerge.dburl import DatabaseRef, public_url
+from tcmerge.dburl import DatabaseRef, public_url, same_place
 from tcmerge.dialects import adapter_for
 from tcmerge.dialects.constructs import pair_digest
 from tcmerge.dialects.postgresql.fingerprint import differences
@@ -323,7 +323,7 @@ def _check_sources(job: jobs.JobRecord, given: Sequence[DatabaseRef] | None,
                    declared: Callable[[str], DatabaseRef | None] | None) -> list[Finding]:
     recorded: list[dict[str, Any]] = list(job.inputs.get("sources", []))
     before: list[dict[str, str]] = list(job.counts.get("source_checksums", []))
-    target_url = job.inputs.get("target", {}).get("url")
+    target = job.inputs.get("target", {}).get("url")
     out: list[Finding] = []
     for i, entry in enumerate(recorded):
         named = declared(entry["name"]) if declared and entry.get("name") else None
@@ -339,7 +339,8 @@ def _check_sources(job: jobs.JobRecord, given: Sequence[DatabaseRef] | None,
         # the target named among the sources ("merge DB1 into DB2"): the merge wrote into
         # it, so its rows are not the ones it had; the target's checks above cover it
         # (jobs recorded before the mark: the same URL as the target's)
-        if entry.get("is_target") or (target_url and entry.get("url") == target_url):
+        if entry.get("is_target") or (target and same_place(make_url(entry["url"]),
+                                                            make_url(target))):
             out.append(info("VERIFY_SOURCE_IS_TARGET",
                             "this source is the target itself: the merge wrote into it, and "
                             "it is checked as the target", database=label))

@@ -101,6 +101,14 @@ def test_verify_checks_the_target_named_among_the_sources_as_the_target(
     assert "VERIFY_SOURCE_CHANGED" not in by_code
     assert by_code["VERIFY_SOURCE_IS_TARGET"] == shown["inputs"]["sources"][1]["label"]
     assert by_code["VERIFY_SOURCE_UNCHANGED"] == shown["inputs"]["sources"][0]["label"]
+    # a job recorded before the mark: known by its source URL, the target's
+    db2.execute("UPDATE tcmerge_jobs SET inputs = replace(inputs, ', \"is_target\": true', '')")
+    code, shown = cli("jobs", "show", done["job_id"], "--target", url(db2.ref))
+    assert [s.get("is_target", False) for s in shown["inputs"]["sources"]] == [False, False]
+    code, checked = cli("verify", done["job_id"], "--target", url(db2.ref),
+                        *sources(db1, db2))
+    assert code == 0, checked
+    assert "VERIFY_SOURCE_IS_TARGET" in [f["code"] for f in checked["findings"]]
     # DB1 changed after the merge: still an error
     db1.messages("late@conference-1-c1.example.com", [(1, 0, "late")])
     code, checked = cli("verify", done["job_id"], "--target", url(db2.ref),
